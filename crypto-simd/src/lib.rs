@@ -1,0 +1,17 @@
+//! Batched, SIMD-accelerated cryptography for the mixplane dataplane.
+//!
+//! This crate owns every primitive on the per-packet path whose speed depends on the CPU:
+//! X25519 over whole batches of packets ([`x25519`]) and the Lioness wide-block cipher that
+//! Sphinx payloads use ([`lioness`]). Each primitive has a portable implementation that always
+//! works and, where it pays, vector backends chosen once at run time by CPU detection
+//! ([`cpu`]). Vector code lives in its own module per backend; `#[target_feature]` functions are
+//! only reached after detection said the features are there.
+//!
+//! Boundaries: no I/O, no packet formats, no allocation on the batch paths. Sphinx framing and
+//! key schedules live in `mixplane-dataplane`.
+#![deny(unsafe_op_in_unsafe_fn)]
+#![warn(missing_docs)]
+
+pub mod cpu;
+pub mod lioness;
+pub mod x25519;
