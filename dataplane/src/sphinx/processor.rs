@@ -1,0 +1,457 @@
+//! The batch processor: the staged pipeline described in the module docs.
+
+use std::sync::Arc;
+
+use mixplane_crypto_simd::{lioness, x25519};
+use subtle::ConstantTimeEq;
+use zeroize::Zeroize;
+
+use super::frame::{FrameHeader, SPHINX_HEADER_LEN, SizeClass};
+use super::kdf::{self, ExpandedSecret, PAYLOAD_KEY_LEN, ROUTING_STREAM_LEN};
+use super::keys::{KeySlot, NodeKeys};
+use super::{
+    Accepted, DEFAULT_MAX_DELAY_NS, Deliver, DropReason, Forward, KNOWN_SPHINX_VERSIONS,
+    ReplayGuard, SurbAck, Verdict, address,
+};
+
+const ALPHA: usize = 0;
+const GAMMA: usize = 32;
+const BETA: usize = 48;
+const BETA_LEN: usize = 300;
+const SLOT_LEN: usize = 60;
+/// Sphinx version whose SURB replies stay sealed until their creator opens them.
+const SINGLE_SEED_SURB_VERSION: u16 = 260;
+const FLAG_FORWARD: u8 = 1;
+const FLAG_FINAL: u8 = 2;
+/// Zero prefix of a final payload.
+const PAYLOAD_ZERO_PREFIX: usize = 16;
+/// A SURB-ACK: 19-byte first-hop address and a whole ack-class Sphinx packet.
+const SURB_ACK_LEN: usize = address::MAX_UNPADDED_LEN + SizeClass::Ack.packet_len();
+
+/// Settings of the Sphinx core.
+#[derive(Debug, Clone)]
+pub struct ProcessorConfig {
+    /// Forward hops asking for a longer delay are dropped ([`DropReason::DelayTooLong`]).
+    pub max_delay_ns: u64,
+    /// The X25519 implementation.
+    pub backend: x25519::Backend,
+}
+
+impl Default for ProcessorConfig {
+    fn default() -> Self {
+        ProcessorConfig {
+            max_delay_ns: DEFAULT_MAX_DELAY_NS,
+            backend: x25519::Backend::best(),
+        }
+    }
+}
+
+/// What the routing slot said, kept between stages.
+#[derive(Clone, Copy)]
+enum Route {
+    Forward {
+        next_hop: std::net::SocketAddr,
+        delay_ns: u64,
+    },
+    Final {
+        destination: [u8; 32],
+        identifier: [u8; 16],
+    },
+}
+
+/// Per-frame state between stages.
+#[derive(Clone)]
+struct Slot {
+    header: FrameHeader,
+    key: KeySlot,
+    rotation_id: u32,
+    secret: ExpandedSecret,
+    version: u16,
+    route: Route,
+}
+
+impl Default for Slot {
+    fn default() -> Self {
+        Slot {
+            header: FrameHeader::v8(SizeClass::Regular, super::KeyRotation::Unknown),
+            key: KeySlot::Primary,
+            rotation_id: 0,
+            secret: ExpandedSecret::default(),
+            version: 0,
+            route: Route::Final {
+                destination: [0; 32],
+                identifier: [0; 16],
+            },
+        }
+    }
+}
+
+/// Reusable X25519 job lists.
+#[derive(Default)]
+struct DhJobs {
+    index: Vec<usize>,
+    scalars: Vec<[u8; 32]>,
+    points: Vec<[u8; 32]>,
+    out: Vec<[u8; 32]>,
+}
+
+impl DhJobs {
+    fn clear(&mut self) {
+        self.index.clear();
+        self.scalars.zeroize();
+        self.scalars.clear();
+        self.points.clear();
+        self.out.zeroize();
+        self.out.clear();
+    }
+
+    fn push(&mut self, i: usize, scalar: &[u8; 32], point: &[u8; 32]) {
+        self.index.push(i);
+        self.scalars.push(*scalar);
+        self.points.push(*point);
+    }
+
+    fn run(&mut self, backend: x25519::Backend) {
+        self.out.resize(self.scalars.len(), [0u8; 32]);
+        x25519::x25519_batch(backend, &self.scalars, &self.points, &mut self.out);
+    }
+}
+
+/// The Sphinx batch processor. One per worker; it owns its scratch space.
+pub struct Processor {
+    keys: Arc<NodeKeys>,
+    config: ProcessorConfig,
+    slots: Vec<Slot>,
+    dh: DhJobs,
+    retry: DhJobs,
+    routing: [u8; ROUTING_STREAM_LEN],
+    payload_key: [u8; PAYLOAD_KEY_LEN],
+}
+
+impl Processor {
+    /// A processor for `keys`.
+    pub fn new(keys: Arc<NodeKeys>, config: ProcessorConfig) -> Processor {
+        Processor {
+            keys,
+            config,
+            slots: Vec::new(),
+            dh: DhJobs::default(),
+            retry: DhJobs::default(),
+            routing: [0; ROUTING_STREAM_LEN],
+            payload_key: [0; PAYLOAD_KEY_LEN],
+        }
+    }
+
+    /// Replaces the keys (between batches: a rotation published by the control plane).
+    pub fn set_keys(&mut self, keys: Arc<NodeKeys>) {
+        self.keys = keys;
+    }
+
+    /// The keys in use.
+    pub fn keys(&self) -> &Arc<NodeKeys> {
+        &self.keys
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &ProcessorConfig {
+        &self.config
+    }
+
+    /// Processes one batch of frames in place and appends one verdict per frame to `out`
+    /// (which is cleared first).
+    ///
+    /// Each `frames[i]` must hold exactly the bytes of one received datagram. Ranges in the
+    /// verdicts index into that same buffer.
+    pub fn process_batch<B, R>(&mut self, frames: &mut [B], replay: &R, out: &mut Vec<Verdict>)
+    where
+        B: AsMut<[u8]>,
+        R: ReplayGuard + ?Sized,
+    {
+        let n = frames.len();
+        out.clear();
+        out.resize(n, Verdict::Drop(DropReason::Truncated));
+        if self.slots.len() < n {
+            self.slots.resize_with(n, Slot::default);
+        }
+        let keys = Arc::clone(&self.keys);
+
+        // Stage 1a: frame checks and the first shared-secret X25519 of every frame.
+        self.dh.clear();
+        for (i, frame) in frames.iter_mut().enumerate() {
+            let frame = frame.as_mut();
+            match FrameHeader::parse(frame) {
+                Err(r) => out[i] = Verdict::Drop(r),
+                Ok(header) => match keys.first_choice(header.key_rotation) {
+                    None => out[i] = Verdict::Drop(DropReason::NoKeyForRotation),
+                    Some(slot) => {
+                        let key = keys.get(slot).expect("first_choice names a live key");
+                        let alpha = alpha_of(frame, header.len());
+                        let s = &mut self.slots[i];
+                        s.header = header;
+                        s.key = slot;
+                        s.rotation_id = key.rotation_id();
+                        self.dh.push(i, key.secret(), &alpha);
+                    }
+                },
+            }
+        }
+        self.dh.run(self.config.backend);
+
+        // Stage 1b: HKDF and MAC; frames that do not name their key get a second try.
+        self.retry.clear();
+        for j in 0..self.dh.index.len() {
+            let i = self.dh.index[j];
+            let frame = frames[i].as_mut();
+            let s = &mut self.slots[i];
+            match check_secret_and_mac(&self.dh.out[j], frame, s) {
+                Ok(()) => out[i] = Verdict::Forward(placeholder()),
+                Err(DropReason::BadMac) => match keys.fallback(s.header.key_rotation, s.key) {
+                    Some(next) => {
+                        let key = keys.get(next).expect("fallback names a live key");
+                        s.key = next;
+                        s.rotation_id = key.rotation_id();
+                        self.retry
+                            .push(i, key.secret(), &alpha_of(frame, s.header.len()));
+                    }
+                    None => out[i] = Verdict::Drop(DropReason::BadMac),
+                },
+                Err(r) => out[i] = Verdict::Drop(r),
+            }
+        }
+        if !self.retry.index.is_empty() {
+            self.retry.run(self.config.backend);
+            for j in 0..self.retry.index.len() {
+                let i = self.retry.index[j];
+                let frame = frames[i].as_mut();
+                out[i] = match check_secret_and_mac(&self.retry.out[j], frame, &mut self.slots[i]) {
+                    Ok(()) => Verdict::Forward(placeholder()),
+                    Err(r) => Verdict::Drop(r),
+                };
+            }
+        }
+
+        // Stage 1c: replay check, routing information; queue the blinding X25519.
+        self.dh.clear();
+        for i in 0..n {
+            if matches!(out[i], Verdict::Drop(_)) {
+                continue;
+            }
+            let frame = frames[i].as_mut();
+            let s = &mut self.slots[i];
+            if replay.check_and_set(s.rotation_id, s.secret.replay_tag()) {
+                out[i] = Verdict::Drop(DropReason::Replayed);
+                continue;
+            }
+            match unwrap_routing(frame, s, &mut self.routing, self.config.max_delay_ns) {
+                Err(r) => out[i] = Verdict::Drop(r),
+                Ok(()) => {
+                    if matches!(s.route, Route::Forward { .. }) {
+                        let alpha = alpha_of(frame, s.header.len());
+                        self.dh.push(i, s.secret.blinding_factor(), &alpha);
+                    }
+                }
+            }
+        }
+        self.routing.zeroize();
+
+        // Stage 2: blind the alphas of the forward hops.
+        self.dh.run(self.config.backend);
+        for j in 0..self.dh.index.len() {
+            let i = self.dh.index[j];
+            let frame = frames[i].as_mut();
+            let h = self.slots[i].header.len();
+            frame[h + ALPHA..h + ALPHA + 32].copy_from_slice(&self.dh.out[j]);
+        }
+        self.dh.clear();
+
+        // Stage 3: payloads, and the final-hop message.
+        for i in 0..n {
+            if matches!(out[i], Verdict::Drop(_)) {
+                continue;
+            }
+            let frame = frames[i].as_mut();
+            let s = &mut self.slots[i];
+            out[i] = finish(frame, s, &mut self.payload_key);
+            s.secret.zeroize();
+        }
+        self.payload_key.zeroize();
+    }
+}
+
+fn placeholder() -> Forward {
+    Forward {
+        next_hop: std::net::SocketAddr::from(([0, 0, 0, 0], 0)),
+        delay_ns: 0,
+        frame: 0..0,
+        sphinx_version: 0,
+        accepted: Accepted {
+            header: FrameHeader::v8(SizeClass::Regular, super::KeyRotation::Unknown),
+            key_slot: KeySlot::Primary,
+            rotation_id: 0,
+            replay_tag: [0; 32],
+        },
+    }
+}
+
+fn alpha_of(frame: &[u8], h: usize) -> [u8; 32] {
+    frame[h + ALPHA..h + ALPHA + 32]
+        .try_into()
+        .expect("frame length checked")
+}
+
+/// Rejects a zero shared secret, expands it and verifies the header MAC.
+fn check_secret_and_mac(shared: &[u8; 32], frame: &[u8], s: &mut Slot) -> Result<(), DropReason> {
+    if bool::from(shared.ct_eq(&[0u8; 32])) {
+        return Err(DropReason::ZeroSharedSecret);
+    }
+    s.secret.expand_into(shared);
+    let h = s.header.len();
+    let gamma = &frame[h + GAMMA..h + BETA];
+    let beta = &frame[h + BETA..h + BETA + BETA_LEN];
+    let mac = kdf::header_mac(s.secret.mac_key(), beta);
+    if bool::from(mac.ct_eq(gamma)) {
+        Ok(())
+    } else {
+        Err(DropReason::BadMac)
+    }
+}
+
+/// Decrypts the routing information, parses this hop's slot and, for a forward hop, rewrites
+/// gamma and beta in place for the next hop.
+fn unwrap_routing(
+    frame: &mut [u8],
+    s: &mut Slot,
+    stream: &mut [u8; ROUTING_STREAM_LEN],
+    max_delay_ns: u64,
+) -> Result<(), DropReason> {
+    let h = s.header.len();
+    // stream = keystream XOR (beta || 0^60)
+    stream[..BETA_LEN].copy_from_slice(&frame[h + BETA..h + BETA + BETA_LEN]);
+    stream[BETA_LEN..].fill(0);
+    kdf::apply_routing_stream(s.secret.stream_key(), stream);
+
+    let flag = stream[0];
+    if stream[1] != 0 {
+        return Err(DropReason::UnknownSphinxVersion);
+    }
+    let version = u16::from_be_bytes([stream[2], stream[3]]);
+    s.version = version;
+    match flag {
+        FLAG_FORWARD | FLAG_FINAL if !KNOWN_SPHINX_VERSIONS.contains(&version) => {
+            Err(DropReason::UnknownSphinxVersion)
+        }
+        FLAG_FORWARD => {
+            let next_hop = address::parse(&stream[4..36]).map_err(|_| DropReason::BadNextHop)?;
+            let delay_ns = u64::from_be_bytes(stream[36..44].try_into().expect("8 bytes"));
+            if delay_ns > max_delay_ns {
+                return Err(DropReason::DelayTooLong);
+            }
+            s.route = Route::Forward { next_hop, delay_ns };
+            // next gamma = slot[44..60]; next beta = stream[60..360]
+            frame[h + GAMMA..h + BETA].copy_from_slice(&stream[44..SLOT_LEN]);
+            frame[h + BETA..h + BETA + BETA_LEN].copy_from_slice(&stream[SLOT_LEN..]);
+            Ok(())
+        }
+        FLAG_FINAL => {
+            s.route = Route::Final {
+                destination: stream[4..36].try_into().expect("32 bytes"),
+                identifier: stream[36..52].try_into().expect("16 bytes"),
+            };
+            Ok(())
+        }
+        _ => Err(DropReason::UnknownRoutingFlag),
+    }
+}
+
+/// Decrypts the payload and builds the verdict.
+fn finish(frame: &mut [u8], s: &Slot, payload_key: &mut [u8; PAYLOAD_KEY_LEN]) -> Verdict {
+    let h = s.header.len();
+    if matches!(s.version, 1 | 257 | 258) {
+        payload_key.copy_from_slice(s.secret.legacy_payload_key());
+    } else {
+        kdf::payload_key_from_seed(s.secret.payload_key_seed(), payload_key);
+    }
+    let payload_at = h + SPHINX_HEADER_LEN;
+    lioness::decrypt(payload_key, &mut frame[payload_at..])
+        .expect("every size class's payload is longer than 32 bytes");
+    let accepted = Accepted {
+        header: s.header,
+        key_slot: s.key,
+        rotation_id: s.rotation_id,
+        replay_tag: *s.secret.replay_tag(),
+    };
+    match s.route {
+        Route::Forward { next_hop, delay_ns } => Verdict::Forward(Forward {
+            next_hop,
+            delay_ns,
+            frame: 0..frame.len(),
+            sphinx_version: s.version,
+            accepted,
+        }),
+        Route::Final {
+            destination,
+            identifier,
+        } => {
+            let (message, surb_ack, sealed) = match final_hop(frame, payload_at, s.header) {
+                Ok((message, surb_ack)) => (message, surb_ack, false),
+                Err(DropReason::BadPadding) if s.version == SINGLE_SEED_SURB_VERSION => {
+                    (payload_at..frame.len(), None, true)
+                }
+                Err(r) => return Verdict::Drop(r),
+            };
+            Verdict::Deliver(Deliver {
+                destination,
+                identifier,
+                message,
+                payload: payload_at..frame.len(),
+                sealed,
+                surb_ack,
+                sphinx_version: s.version,
+                accepted,
+            })
+        }
+    }
+}
+
+/// Recovers the plaintext of a final-hop payload (Nym: 16 zero bytes, plaintext, `0x01`, zeros)
+/// and splits off the SURB-ACK, framing it in place.
+type FinalHop = (std::ops::Range<usize>, Option<SurbAck>);
+fn final_hop(
+    frame: &mut [u8],
+    payload_at: usize,
+    header: FrameHeader,
+) -> Result<FinalHop, DropReason> {
+    let payload = &frame[payload_at..];
+    if payload[..PAYLOAD_ZERO_PREFIX].iter().any(|&b| b != 0) {
+        return Err(DropReason::BadPadding);
+    }
+    let body = &payload[PAYLOAD_ZERO_PREFIX..];
+    let end = body
+        .iter()
+        .rposition(|&b| b == 1)
+        .ok_or(DropReason::BadPadding)?;
+    let start = payload_at + PAYLOAD_ZERO_PREFIX;
+    if header.size_class == SizeClass::Ack {
+        return Ok((start..start + end, None));
+    }
+    if end < SURB_ACK_LEN {
+        return Err(DropReason::NoSurbAck);
+    }
+    let next_hop = address::parse(&frame[start..start + address::MAX_UNPADDED_LEN])
+        .map_err(|_| DropReason::BadSurbAck)?;
+    // The ack packet follows the 19-byte address; its frame header overwrites the address tail.
+    let ack_header = FrameHeader {
+        size_class: SizeClass::Ack,
+        ..header
+    };
+    let packet_at = start + address::MAX_UNPADDED_LEN;
+    let frame_at = packet_at - ack_header.len();
+    ack_header.write(&mut frame[frame_at..packet_at]);
+    Ok((
+        start + SURB_ACK_LEN..start + end,
+        Some(SurbAck {
+            next_hop,
+            frame: frame_at..packet_at + SizeClass::Ack.packet_len(),
+        }),
+    ))
+}
