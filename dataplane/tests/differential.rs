@@ -187,7 +187,7 @@ fn surb_replies_match_sphinx_packet() {
 fn random_routes_match_sphinx_packet() {
     let mut rng = rng(4);
     let mut tally = Tally::default();
-    for _ in 0..60 {
+    for _ in 0..400 {
         let class = SizeClass::ALL[rng.random_range(0..5)];
         let version = VERSIONS[rng.random_range(0..5)];
         let hops = rng.random_range(1..=5);
