@@ -12,11 +12,13 @@
 //! pay for the blinding X25519 (batched again) and the Lioness payload decryption.
 
 pub mod address;
+pub mod build;
 pub mod frame;
 pub mod kdf;
 pub mod keys;
 mod processor;
 
+pub use build::{BuildError, FinalPadding, Hop, PacketSpec};
 pub use frame::{FrameHeader, FrameVersion, KeyRotation, SizeClass};
 pub use keys::{KeySlot, NodeKeys, SphinxKey};
 pub use processor::{Processor, ProcessorConfig};
