@@ -5,7 +5,7 @@
 mod common;
 
 use common::*;
-use mixplane_crypto_simd::x25519::x25519;
+use mixplane_crypto_simd::x25519::{Backend, x25519};
 use mixplane_dataplane::sphinx::build::{
     self, BuildError, FinalPadding, Hop, MAX_FINAL_PADDING, PacketSpec, final_padding_len,
     max_plaintext_len, plaintext_with_surb_ack, public_key,
@@ -496,4 +496,14 @@ fn bad_specs_give_typed_errors() {
         Err(BuildError::BadSurbAck { len: 385 })
     );
     assert!(build::build_batch(&[]).is_empty());
+    // every backend this CPU supports builds the same packet
+    let reference = build::build_packet(&good).unwrap();
+    for &backend in Backend::ALL {
+        let out = build::build_batch_with(backend, std::slice::from_ref(&good));
+        if backend.is_supported() {
+            assert_eq!(out[0].as_ref().unwrap(), &reference, "{}", backend.name());
+        } else {
+            assert_eq!(out[0], Err(BuildError::UnsupportedBackend(backend.name())));
+        }
+    }
 }

@@ -122,6 +122,9 @@ pub enum BuildError {
         /// Index of the hop in the route.
         hop: usize,
     },
+    /// The X25519 backend given to [`build_batch_with`] does not run on this CPU.
+    #[error("X25519 backend `{0}` is not supported by this CPU")]
+    UnsupportedBackend(&'static str),
     /// A SURB-ACK packet that is not exactly one ack-class Sphinx packet long.
     #[error("SURB-ACK packet of {len} bytes, expected {}", SizeClass::Ack.packet_len())]
     BadSurbAck {
@@ -294,8 +297,9 @@ pub fn build_batch(specs: &[PacketSpec<'_>]) -> Vec<Result<Vec<u8>, BuildError>>
     build_batch_with(Backend::best(), specs)
 }
 
-/// Builds every packet in `specs` with `backend` (which must be supported by this CPU, as
-/// [`Backend::best`] always is); one result per spec, in order.
+/// Builds every packet in `specs` with `backend`; one result per spec, in order. Every result
+/// is [`BuildError::UnsupportedBackend`] when this CPU cannot run `backend` ([`Backend::best`]
+/// always can).
 ///
 /// The key schedules run in [`MAX_ROUTE_LEN`] rounds, each one [`x25519_batch`] call over all
 /// packets: round `r` multiplies every hop `i >= r` of every packet by the scalar of step `r`
@@ -305,6 +309,9 @@ pub fn build_batch_with(
     backend: Backend,
     specs: &[PacketSpec<'_>],
 ) -> Vec<Result<Vec<u8>, BuildError>> {
+    if !backend.is_supported() {
+        return vec![Err(BuildError::UnsupportedBackend(backend.name())); specs.len()];
+    }
     let mut results: Vec<Result<Vec<u8>, BuildError>> = specs
         .iter()
         .map(|s| s.validate().map(|()| Vec::new()))
