@@ -433,6 +433,12 @@ fn bad_specs_give_typed_errors() {
         with(good.clone(), |s| s.payload_size = 0),
         Err(BuildError::PayloadTooSmall { size: 0 })
     );
+    for size in [build::MAX_PAYLOAD_SIZE + 1, usize::MAX] {
+        assert_eq!(
+            with(good.clone(), |s| s.payload_size = size),
+            Err(BuildError::PayloadTooLarge { size })
+        );
+    }
     // the smallest payload works, and holds 16 bytes
     let sixteen = [1u8; 16];
     let seventeen = [1u8; 17];

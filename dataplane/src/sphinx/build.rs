@@ -52,6 +52,9 @@ pub const MAX_ROUTE_LEN: usize = 5;
 pub const MAX_FINAL_PADDING: usize = BETA_LEN - FINAL_META_LEN;
 /// The smallest payload Lioness can encrypt (its block must be longer than 32 bytes).
 pub const MIN_PAYLOAD_SIZE: usize = lioness::LEFT_LEN + 1;
+/// The largest payload accepted: far above Nym's largest class (32 KiB), a bound against
+/// absurd allocations and length overflow.
+pub const MAX_PAYLOAD_SIZE: usize = 1 << 20;
 /// Length of a SURB-ACK at the start of a regular packet's plaintext: the ack's first hop (19
 /// bytes, zero-padded) and a whole ack-class Sphinx packet.
 pub const SURB_ACK_LEN: usize = MAX_UNPADDED_LEN + SizeClass::Ack.packet_len();
@@ -96,6 +99,12 @@ pub enum BuildError {
     /// The payload is too small for Lioness.
     #[error("payload size {size} is below the minimum of {MIN_PAYLOAD_SIZE}")]
     PayloadTooSmall {
+        /// Payload size given.
+        size: usize,
+    },
+    /// The payload is larger than [`MAX_PAYLOAD_SIZE`].
+    #[error("payload size {size} is above the maximum of {MAX_PAYLOAD_SIZE}")]
+    PayloadTooLarge {
         /// Payload size given.
         size: usize,
     },
@@ -174,7 +183,8 @@ pub struct PacketSpec<'a> {
     pub identifier: [u8; 16],
     /// The Sphinx version (one of [`KNOWN_SPHINX_VERSIONS`]).
     pub version: u16,
-    /// The payload length (a [`SizeClass::payload_len`] for Nym packets).
+    /// The payload length (a [`SizeClass::payload_len`] for Nym packets; at least
+    /// [`MIN_PAYLOAD_SIZE`], at most [`MAX_PAYLOAD_SIZE`]).
     pub payload_size: usize,
     /// The plaintext (at most [`max_plaintext_len`] bytes).
     pub plaintext: &'a [u8],
@@ -222,6 +232,11 @@ impl PacketSpec<'_> {
                 size: self.payload_size,
             });
         }
+        if self.payload_size > MAX_PAYLOAD_SIZE {
+            return Err(BuildError::PayloadTooLarge {
+                size: self.payload_size,
+            });
+        }
         let max = max_plaintext_len(self.payload_size);
         if self.plaintext.len() > max {
             return Err(BuildError::PlaintextTooLong {
@@ -243,7 +258,7 @@ impl PacketSpec<'_> {
 
     /// Length of the packet this spec builds.
     pub fn packet_len(&self) -> usize {
-        SPHINX_HEADER_LEN + self.payload_size
+        SPHINX_HEADER_LEN.saturating_add(self.payload_size)
     }
 }
 
