@@ -9,4 +9,8 @@
 //! vector crypto belongs to `mixplane-crypto-simd`.
 #![deny(unsafe_op_in_unsafe_fn)]
 
+pub mod counters;
+pub mod io;
+pub mod sink;
+pub mod slab;
 pub mod sphinx;

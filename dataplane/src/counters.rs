@@ -1,0 +1,125 @@
+//! Per-worker counters: written by the worker alone (relaxed atomics, no contention), read by
+//! the control plane's metrics and by the demo.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use crate::sphinx::DropReason;
+
+/// Why the node (not the Sphinx core) dropped a packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum NodeDrop {
+    /// No free slab slot to hold the packet.
+    SlabFull,
+    /// The delay wheel is at capacity.
+    WheelFull,
+    /// The kernel refused the send.
+    SendFailed,
+    /// The final-hop sink could not take the message.
+    SinkFailed,
+    /// A final-hop message arrived but no sink is configured.
+    NoSink,
+}
+
+impl NodeDrop {
+    /// Every reason, in counter order.
+    pub const ALL: [NodeDrop; 5] = [
+        NodeDrop::SlabFull,
+        NodeDrop::WheelFull,
+        NodeDrop::SendFailed,
+        NodeDrop::SinkFailed,
+        NodeDrop::NoSink,
+    ];
+
+    /// Stable snake_case name for metrics.
+    pub fn name(self) -> &'static str {
+        match self {
+            NodeDrop::SlabFull => "slab_full",
+            NodeDrop::WheelFull => "wheel_full",
+            NodeDrop::SendFailed => "send_failed",
+            NodeDrop::SinkFailed => "sink_failed",
+            NodeDrop::NoSink => "no_sink",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// One worker's counters.
+#[derive(Debug, Default)]
+pub struct WorkerCounters {
+    /// Datagrams received.
+    pub rx_datagrams: AtomicU64,
+    /// Receive batches handed to the Sphinx core.
+    pub rx_batches: AtomicU64,
+    /// Forward hops put into the delay wheel.
+    pub forwarded: AtomicU64,
+    /// Final-hop messages delivered to the sink.
+    pub delivered: AtomicU64,
+    /// SURB-ACKs sent on.
+    pub surb_acks: AtomicU64,
+    /// Datagrams sent.
+    pub tx_datagrams: AtomicU64,
+    /// Send syscalls / submissions.
+    pub tx_calls: AtomicU64,
+    /// Packets held in the wheel right now.
+    pub wheel_len: AtomicU64,
+    /// Sum over released packets of (actual release time - deadline), ns.
+    pub release_lateness_ns_sum: AtomicU64,
+    /// Largest release lateness seen, ns.
+    pub release_lateness_ns_max: AtomicU64,
+    /// Released packets (for the lateness mean).
+    pub released: AtomicU64,
+    sphinx_drops: [AtomicU64; DropReason::ALL.len()],
+    node_drops: [AtomicU64; NodeDrop::ALL.len()],
+}
+
+impl WorkerCounters {
+    /// Counts a Sphinx-level drop.
+    pub fn drop_sphinx(&self, r: DropReason) {
+        self.sphinx_drops[r.index()].fetch_add(1, Relaxed);
+    }
+
+    /// Counts a node-level drop.
+    pub fn drop_node(&self, r: NodeDrop, n: u64) {
+        self.node_drops[r.index()].fetch_add(n, Relaxed);
+    }
+
+    /// Drops for a Sphinx reason so far.
+    pub fn sphinx_drops(&self, r: DropReason) -> u64 {
+        self.sphinx_drops[r.index()].load(Relaxed)
+    }
+
+    /// Drops for a node reason so far.
+    pub fn node_drops(&self, r: NodeDrop) -> u64 {
+        self.node_drops[r.index()].load(Relaxed)
+    }
+
+    /// All drops so far.
+    pub fn total_drops(&self) -> u64 {
+        self.sphinx_drops
+            .iter()
+            .chain(&self.node_drops)
+            .map(|c| c.load(Relaxed))
+            .sum()
+    }
+
+    pub(crate) fn add(c: &AtomicU64, n: u64) {
+        c.fetch_add(n, Relaxed);
+    }
+
+    pub(crate) fn record_lateness(&self, late_ns: u64) {
+        self.released.fetch_add(1, Relaxed);
+        self.release_lateness_ns_sum.fetch_add(late_ns, Relaxed);
+        self.release_lateness_ns_max.fetch_max(late_ns, Relaxed);
+    }
+}
+
+/// Sums a counter over workers.
+pub fn sum(
+    workers: &[std::sync::Arc<WorkerCounters>],
+    f: impl Fn(&WorkerCounters) -> &AtomicU64,
+) -> u64 {
+    workers.iter().map(|w| f(w).load(Relaxed)).sum()
+}

@@ -1,0 +1,244 @@
+//! The recvmmsg/sendmmsg backend: one syscall per received batch and one per sent batch, with
+//! UDP GRO on receive and UDP GSO on send where the kernel supports them.
+
+use std::io;
+use std::net::UdpSocket;
+use std::os::fd::AsRawFd;
+use std::time::Duration;
+
+use super::socket::{CmsgBuf, gro_segment_size, to_sockaddr, write_gso_cmsg};
+use super::{
+    Datagram, MAX_DATAGRAM, MAX_GSO_SEGMENTS, Outgoing, SendStats, UdpIo, gso_runs, split_gro,
+};
+
+/// recvmmsg/sendmmsg I/O on one socket.
+pub struct MmsgIo {
+    sock: UdpSocket,
+    batch: usize,
+    arena: Vec<u8>,
+    rx_iov: Vec<libc::iovec>,
+    rx_hdr: Vec<libc::mmsghdr>,
+    rx_cmsg: Vec<CmsgBuf>,
+    tx_iov: Vec<libc::iovec>,
+    tx_hdr: Vec<libc::mmsghdr>,
+    tx_addr: Vec<libc::sockaddr_storage>,
+    tx_cmsg: Vec<CmsgBuf>,
+    gso: bool,
+}
+
+// SAFETY: the raw pointers inside the iovec/msghdr vectors are scratch: they are rewritten to
+// point into `arena`, the control buffers or the caller's data immediately before every syscall
+// and never dereferenced otherwise, so moving the struct to another thread is sound.
+unsafe impl Send for MmsgIo {}
+
+fn zeroed_mmsghdr() -> libc::mmsghdr {
+    // SAFETY: mmsghdr is plain old data (integers and raw pointers); all-zero is valid.
+    unsafe { std::mem::zeroed() }
+}
+
+impl MmsgIo {
+    /// Wraps a bound socket; `batch` is the most datagrams (or GRO super-packets) per receive.
+    pub fn new(sock: UdpSocket, batch: usize) -> MmsgIo {
+        let batch = batch.max(1);
+        MmsgIo {
+            sock,
+            batch,
+            arena: vec![0u8; batch * MAX_DATAGRAM],
+            rx_iov: vec![
+                libc::iovec {
+                    iov_base: std::ptr::null_mut(),
+                    iov_len: 0
+                };
+                batch
+            ],
+            rx_hdr: vec![zeroed_mmsghdr(); batch],
+            rx_cmsg: vec![CmsgBuf::default(); batch],
+            tx_iov: Vec::new(),
+            tx_hdr: Vec::new(),
+            // SAFETY: sockaddr_storage is plain old data; all-zero is valid.
+            tx_addr: Vec::new(),
+            tx_cmsg: Vec::new(),
+            gso: true,
+        }
+    }
+
+    fn recv_now(&mut self) -> io::Result<usize> {
+        let base = self.arena.as_mut_ptr();
+        for i in 0..self.batch {
+            // SAFETY: i * MAX_DATAGRAM + MAX_DATAGRAM <= arena.len(), so the pointer stays in bounds.
+            self.rx_iov[i] = libc::iovec {
+                iov_base: unsafe { base.add(i * MAX_DATAGRAM) }.cast(),
+                iov_len: MAX_DATAGRAM,
+            };
+            let h = &mut self.rx_hdr[i].msg_hdr;
+            h.msg_name = std::ptr::null_mut();
+            h.msg_namelen = 0;
+            h.msg_iov = &mut self.rx_iov[i];
+            h.msg_iovlen = 1;
+            h.msg_control = self.rx_cmsg[i].0.as_mut_ptr().cast();
+            h.msg_controllen = self.rx_cmsg[i].0.len() as _;
+            h.msg_flags = 0;
+            self.rx_hdr[i].msg_len = 0;
+        }
+        // SAFETY: every header points at live, correctly sized buffers owned by `self` for the
+        // duration of the call; the fd is open.
+        let n = unsafe {
+            libc::recvmmsg(
+                self.sock.as_raw_fd(),
+                self.rx_hdr.as_mut_ptr(),
+                self.batch as libc::c_uint,
+                libc::MSG_DONTWAIT,
+                std::ptr::null_mut(),
+            )
+        };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(n as usize)
+    }
+
+    fn wait_readable(&self, timeout: Duration) -> io::Result<bool> {
+        let mut pfd = libc::pollfd {
+            fd: self.sock.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        let ms = timeout.as_millis().min(i32::MAX as u128) as libc::c_int;
+        // SAFETY: one valid pollfd.
+        let r = unsafe { libc::poll(&mut pfd, 1, ms) };
+        if r < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                return Ok(false);
+            }
+            return Err(e);
+        }
+        Ok(r > 0)
+    }
+}
+
+impl UdpIo for MmsgIo {
+    fn name(&self) -> &'static str {
+        "recvmmsg"
+    }
+
+    fn recv(&mut self, timeout: Duration, out: &mut Vec<Datagram>) -> io::Result<usize> {
+        out.clear();
+        let n = match self.recv_now() {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                if timeout.is_zero() || !self.wait_readable(timeout)? {
+                    return Ok(0);
+                }
+                match self.recv_now() {
+                    Ok(n) => n,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(0),
+                    Err(e) => return Err(e),
+                }
+            }
+            Err(e) => return Err(e),
+        };
+        for i in 0..n {
+            let len = self.rx_hdr[i].msg_len as usize;
+            // SAFETY: the kernel filled this header's control buffer in the call above.
+            let gso = unsafe { gro_segment_size(&self.rx_hdr[i].msg_hdr) };
+            split_gro(i * MAX_DATAGRAM, len, gso, out);
+        }
+        Ok(out.len())
+    }
+
+    fn arena_mut(&mut self) -> &mut [u8] {
+        &mut self.arena
+    }
+
+    fn send(&mut self, batch: &[Outgoing<'_>]) -> SendStats {
+        let mut stats = SendStats::default();
+        if batch.is_empty() {
+            return stats;
+        }
+        loop {
+            // Build one message per GSO run.
+            let mut runs: Vec<(usize, usize, usize)> = Vec::new();
+            gso_runs(batch, self.gso, |s, e, l| runs.push((s, e, l)));
+            let m = runs.len();
+            self.tx_iov.clear();
+            self.tx_iov.extend(batch.iter().map(|o| libc::iovec {
+                iov_base: o.data.as_ptr() as *mut libc::c_void,
+                iov_len: o.data.len(),
+            }));
+            self.tx_hdr.resize(m, zeroed_mmsghdr());
+            // SAFETY: sockaddr_storage is plain old data; all-zero is valid.
+            self.tx_addr.resize(m, unsafe { std::mem::zeroed() });
+            self.tx_cmsg.resize(m, CmsgBuf::default());
+            for (k, &(s, e, seg)) in runs.iter().enumerate() {
+                let (sa, salen) = to_sockaddr(&batch[s].to);
+                self.tx_addr[k] = sa;
+                let h = &mut self.tx_hdr[k].msg_hdr;
+                h.msg_name = (&mut self.tx_addr[k] as *mut libc::sockaddr_storage).cast();
+                h.msg_namelen = salen;
+                h.msg_iov = self.tx_iov[s..e].as_mut_ptr();
+                h.msg_iovlen = (e - s) as _;
+                if e - s > 1 {
+                    debug_assert!(e - s <= MAX_GSO_SEGMENTS);
+                    let len = write_gso_cmsg(&mut self.tx_cmsg[k], seg as u16);
+                    h.msg_control = self.tx_cmsg[k].0.as_mut_ptr().cast();
+                    h.msg_controllen = len as _;
+                } else {
+                    h.msg_control = std::ptr::null_mut();
+                    h.msg_controllen = 0;
+                }
+                h.msg_flags = 0;
+            }
+            let mut done = 0;
+            let mut gso_failed = false;
+            while done < m {
+                // SAFETY: headers [done..m] point at live iovecs, addresses and control buffers
+                // owned by `self`, and at the caller's data, all valid for this call.
+                let r = unsafe {
+                    libc::sendmmsg(
+                        self.sock.as_raw_fd(),
+                        self.tx_hdr[done..].as_mut_ptr(),
+                        (m - done) as libc::c_uint,
+                        0,
+                    )
+                };
+                stats.calls += 1;
+                if r < 0 {
+                    let e = io::Error::last_os_error();
+                    match e.raw_os_error() {
+                        Some(libc::EINTR) => continue,
+                        Some(libc::EIO) | Some(libc::EINVAL)
+                            if self.gso && runs[done].1 - runs[done].0 > 1 =>
+                        {
+                            gso_failed = true;
+                            break;
+                        }
+                        _ => {
+                            // this message fails; count its datagrams and go on with the rest
+                            let (s, e2, _) = runs[done];
+                            stats.failed += e2 - s;
+                            tracing::debug!(error = %e, "send failed");
+                            done += 1;
+                        }
+                    }
+                } else {
+                    for &(s, e2, _) in &runs[done..done + r as usize] {
+                        stats.sent += e2 - s;
+                    }
+                    done += r as usize;
+                }
+            }
+            if gso_failed {
+                tracing::warn!("UDP GSO rejected by the kernel; sending datagrams one by one");
+                self.gso = false;
+                // resend what has not gone out yet
+                let rest = runs[done].0;
+                let more = self.send(&batch[rest..]);
+                stats.sent += more.sent;
+                stats.failed += more.failed;
+                stats.calls += more.calls;
+            }
+            return stats;
+        }
+    }
+}

@@ -1,0 +1,230 @@
+//! Batched UDP I/O for the workers: one socket per worker (`SO_REUSEPORT` on the shared listen
+//! address), batched receive with UDP GRO and batched send with UDP GSO.
+//!
+//! Two backends sit behind [`UdpIo`]: io_uring ([`uring`]) and `recvmmsg`/`sendmmsg`
+//! ([`mmsg`]), the fallback for hosts where io_uring is blocked (containers often block it).
+//! Each backend receives into its own buffers; a received batch is a list of datagrams (GRO
+//! super-packets are split into their segments) that the worker hands to the Sphinx core in
+//! place. Sending takes datagrams already grouped by destination and uses one GSO message per
+//! run of equal-sized datagrams to the same address.
+
+pub mod mmsg;
+pub mod socket;
+pub mod uring;
+
+use std::io;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// Which I/O backend a worker uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum IoBackendKind {
+    /// io_uring if it can be set up, else recvmmsg/sendmmsg.
+    #[default]
+    Auto,
+    /// io_uring only (fail if unavailable).
+    Uring,
+    /// recvmmsg/sendmmsg.
+    Mmsg,
+}
+
+impl std::str::FromStr for IoBackendKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "auto" => Ok(IoBackendKind::Auto),
+            "io_uring" | "uring" => Ok(IoBackendKind::Uring),
+            "mmsg" | "recvmmsg" => Ok(IoBackendKind::Mmsg),
+            other => Err(format!(
+                "unknown io backend `{other}` (auto, io_uring, mmsg)"
+            )),
+        }
+    }
+}
+
+/// One received datagram within the backend's buffers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Datagram {
+    /// Offset in the receive arena.
+    pub offset: usize,
+    /// Length in bytes.
+    pub len: usize,
+}
+
+/// The largest UDP payload (and GRO super-packet) we receive.
+pub const MAX_DATAGRAM: usize = 65_536;
+/// At most this many segments in one GSO send (the kernel's UDP_MAX_SEGMENTS).
+pub const MAX_GSO_SEGMENTS: usize = 64;
+/// A GSO send carries at most this many bytes.
+pub const MAX_GSO_BYTES: usize = 65_000;
+
+/// A datagram to send.
+#[derive(Debug, Clone, Copy)]
+pub struct Outgoing<'a> {
+    /// Destination.
+    pub to: SocketAddr,
+    /// Bytes.
+    pub data: &'a [u8],
+}
+
+/// Statistics of one `send` call.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct SendStats {
+    /// Datagrams handed to the kernel.
+    pub sent: usize,
+    /// Datagrams that failed (counted, dropped).
+    pub failed: usize,
+    /// Send syscalls or ring submissions made.
+    pub calls: usize,
+}
+
+/// A worker's socket and its batched I/O.
+pub trait UdpIo: Send {
+    /// The backend's name, for logs and metrics.
+    fn name(&self) -> &'static str;
+
+    /// Waits up to `timeout` for datagrams and receives a batch of them into the backend's arena.
+    /// Fills `out` (cleared first) with the datagrams; returns how many.
+    fn recv(&mut self, timeout: Duration, out: &mut Vec<Datagram>) -> io::Result<usize>;
+
+    /// The receive arena that `Datagram` offsets point into, mutable so the Sphinx core can
+    /// process frames in place. Valid until the next `recv`.
+    fn arena_mut(&mut self) -> &mut [u8];
+
+    /// Sends datagrams. Callers pass them grouped by destination so that runs of equal-sized
+    /// datagrams to one address go out as one GSO message.
+    fn send(&mut self, batch: &[Outgoing<'_>]) -> SendStats;
+}
+
+/// Splits `len` bytes received with GRO segment size `gso` (0: not coalesced) into datagrams.
+pub(crate) fn split_gro(offset: usize, len: usize, gso: usize, out: &mut Vec<Datagram>) {
+    if gso == 0 || gso >= len {
+        out.push(Datagram { offset, len });
+        return;
+    }
+    let mut at = 0;
+    while at < len {
+        let l = gso.min(len - at);
+        out.push(Datagram {
+            offset: offset + at,
+            len: l,
+        });
+        at += l;
+    }
+}
+
+/// Groups a send batch into GSO runs: consecutive datagrams to the same address where all but
+/// the last have the same length, within the kernel's limits. Calls `f(start, end, seg_len)`.
+pub(crate) fn gso_runs(batch: &[Outgoing<'_>], gso: bool, mut f: impl FnMut(usize, usize, usize)) {
+    let mut i = 0;
+    while i < batch.len() {
+        let seg = batch[i].data.len();
+        let mut j = i + 1;
+        let mut bytes = seg;
+        if gso {
+            while j < batch.len()
+                && j - i < MAX_GSO_SEGMENTS
+                && batch[j].to == batch[i].to
+                && batch[j].data.len() <= seg
+                && bytes + batch[j].data.len() <= MAX_GSO_BYTES
+            {
+                bytes += batch[j].data.len();
+                let last = batch[j].data.len() < seg;
+                j += 1;
+                if last {
+                    break;
+                }
+            }
+        }
+        f(i, j, seg);
+        i = j;
+    }
+}
+
+/// Opens the backend `kind` on a fresh socket bound to `addr`.
+pub fn open(
+    kind: IoBackendKind,
+    addr: SocketAddr,
+    batch: usize,
+) -> io::Result<(Box<dyn UdpIo>, SocketAddr)> {
+    let sock = socket::bind_udp(addr)?;
+    let local = sock.local_addr()?;
+    let io: Box<dyn UdpIo> = match kind {
+        IoBackendKind::Mmsg => Box::new(mmsg::MmsgIo::new(sock, batch)),
+        IoBackendKind::Uring => Box::new(uring::UringIo::new(sock, batch)?),
+        IoBackendKind::Auto => match uring::UringIo::new(sock.try_clone()?, batch) {
+            Ok(u) => Box::new(u),
+            Err(e) => {
+                tracing::warn!(error = %e, "io_uring unavailable, falling back to recvmmsg/sendmmsg");
+                Box::new(mmsg::MmsgIo::new(sock, batch))
+            }
+        },
+    };
+    Ok((io, local))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gro_split() {
+        let mut v = Vec::new();
+        split_gro(100, 10, 0, &mut v);
+        split_gro(200, 10, 4, &mut v);
+        assert_eq!(
+            v,
+            vec![
+                Datagram {
+                    offset: 100,
+                    len: 10
+                },
+                Datagram {
+                    offset: 200,
+                    len: 4
+                },
+                Datagram {
+                    offset: 204,
+                    len: 4
+                },
+                Datagram {
+                    offset: 208,
+                    len: 2
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn runs_group_by_address_and_size() {
+        let a: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let b: SocketAddr = "127.0.0.1:2".parse().unwrap();
+        let big = [0u8; 100];
+        let small = [0u8; 50];
+        let batch = [
+            Outgoing { to: a, data: &big },
+            Outgoing { to: a, data: &big },
+            Outgoing {
+                to: a,
+                data: &small,
+            },
+            Outgoing { to: a, data: &big },
+            Outgoing { to: b, data: &big },
+        ];
+        let mut runs = Vec::new();
+        gso_runs(&batch, true, |s, e, l| runs.push((s, e, l)));
+        assert_eq!(runs, vec![(0, 3, 100), (3, 4, 100), (4, 5, 100)]);
+        runs.clear();
+        gso_runs(&batch, false, |s, e, l| runs.push((s, e, l)));
+        assert_eq!(runs.len(), 5);
+        let many: Vec<_> = (0..70)
+            .map(|_| Outgoing {
+                to: a,
+                data: &small[..],
+            })
+            .collect();
+        runs.clear();
+        gso_runs(&many, true, |s, e, l| runs.push((s, e, l)));
+        assert_eq!(runs, vec![(0, 64, 50), (64, 70, 50)]);
+    }
+}

@@ -1,0 +1,118 @@
+//! Socket setup: UDP, `SO_REUSEPORT`, large buffers, UDP GRO.
+
+use std::io;
+use std::net::{SocketAddr, UdpSocket};
+use std::os::fd::AsRawFd;
+
+use socket2::{Domain, Protocol, Socket, Type};
+
+/// Binds a UDP socket to `addr` with `SO_REUSEPORT` (so every worker can bind the same address),
+/// 8 MiB buffers (best effort) and UDP GRO enabled (best effort).
+pub fn bind_udp(addr: SocketAddr) -> io::Result<UdpSocket> {
+    let s = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    s.set_reuse_port(true)?;
+    let _ = s.set_recv_buffer_size(8 << 20);
+    let _ = s.set_send_buffer_size(8 << 20);
+    s.bind(&addr.into())?;
+    let sock: UdpSocket = s.into();
+    let _ = set_gro(&sock, true);
+    Ok(sock)
+}
+
+/// Turns UDP GRO on or off.
+pub fn set_gro(sock: &UdpSocket, on: bool) -> io::Result<()> {
+    let v: libc::c_int = on.into();
+    // SAFETY: setsockopt reads `size_of::<c_int>()` bytes from a valid pointer to `v`; the fd is
+    // open for the lifetime of `sock`.
+    let r = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_UDP,
+            libc::UDP_GRO,
+            (&v as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Converts a socket address into a `sockaddr_storage` and its length.
+pub(crate) fn to_sockaddr(addr: &SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
+    let sa: socket2::SockAddr = (*addr).into();
+    // SAFETY: sockaddr_storage is plain old data; all-zero is a valid value.
+    let mut out: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let len = sa.len() as usize;
+    // SAFETY: `sa.as_ptr()` points to `len` valid bytes, `len <= size_of::<sockaddr_storage>()`,
+    // and the regions do not overlap.
+    unsafe {
+        std::ptr::copy_nonoverlapping(
+            sa.as_ptr().cast::<u8>(),
+            (&mut out as *mut libc::sockaddr_storage).cast::<u8>(),
+            len,
+        );
+    }
+    (out, sa.len())
+}
+
+/// Reads the UDP GRO segment size from a received message's control data (0 if absent).
+///
+/// # Safety
+/// `hdr` must describe a control buffer that the kernel filled (its `msg_control` points to
+/// `msg_controllen` readable bytes).
+pub(crate) unsafe fn gro_segment_size(hdr: &libc::msghdr) -> usize {
+    let mut size = 0usize;
+    // SAFETY: the caller guarantees the control buffer is valid; CMSG_* walk it within
+    // `msg_controllen`.
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(hdr);
+        while !c.is_null() {
+            if (*c).cmsg_level == libc::SOL_UDP && (*c).cmsg_type == libc::UDP_GRO {
+                let p = libc::CMSG_DATA(c).cast::<libc::c_int>();
+                size = std::ptr::read_unaligned(p).max(0) as usize;
+            }
+            c = libc::CMSG_NXTHDR(hdr, c);
+        }
+    }
+    size
+}
+
+/// An aligned control-message buffer, big enough for one UDP_GRO or UDP_SEGMENT cmsg.
+#[repr(C, align(8))]
+#[derive(Clone, Copy)]
+pub(crate) struct CmsgBuf(pub [u8; 32]);
+
+impl Default for CmsgBuf {
+    fn default() -> Self {
+        CmsgBuf([0; 32])
+    }
+}
+
+/// Writes a UDP_SEGMENT cmsg (GSO segment size) into `buf`; returns the control length.
+pub(crate) fn write_gso_cmsg(buf: &mut CmsgBuf, seg: u16) -> usize {
+    let buf = &mut buf.0;
+    // SAFETY: CMSG_SPACE/CMSG_LEN are pure size computations.
+    let (space, len) = unsafe {
+        (
+            libc::CMSG_SPACE(std::mem::size_of::<u16>() as u32) as usize,
+            libc::CMSG_LEN(std::mem::size_of::<u16>() as u32) as usize,
+        )
+    };
+    debug_assert!(space <= buf.len());
+    buf.fill(0);
+    // SAFETY: `buf` holds at least `space` bytes, enough for one cmsghdr with a u16 payload.
+    unsafe {
+        let hdr = libc::cmsghdr {
+            cmsg_len: len as _,
+            cmsg_level: libc::SOL_UDP,
+            cmsg_type: libc::UDP_SEGMENT,
+        };
+        std::ptr::write_unaligned(buf.as_mut_ptr().cast::<libc::cmsghdr>(), hdr);
+        let data_off = libc::CMSG_LEN(0) as usize;
+        std::ptr::write_unaligned(buf.as_mut_ptr().add(data_off).cast::<u16>(), seg);
+    }
+    space
+}
