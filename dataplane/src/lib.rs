@@ -9,4 +9,6 @@
 //! vector crypto belongs to `mixplane-crypto-simd`.
 #![deny(unsafe_op_in_unsafe_fn)]
 
+pub mod replay;
 pub mod sphinx;
+pub mod wheel;
