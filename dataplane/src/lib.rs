@@ -4,6 +4,12 @@
 //! * [`sphinx`] is the sans-IO Sphinx core: it takes batches of Nym frames in caller-owned
 //!   buffers, unwraps them in place and returns a verdict per frame (forward, deliver, drop with
 //!   a reason). It does no I/O and is tested without sockets against `sphinx-packet` 0.8.0.
+//!   [`sphinx::build`] is the sender side (packets for the demo, load generator and tests).
+//! * [`io`] is batched UDP: io_uring or recvmmsg/sendmmsg, with GRO and GSO.
+//! * [`wheel`] (per-worker delay wheel), [`replay`] (shared lock-free replay filter) and
+//!   [`slab`] (per-worker packet slots) are the node's data structures.
+//! * [`worker`] and [`node`] put them together: pinned workers that receive, unwrap, hold and
+//!   send; [`counters`] are what they count; [`sink`] is where final-hop messages go.
 //!
 //! Boundaries: key files, topology, config and metrics export belong to `mixplane-control`;
 //! vector crypto belongs to `mixplane-crypto-simd`.
@@ -11,6 +17,10 @@
 
 pub mod counters;
 pub mod io;
+pub mod node;
+pub mod replay;
 pub mod sink;
 pub mod slab;
 pub mod sphinx;
+pub mod wheel;
+pub mod worker;
