@@ -60,7 +60,11 @@ impl Backend {
 
     /// The backends the running CPU supports, fastest first.
     pub fn supported() -> Vec<Backend> {
-        Self::ALL.iter().copied().filter(|b| b.is_supported()).collect()
+        Self::ALL
+            .iter()
+            .copied()
+            .filter(|b| b.is_supported())
+            .collect()
     }
 
     /// Parses a backend name and checks the CPU supports it.
@@ -108,7 +112,11 @@ pub fn x25519_batch(
 ) {
     assert_eq!(scalars.len(), points.len(), "one point per scalar");
     assert_eq!(scalars.len(), out.len(), "one output per scalar");
-    assert!(backend.is_supported(), "backend {} not supported", backend.name());
+    assert!(
+        backend.is_supported(),
+        "backend {} not supported",
+        backend.name()
+    );
     match backend {
         Backend::Portable => portable::x25519_batch(scalars, points, out),
     }
