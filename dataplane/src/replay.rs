@@ -212,7 +212,10 @@ impl ReplayFilter {
     }
 
     /// `(m_bits, k)` for `n` items at rate `p`, without allocating.
-    pub fn dimensions(expected_items: u64, false_positive_rate: f64) -> Result<(u64, u32), ReplayError> {
+    pub fn dimensions(
+        expected_items: u64,
+        false_positive_rate: f64,
+    ) -> Result<(u64, u32), ReplayError> {
         let p = false_positive_rate;
         if expected_items == 0 {
             return Err(ReplayError::ZeroItems);
@@ -224,7 +227,7 @@ impl ReplayFilter {
         let n = expected_items as f64;
         let m = (-n * p.ln() / (ln2 * ln2)).ceil();
         // Anything this large is rejected by any sane byte limit; avoid u64 overflow below.
-        if !(m < (1u64 << 62) as f64) {
+        if m >= (1u64 << 62) as f64 {
             return Err(ReplayError::TooLarge {
                 needed: u64::MAX,
                 limit: DEFAULT_MAX_BYTES,
@@ -239,9 +242,11 @@ impl ReplayFilter {
     }
 
     fn with_dimensions(m_bits: u64, k: u32) -> Self {
-        debug_assert!(m_bits > 0 && m_bits % 64 == 0 && (1..=MAX_K).contains(&k));
+        debug_assert!(m_bits > 0 && m_bits.is_multiple_of(64) && (1..=MAX_K).contains(&k));
         let words = (0..m_bits / 64).map(|_| AtomicU64::new(0)).collect();
-        let inflight = (0..INFLIGHT_BUCKETS).map(|_| InflightBucket::default()).collect();
+        let inflight = (0..INFLIGHT_BUCKETS)
+            .map(|_| InflightBucket::default())
+            .collect();
         let rs = std::collections::hash_map::RandomState::new();
         Self {
             words,
@@ -391,15 +396,24 @@ impl ReplayFilter {
             std::process::id(),
             SEQ.fetch_add(1, Ordering::Relaxed)
         ));
-        let result = self.write_file(&tmp, key_id).map_err(io_err(&tmp)).and_then(|()| {
-            fs::rename(&tmp, path).map_err(io_err(path))?;
-            #[cfg(unix)]
-            if let Some(dir) = path.parent() {
-                let dir = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };
-                File::open(dir).and_then(|d| d.sync_all()).map_err(io_err(dir))?;
-            }
-            Ok(())
-        });
+        let result = self
+            .write_file(&tmp, key_id)
+            .map_err(io_err(&tmp))
+            .and_then(|()| {
+                fs::rename(&tmp, path).map_err(io_err(path))?;
+                #[cfg(unix)]
+                if let Some(dir) = path.parent() {
+                    let dir = if dir.as_os_str().is_empty() {
+                        Path::new(".")
+                    } else {
+                        dir
+                    };
+                    File::open(dir)
+                        .and_then(|d| d.sync_all())
+                        .map_err(io_err(dir))?;
+                }
+                Ok(())
+            });
         if result.is_err() {
             let _ = fs::remove_file(&tmp);
         }
@@ -407,7 +421,10 @@ impl ReplayFilter {
     }
 
     fn write_file(&self, tmp: &Path, key_id: u64) -> io::Result<()> {
-        let mut file = fs::OpenOptions::new().write(true).create_new(true).open(tmp)?;
+        let mut file = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(tmp)?;
         let mut header = Vec::with_capacity(HEADER_LEN as usize);
         header.extend_from_slice(&MAGIC);
         header.extend_from_slice(&VERSION.to_le_bytes());
@@ -475,7 +492,7 @@ impl ReplayFilter {
         if !(1..=MAX_K).contains(&k) {
             return Err(corrupt("k out of range"));
         }
-        if m_bits == 0 || m_bits % 64 != 0 {
+        if m_bits == 0 || !m_bits.is_multiple_of(64) {
             return Err(corrupt("bit count not a positive multiple of 64"));
         }
         if m_bits / 8 > max_bytes {
@@ -521,11 +538,9 @@ impl ReplayFilter {
 }
 
 fn header_checksum(header: &[u8]) -> u64 {
-    header
-        .chunks_exact(8)
-        .fold(0x6d78_706c_616e_6521, |h, c| {
-            checksum_step(h, u64::from_le_bytes(c.try_into().expect("8 bytes")))
-        })
+    header.chunks_exact(8).fold(0x6d78_706c_616e_6521, |h, c| {
+        checksum_step(h, u64::from_le_bytes(c.try_into().expect("8 bytes")))
+    })
 }
 
 impl std::fmt::Debug for ReplayFilter {

@@ -233,7 +233,11 @@ impl<T> DelayWheel<T> {
 
         let mut nodes = Vec::with_capacity(capacity);
         for i in 0..capacity {
-            let next = if i + 1 < capacity { (i + 1) as u32 } else { NIL };
+            let next = if i + 1 < capacity {
+                (i + 1) as u32
+            } else {
+                NIL
+            };
             nodes.push(Node {
                 item: None,
                 next,

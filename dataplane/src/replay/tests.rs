@@ -47,10 +47,16 @@ impl Drop for TempFile {
 
 #[test]
 fn parameter_validation() {
-    assert!(matches!(ReplayFilter::new(0, 1e-5), Err(ReplayError::ZeroItems)));
+    assert!(matches!(
+        ReplayFilter::new(0, 1e-5),
+        Err(ReplayError::ZeroItems)
+    ));
     for p in [0.0, 1.0, -0.1, 1.5, f64::NAN, f64::INFINITY, 1e-300] {
         assert!(
-            matches!(ReplayFilter::new(1000, p), Err(ReplayError::BadFalsePositiveRate(_))),
+            matches!(
+                ReplayFilter::new(1000, p),
+                Err(ReplayError::BadFalsePositiveRate(_))
+            ),
             "p = {p}"
         );
     }
@@ -104,7 +110,10 @@ fn no_false_negatives_and_fpr_within_2x() {
     let probes = 200_000;
     let fp = (0..probes).filter(|_| f.contains(&rng.tag())).count();
     let measured = fp as f64 / probes as f64;
-    assert!(measured <= 2.0 * p && measured >= p / 2.0, "measured {measured}");
+    assert!(
+        measured <= 2.0 * p && measured >= p / 2.0,
+        "measured {measured}"
+    );
     let est = f.false_positive_estimate();
     assert!(est <= 1.5 * p && est >= p / 1.5, "estimate {est}");
     let len = f.len_estimate();
@@ -118,6 +127,7 @@ fn no_false_negatives_and_fpr_within_2x() {
 }
 
 #[test]
+#[allow(clippy::needless_range_loop)] // indexes results[thread][round][tag] across threads
 fn concurrent_same_tags_at_most_one_new() {
     const THREADS: usize = 4;
     const ROUNDS: usize = 100;
@@ -249,14 +259,20 @@ fn corrupt_files_are_errors_not_panics() {
     // Appended garbage.
     let mut longer = good.clone();
     longer.push(0);
-    assert!(matches!(load(&longer), Err(ReplayError::LengthMismatch { .. })));
+    assert!(matches!(
+        load(&longer),
+        Err(ReplayError::LengthMismatch { .. })
+    ));
     // Header fields.
     let patched = |off: usize, bytes: &[u8]| {
         let mut b = good.clone();
         b[off..off + bytes.len()].copy_from_slice(bytes);
         b
     };
-    assert!(matches!(load(&patched(0, b"XXXX")), Err(ReplayError::BadMagic { .. })));
+    assert!(matches!(
+        load(&patched(0, b"XXXX")),
+        Err(ReplayError::BadMagic { .. })
+    ));
     assert!(matches!(
         load(&patched(8, &2u32.to_le_bytes())),
         Err(ReplayError::UnsupportedVersion { found: 2, .. })

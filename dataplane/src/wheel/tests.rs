@@ -25,10 +25,22 @@ fn config_validation() {
     let ok = WheelConfig::default();
     assert!(DelayWheel::<u32>::new(ok, 0).is_ok());
     let e = |c| DelayWheel::<u32>::new(c, 0).unwrap_err();
-    assert_eq!(e(WheelConfig { tick_ns: 0, ..ok }), WheelConfigError::ZeroTick);
-    assert_eq!(e(WheelConfig { slots: 3000, ..ok }), WheelConfigError::BadSlots(3000));
-    assert_eq!(e(WheelConfig { slots: 1, ..ok }), WheelConfigError::BadSlots(1));
-    assert_eq!(e(WheelConfig { capacity: 0, ..ok }), WheelConfigError::BadCapacity(0));
+    assert_eq!(
+        e(WheelConfig { tick_ns: 0, ..ok }),
+        WheelConfigError::ZeroTick
+    );
+    assert_eq!(
+        e(WheelConfig { slots: 3000, ..ok }),
+        WheelConfigError::BadSlots(3000)
+    );
+    assert_eq!(
+        e(WheelConfig { slots: 1, ..ok }),
+        WheelConfigError::BadSlots(1)
+    );
+    assert_eq!(
+        e(WheelConfig { capacity: 0, ..ok }),
+        WheelConfigError::BadCapacity(0)
+    );
     assert_eq!(
         e(WheelConfig {
             max_delay_ns: 0,
@@ -37,10 +49,7 @@ fn config_validation() {
         WheelConfigError::ZeroMaxDelay
     );
     assert!(matches!(
-        e(WheelConfig {
-            tick_ns: 1,
-            ..ok
-        }),
+        e(WheelConfig { tick_ns: 1, ..ok }),
         WheelConfigError::DelayTooLong(_)
     ));
 }
