@@ -18,16 +18,19 @@ pub enum NodeDrop {
     SinkFailed,
     /// A final-hop message arrived but no sink is configured.
     NoSink,
+    /// The kernel dropped it: the socket's receive queue was full (the node is overloaded).
+    KernelRxOverflow,
 }
 
 impl NodeDrop {
     /// Every reason, in counter order.
-    pub const ALL: [NodeDrop; 5] = [
+    pub const ALL: [NodeDrop; 6] = [
         NodeDrop::SlabFull,
         NodeDrop::WheelFull,
         NodeDrop::SendFailed,
         NodeDrop::SinkFailed,
         NodeDrop::NoSink,
+        NodeDrop::KernelRxOverflow,
     ];
 
     /// Stable snake_case name for metrics.
@@ -38,6 +41,7 @@ impl NodeDrop {
             NodeDrop::SendFailed => "send_failed",
             NodeDrop::SinkFailed => "sink_failed",
             NodeDrop::NoSink => "no_sink",
+            NodeDrop::KernelRxOverflow => "kernel_rx_overflow",
         }
     }
 
@@ -103,6 +107,11 @@ impl WorkerCounters {
             .chain(&self.node_drops)
             .map(|c| c.load(Relaxed))
             .sum()
+    }
+
+    /// Sets the kernel-overflow count from the socket's cumulative figure.
+    pub(crate) fn set_kernel_overflows(&self, total: u64) {
+        self.node_drops[NodeDrop::KernelRxOverflow.index()].store(total, Relaxed);
     }
 
     pub(crate) fn add(c: &AtomicU64, n: u64) {

@@ -16,6 +16,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 pub mod counters;
+pub mod demo;
 pub mod io;
 pub mod node;
 pub mod replay;

@@ -6,7 +6,7 @@ use std::net::UdpSocket;
 use std::os::fd::AsRawFd;
 use std::time::Duration;
 
-use super::socket::{CmsgBuf, gro_segment_size, to_sockaddr, write_gso_cmsg};
+use super::socket::{CmsgBuf, rx_control, to_sockaddr, write_gso_cmsg};
 use super::{
     Datagram, MAX_DATAGRAM, MAX_GSO_SEGMENTS, Outgoing, SendStats, UdpIo, gso_runs, split_gro,
 };
@@ -24,6 +24,7 @@ pub struct MmsgIo {
     tx_addr: Vec<libc::sockaddr_storage>,
     tx_cmsg: Vec<CmsgBuf>,
     gso: bool,
+    rx_overflows: u64,
 }
 
 // SAFETY: the raw pointers inside the iovec/msghdr vectors are scratch: they are rewritten to
@@ -59,6 +60,7 @@ impl MmsgIo {
             tx_addr: Vec::new(),
             tx_cmsg: Vec::new(),
             gso: true,
+            rx_overflows: 0,
         }
     }
 
@@ -141,7 +143,10 @@ impl UdpIo for MmsgIo {
         for i in 0..n {
             let len = self.rx_hdr[i].msg_len as usize;
             // SAFETY: the kernel filled this header's control buffer in the call above.
-            let gso = unsafe { gro_segment_size(&self.rx_hdr[i].msg_hdr) };
+            let (gso, ovfl) = unsafe { rx_control(&self.rx_hdr[i].msg_hdr) };
+            if let Some(o) = ovfl {
+                self.rx_overflows = self.rx_overflows.max(u64::from(o));
+            }
             split_gro(i * MAX_DATAGRAM, len, gso, out);
         }
         Ok(out.len())
@@ -149,6 +154,10 @@ impl UdpIo for MmsgIo {
 
     fn arena_mut(&mut self) -> &mut [u8] {
         &mut self.arena
+    }
+
+    fn rx_overflows(&self) -> u64 {
+        self.rx_overflows
     }
 
     fn send(&mut self, batch: &[Outgoing<'_>]) -> SendStats {

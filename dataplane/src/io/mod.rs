@@ -94,6 +94,12 @@ pub trait UdpIo: Send {
     /// Sends datagrams. Callers pass them grouped by destination so that runs of equal-sized
     /// datagrams to one address go out as one GSO message.
     fn send(&mut self, batch: &[Outgoing<'_>]) -> SendStats;
+
+    /// Datagrams the kernel dropped because the socket's receive queue was full, so far (as
+    /// reported by `SO_RXQ_OVFL`; 0 where the backend cannot tell).
+    fn rx_overflows(&self) -> u64 {
+        0
+    }
 }
 
 /// Splits `len` bytes received with GRO segment size `gso` (0: not coalesced) into datagrams.

@@ -11,12 +11,48 @@ use socket2::{Domain, Protocol, Socket, Type};
 pub fn bind_udp(addr: SocketAddr) -> io::Result<UdpSocket> {
     let s = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
     s.set_reuse_port(true)?;
-    let _ = s.set_recv_buffer_size(8 << 20);
-    let _ = s.set_send_buffer_size(8 << 20);
-    s.bind(&addr.into())?;
     let sock: UdpSocket = s.into();
+    // SO_*BUFFORCE needs CAP_NET_ADMIN; without it the kernel caps at net.core.[rw]mem_max.
+    if set_int(&sock, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, SOCKET_BUFFER).is_err() {
+        let _ = set_int(&sock, libc::SOL_SOCKET, libc::SO_RCVBUF, SOCKET_BUFFER);
+    }
+    if set_int(&sock, libc::SOL_SOCKET, libc::SO_SNDBUFFORCE, SOCKET_BUFFER).is_err() {
+        let _ = set_int(&sock, libc::SOL_SOCKET, libc::SO_SNDBUF, SOCKET_BUFFER);
+    }
+    // the kernel reports its receive-queue drops in every message's control data
+    let _ = set_int(&sock, libc::SOL_SOCKET, libc::SO_RXQ_OVFL, 1);
+    let s2: Socket = sock.into();
+    s2.bind(&addr.into())?;
+    let sock: UdpSocket = s2.into();
     let _ = set_gro(&sock, true);
     Ok(sock)
+}
+
+/// Socket buffer size asked for (the kernel doubles it for bookkeeping).
+pub const SOCKET_BUFFER: libc::c_int = 16 << 20;
+
+fn set_int(
+    sock: &UdpSocket,
+    level: libc::c_int,
+    name: libc::c_int,
+    v: libc::c_int,
+) -> io::Result<()> {
+    // SAFETY: setsockopt reads `size_of::<c_int>()` bytes from a valid pointer to `v`; the fd is
+    // open for the lifetime of `sock`.
+    let r = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            level,
+            name,
+            (&v as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
 }
 
 /// Turns UDP GRO on or off.
@@ -64,7 +100,18 @@ pub(crate) fn to_sockaddr(addr: &SocketAddr) -> (libc::sockaddr_storage, libc::s
 /// `hdr` must describe a control buffer that the kernel filled (its `msg_control` points to
 /// `msg_controllen` readable bytes).
 pub(crate) unsafe fn gro_segment_size(hdr: &libc::msghdr) -> usize {
+    // SAFETY: forwarded from the caller.
+    unsafe { rx_control(hdr) }.0
+}
+
+/// Reads the UDP GRO segment size (0 if absent) and the socket's cumulative receive-queue drop
+/// count (`SO_RXQ_OVFL`, if present) from a received message's control data.
+///
+/// # Safety
+/// As [`gro_segment_size`].
+pub(crate) unsafe fn rx_control(hdr: &libc::msghdr) -> (usize, Option<u32>) {
     let mut size = 0usize;
+    let mut ovfl = None;
     // SAFETY: the caller guarantees the control buffer is valid; CMSG_* walk it within
     // `msg_controllen`.
     unsafe {
@@ -73,21 +120,23 @@ pub(crate) unsafe fn gro_segment_size(hdr: &libc::msghdr) -> usize {
             if (*c).cmsg_level == libc::SOL_UDP && (*c).cmsg_type == libc::UDP_GRO {
                 let p = libc::CMSG_DATA(c).cast::<libc::c_int>();
                 size = std::ptr::read_unaligned(p).max(0) as usize;
+            } else if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SO_RXQ_OVFL {
+                ovfl = Some(std::ptr::read_unaligned(libc::CMSG_DATA(c).cast::<u32>()));
             }
             c = libc::CMSG_NXTHDR(hdr, c);
         }
     }
-    size
+    (size, ovfl)
 }
 
 /// An aligned control-message buffer, big enough for one UDP_GRO or UDP_SEGMENT cmsg.
 #[repr(C, align(8))]
 #[derive(Clone, Copy)]
-pub(crate) struct CmsgBuf(pub [u8; 32]);
+pub(crate) struct CmsgBuf(pub [u8; 64]);
 
 impl Default for CmsgBuf {
     fn default() -> Self {
-        CmsgBuf([0; 32])
+        CmsgBuf([0; 64])
     }
 }
 

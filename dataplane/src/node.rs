@@ -1,0 +1,340 @@
+//! A running mix node: N pinned workers sharing a listen address, one snapshot of keys and
+//! replay filters that the control plane can swap, and graceful shutdown.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use arc_swap::ArcSwap;
+
+use crate::counters::WorkerCounters;
+use crate::io::{self, IoBackendKind};
+use crate::replay::ReplayFilter;
+use crate::sink::SinkAddr;
+use crate::sphinx::{DEFAULT_MAX_DELAY_NS, NodeKeys, ReplayGuard};
+use crate::worker::{ABORT, DRAINING, Worker, WorkerSettings};
+
+/// Everything a node needs to run.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// Listen address shared by all workers.
+    pub listen: SocketAddr,
+    /// Number of worker threads.
+    pub workers: usize,
+    /// Pin worker `i` to `cores[i % cores.len()]`; empty: pin to cores 0..n in order; `None`: no pinning.
+    pub pin_cores: Option<Vec<usize>>,
+    /// I/O backend.
+    pub io: IoBackendKind,
+    /// Most datagrams per receive batch.
+    pub batch: usize,
+    /// Cap on one hop's delay (ns); longer ones are dropped.
+    pub max_delay_ns: u64,
+    /// Delay wheel tick (ns).
+    pub wheel_tick_ns: u64,
+    /// Packets one worker may hold.
+    pub wheel_capacity: usize,
+    /// Small (ack/regular) slab slots per worker.
+    pub slab_small: usize,
+    /// Large (extended) slab slots per worker.
+    pub slab_large: usize,
+    /// Replay filter sizing: expected packets per key lifetime.
+    pub replay_expected: u64,
+    /// Replay filter false-positive rate.
+    pub replay_fp_rate: f64,
+    /// Directory where replay filters are persisted (None: not persisted).
+    pub replay_dir: Option<PathBuf>,
+    /// Where final-hop messages go.
+    pub sink: Option<SinkAddr>,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        NodeConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            workers: 1,
+            pin_cores: None,
+            io: IoBackendKind::Auto,
+            batch: 64,
+            max_delay_ns: DEFAULT_MAX_DELAY_NS,
+            wheel_tick_ns: 1_000_000,
+            wheel_capacity: 1 << 16,
+            slab_small: 1 << 16,
+            slab_large: 256,
+            replay_expected: 1_000_000,
+            replay_fp_rate: 1e-5,
+            replay_dir: None,
+            sink: None,
+        }
+    }
+}
+
+/// The replay filters of the live keys, by rotation id.
+#[derive(Clone, Default)]
+pub struct ReplaySet {
+    filters: Vec<(u32, Arc<ReplayFilter>)>,
+}
+
+impl ReplaySet {
+    /// A set over these filters.
+    pub fn new(filters: Vec<(u32, Arc<ReplayFilter>)>) -> ReplaySet {
+        ReplaySet { filters }
+    }
+
+    /// The filter for a rotation.
+    pub fn get(&self, rotation_id: u32) -> Option<&Arc<ReplayFilter>> {
+        self.filters
+            .iter()
+            .find(|(r, _)| *r == rotation_id)
+            .map(|(_, f)| f)
+    }
+
+    /// All filters.
+    pub fn iter(&self) -> impl Iterator<Item = &(u32, Arc<ReplayFilter>)> {
+        self.filters.iter()
+    }
+}
+
+impl ReplayGuard for ReplaySet {
+    fn check_and_set(&self, rotation_id: u32, tag: &[u8; 32]) -> bool {
+        // a key without a filter cannot be checked; the control plane always installs one
+        self.get(rotation_id).is_some_and(|f| f.check_and_set(tag))
+    }
+}
+
+/// What the workers read between batches.
+pub struct Snapshot {
+    /// The live keys.
+    pub keys: Arc<NodeKeys>,
+    /// One replay filter per live key.
+    pub replay: ReplaySet,
+}
+
+/// Errors starting a node.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// A socket or ring could not be set up.
+    #[error("cannot open {addr}: {source}")]
+    Io {
+        /// The address.
+        addr: SocketAddr,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// Bad configuration.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// A replay filter could not be made or loaded.
+    #[error("replay filter: {0}")]
+    Replay(String),
+}
+
+/// A running node.
+pub struct Node {
+    local_addr: SocketAddr,
+    state: Arc<AtomicU8>,
+    shared: Arc<ArcSwap<Snapshot>>,
+    counters: Vec<Arc<WorkerCounters>>,
+    threads: Vec<JoinHandle<()>>,
+    io_name: &'static str,
+    config: NodeConfig,
+}
+
+fn replay_path(dir: &std::path::Path, rotation_id: u32) -> PathBuf {
+    dir.join(format!("replay-{rotation_id}.bloom"))
+}
+
+/// Makes (or, when persisted, reloads) the replay filter for a key.
+pub fn replay_filter_for(
+    config: &NodeConfig,
+    rotation_id: u32,
+) -> Result<Arc<ReplayFilter>, NodeError> {
+    if let Some(dir) = &config.replay_dir {
+        let p = replay_path(dir, rotation_id);
+        if p.exists() {
+            match ReplayFilter::load_from(&p, u64::from(rotation_id)) {
+                Ok(f) => {
+                    tracing::info!(path = %p.display(), "replay filter reloaded");
+                    return Ok(Arc::new(f));
+                }
+                Err(e) => {
+                    return Err(NodeError::Replay(format!(
+                        "{}: {e} (move it away to start with an empty filter)",
+                        p.display()
+                    )));
+                }
+            }
+        }
+    }
+    ReplayFilter::new(config.replay_expected, config.replay_fp_rate)
+        .map(Arc::new)
+        .map_err(|e| NodeError::Replay(e.to_string()))
+}
+
+impl Node {
+    /// Starts the workers.
+    pub fn start(config: NodeConfig, keys: Arc<NodeKeys>) -> Result<Node, NodeError> {
+        if config.workers == 0 {
+            return Err(NodeError::Config("workers must be at least 1".into()));
+        }
+        let mut filters = vec![(
+            keys.primary.rotation_id(),
+            replay_filter_for(&config, keys.primary.rotation_id())?,
+        )];
+        if let Some(k) = &keys.secondary {
+            filters.push((
+                k.rotation_id(),
+                replay_filter_for(&config, k.rotation_id())?,
+            ));
+        }
+        let shared = Arc::new(ArcSwap::from_pointee(Snapshot {
+            keys,
+            replay: ReplaySet::new(filters),
+        }));
+        let state = Arc::new(AtomicU8::new(crate::worker::RUNNING));
+        let epoch = Instant::now();
+        let cores = core_affinity::get_core_ids().unwrap_or_default();
+        let mut listen = config.listen;
+        let mut threads = Vec::new();
+        let mut counters = Vec::new();
+        let mut io_name = "";
+        for id in 0..config.workers {
+            let (udp, local) =
+                io::open(config.io, listen, config.batch).map_err(|source| NodeError::Io {
+                    addr: listen,
+                    source,
+                })?;
+            // later workers bind the port the first one got
+            listen = local;
+            io_name = udp.name();
+            let c = Arc::new(WorkerCounters::default());
+            counters.push(c.clone());
+            let core = match &config.pin_cores {
+                None => None,
+                Some(list) if list.is_empty() => cores.get(id % cores.len().max(1)).copied(),
+                Some(list) => {
+                    let want = list[id % list.len()];
+                    cores.iter().find(|c| c.id == want).copied()
+                }
+            };
+            let worker = Worker {
+                id,
+                io: udp,
+                shared: shared.clone(),
+                state: state.clone(),
+                counters: c,
+                epoch,
+                settings: WorkerSettings {
+                    batch: config.batch,
+                    max_delay_ns: config.max_delay_ns,
+                    wheel_tick_ns: config.wheel_tick_ns,
+                    wheel_capacity: config.wheel_capacity,
+                    slab_small: config.slab_small,
+                    slab_large: config.slab_large,
+                    sink: config.sink.clone(),
+                },
+            };
+            let t = std::thread::Builder::new()
+                .name(format!("mixplane-w{id}"))
+                .spawn(move || {
+                    if let Some(core) = core {
+                        if !core_affinity::set_for_current(core) {
+                            tracing::warn!(worker = id, core = core.id, "could not pin worker");
+                        }
+                    }
+                    worker.run()
+                })
+                .map_err(|e| NodeError::Io {
+                    addr: listen,
+                    source: e,
+                })?;
+            threads.push(t);
+        }
+        tracing::info!(addr = %listen, workers = config.workers, io = io_name, "node started");
+        Ok(Node {
+            local_addr: listen,
+            state,
+            shared,
+            counters,
+            threads,
+            io_name,
+            config,
+        })
+    }
+
+    /// The address the workers listen on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The I/O backend in use.
+    pub fn io_backend(&self) -> &'static str {
+        self.io_name
+    }
+
+    /// Per-worker counters.
+    pub fn counters(&self) -> &[Arc<WorkerCounters>] {
+        &self.counters
+    }
+
+    /// The current snapshot.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.shared.load_full()
+    }
+
+    /// Publishes new keys and filters; workers pick them up before their next batch.
+    pub fn publish(&self, snapshot: Snapshot) {
+        self.shared.store(Arc::new(snapshot));
+    }
+
+    /// Stops receiving; workers release what they hold at its deadlines, then exit.
+    pub fn begin_shutdown(&self) {
+        let _ = self.state.compare_exchange(
+            crate::worker::RUNNING,
+            DRAINING,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        );
+    }
+
+    /// Makes workers exit at once.
+    pub fn abort(&self) {
+        self.state.store(ABORT, Ordering::Release);
+    }
+
+    /// Whether every worker has exited.
+    pub fn is_finished(&self) -> bool {
+        self.threads.iter().all(|t| t.is_finished())
+    }
+
+    /// Waits for the workers and persists the replay filters.
+    pub fn join(self) -> Result<(), NodeError> {
+        for t in self.threads {
+            let _ = t.join();
+        }
+        if let Some(dir) = &self.config.replay_dir {
+            persist(dir, &self.shared.load().replay)?;
+        }
+        Ok(())
+    }
+
+    /// Graceful stop: [`Self::begin_shutdown`] then [`Self::join`].
+    pub fn shutdown(self) -> Result<(), NodeError> {
+        self.begin_shutdown();
+        self.join()
+    }
+}
+
+/// Writes every filter of `set` into `dir`.
+pub fn persist(dir: &std::path::Path, set: &ReplaySet) -> Result<(), NodeError> {
+    std::fs::create_dir_all(dir)
+        .map_err(|e| NodeError::Replay(format!("{}: {e}", dir.display())))?;
+    for (rot, f) in set.iter() {
+        let p = replay_path(dir, *rot);
+        f.save_to(&p, u64::from(*rot))
+            .map_err(|e| NodeError::Replay(format!("{}: {e}", p.display())))?;
+    }
+    Ok(())
+}
