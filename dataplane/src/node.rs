@@ -239,10 +239,10 @@ impl Node {
             let t = std::thread::Builder::new()
                 .name(format!("mixplane-w{id}"))
                 .spawn(move || {
-                    if let Some(core) = core {
-                        if !core_affinity::set_for_current(core) {
-                            tracing::warn!(worker = id, core = core.id, "could not pin worker");
-                        }
+                    if let Some(core) = core
+                        && !core_affinity::set_for_current(core)
+                    {
+                        tracing::warn!(worker = id, core = core.id, "could not pin worker");
                     }
                     worker.run()
                 })

@@ -233,8 +233,8 @@ fn handle(
             }
         }
         Verdict::Deliver(d) => {
-            if let Some(ack) = &d.surb_ack {
-                if hold(
+            if let Some(ack) = &d.surb_ack
+                && hold(
                     counters,
                     &frame[ack.frame.clone()],
                     ack.next_hop,
@@ -242,9 +242,9 @@ fn handle(
                     slab,
                     wheel,
                     None,
-                ) {
-                    WorkerCounters::add(&counters.surb_acks, 1);
-                }
+                )
+            {
+                WorkerCounters::add(&counters.surb_acks, 1);
             }
             let msg = &frame[d.message.clone()];
             let delivered = if let Some(to) = udp_sink {

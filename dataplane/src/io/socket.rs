@@ -99,6 +99,7 @@ pub(crate) fn to_sockaddr(addr: &SocketAddr) -> (libc::sockaddr_storage, libc::s
 /// # Safety
 /// `hdr` must describe a control buffer that the kernel filled (its `msg_control` points to
 /// `msg_controllen` readable bytes).
+#[allow(dead_code)] // for backends that only need the segment size
 pub(crate) unsafe fn gro_segment_size(hdr: &libc::msghdr) -> usize {
     // SAFETY: forwarded from the caller.
     unsafe { rx_control(hdr) }.0
