@@ -1,11 +1,20 @@
 //! The `mixplane` command: run a node, or a local mixnet demo.
 
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
+use anyhow::Context;
 use clap::{Parser, Subcommand};
+use mixplane_control::config::{Config, EXAMPLE, IoChoice, SinkSpec};
+use mixplane_control::keys::{self, KeyMaterial, StoredKeys};
 use mixplane_dataplane::demo::{self, DemoConfig};
 use mixplane_dataplane::io::IoBackendKind;
-use mixplane_dataplane::sphinx::SizeClass;
+use mixplane_dataplane::node::{Node, NodeConfig};
+use mixplane_dataplane::sink::SinkAddr;
+use mixplane_dataplane::sphinx::{DropReason, NodeKeys, SizeClass, SphinxKey};
 
 #[derive(Parser)]
 #[command(
@@ -14,7 +23,7 @@ use mixplane_dataplane::sphinx::SizeClass;
     about = "A fast, Nym-compatible Sphinx mix node"
 )]
 struct Cli {
-    /// Log filter (tracing env-filter syntax), e.g. info or mixplane_dataplane=debug.
+    /// Log filter for commands without a config (tracing env-filter syntax).
     #[arg(long, global = true, default_value = "warn", env = "MIXPLANE_LOG")]
     log: String,
     #[command(subcommand)]
@@ -23,6 +32,26 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run a mix node from a config file.
+    Run {
+        /// The config file (see `mixplane init`).
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Write a commented config and a fresh Sphinx key into a directory.
+    Init {
+        /// Directory to create (node.toml, keys/, replay/).
+        dir: PathBuf,
+        /// Rotation id of the first key.
+        #[arg(long, default_value_t = 0)]
+        rotation_id: u32,
+    },
+    /// Show the node's Sphinx public keys (base58) and rotation ids.
+    Keys {
+        /// The config file.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
     /// Start a local mixnet on loopback (three mix layers and an exit node), send Nym packets
     /// through it and report what arrived. Exits 0 if every message and SURB-ACK arrived.
     Demo {
@@ -57,13 +86,169 @@ fn parse_size(s: &str) -> Result<SizeClass, String> {
         .ok_or_else(|| format!("unknown size class `{s}` (ack, regular, ext8, ext16, ext32)"))
 }
 
-fn main() -> anyhow::Result<ExitCode> {
-    let cli = Cli::parse();
+fn init_logging(filter: &str) -> anyhow::Result<()> {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&cli.log)?)
+        .with_env_filter(tracing_subscriber::EnvFilter::try_new(filter)?)
         .with_writer(std::io::stderr)
         .init();
+    Ok(())
+}
+
+fn config_base(path: &Path) -> PathBuf {
+    path.parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
+}
+
+fn to_sphinx_key(k: &KeyMaterial) -> SphinxKey {
+    SphinxKey::from_secret(*k.secret(), k.rotation_id())
+}
+
+fn node_keys(k: &StoredKeys) -> NodeKeys {
+    NodeKeys {
+        primary: to_sphinx_key(&k.primary),
+        secondary: k.secondary.as_ref().map(to_sphinx_key),
+    }
+}
+
+/// The dataplane settings a config asks for.
+fn node_config(c: &Config, base: &Path) -> NodeConfig {
+    NodeConfig {
+        listen: c.node.listen,
+        workers: c.workers(),
+        pin_cores: c.node.pin.then(|| c.node.cores.clone()),
+        io: match c.io_backend() {
+            Ok(IoChoice::IoUring) => IoBackendKind::Uring,
+            Ok(IoChoice::Mmsg) => IoBackendKind::Mmsg,
+            _ => IoBackendKind::Auto,
+        },
+        batch: c.node.batch,
+        max_delay_ns: c.sphinx.max_delay_ms * 1_000_000,
+        wheel_tick_ns: c.wheel.tick_us * 1000,
+        wheel_capacity: c.wheel.capacity,
+        slab_small: c.slab.small_slots,
+        slab_large: c.slab.large_slots,
+        replay_expected: c.replay_expected(),
+        replay_fp_rate: c.replay.false_positive_rate,
+        replay_dir: Some(c.replay_dir(base)),
+        sink: match c.sink_spec() {
+            Ok(Some(SinkSpec::Udp(a))) => Some(SinkAddr::Udp(a)),
+            Ok(Some(SinkSpec::Unix(p))) => Some(SinkAddr::Unix(base.join(p))),
+            _ => None,
+        },
+    }
+}
+
+fn run_node(path: &Path) -> anyhow::Result<ExitCode> {
+    let cfg = Config::load(path)?;
+    init_logging(&cfg.log.level)?;
+    let base = config_base(path);
+    let stored = keys::load_keys(&cfg.keys_dir(&base))?;
+    let nc = node_config(&cfg, &base);
+    let node = Node::start(nc.clone(), Arc::new(node_keys(&stored)))?;
+    tracing::info!(
+        listen = %node.local_addr(),
+        workers = nc.workers,
+        io = node.io_backend(),
+        primary = %stored.primary.public_base58(),
+        rotation = stored.primary.rotation_id(),
+        "mixplane node running"
+    );
+    // First SIGTERM/SIGINT: stop receiving and drain the wheels; a second one: exit at once.
+    let signals = Arc::new(AtomicUsize::new(0));
+    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        let s = signals.clone();
+        // SAFETY: the handler only does an atomic increment, which is async-signal-safe.
+        unsafe {
+            signal_hook::low_level::register(sig, move || {
+                if s.fetch_add(1, Ordering::SeqCst) >= 1 {
+                    // second signal: leave now (exit code 130 like an interrupted shell job)
+                    signal_hook::low_level::exit(130);
+                }
+            })
+        }
+        .context("installing signal handlers")?;
+    }
+    while signals.load(Ordering::SeqCst) == 0 && !node.is_finished() {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    tracing::info!("shutting down: no new packets, releasing held ones at their deadlines");
+    let counters = node.counters().to_vec();
+    node.shutdown()?;
+    let total = |f: &dyn Fn(&mixplane_dataplane::counters::WorkerCounters) -> u64| -> u64 {
+        counters.iter().map(|c| f(c)).sum()
+    };
+    tracing::info!(
+        received = total(&|c| c.rx_datagrams.load(Ordering::Relaxed)),
+        forwarded = total(&|c| c.forwarded.load(Ordering::Relaxed)),
+        delivered = total(&|c| c.delivered.load(Ordering::Relaxed)),
+        dropped = total(&|c| c.total_drops()),
+        bad_mac = total(&|c| c.sphinx_drops(DropReason::BadMac)),
+        replayed = total(&|c| c.sphinx_drops(DropReason::Replayed)),
+        "stopped"
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn init_dir(dir: &Path, rotation_id: u32) -> anyhow::Result<()> {
+    let cfg_path = dir.join("node.toml");
+    anyhow::ensure!(!cfg_path.exists(), "{} already exists", cfg_path.display());
+    let keys_dir = dir.join("keys");
+    std::fs::create_dir_all(&keys_dir)
+        .with_context(|| format!("creating {}", keys_dir.display()))?;
+    std::fs::create_dir_all(dir.join("replay"))?;
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&keys_dir, std::fs::Permissions::from_mode(0o700))?;
+    }
+    std::fs::write(&cfg_path, EXAMPLE)?;
+    let key = KeyMaterial::generate(rotation_id);
+    keys::write_key(
+        &keys_dir.join(keys::PRIMARY_FILE),
+        key.secret(),
+        rotation_id,
+    )?;
+    println!("wrote {}", cfg_path.display());
+    println!(
+        "wrote {} (rotation {rotation_id})",
+        keys_dir.join(keys::PRIMARY_FILE).display()
+    );
+    println!("sphinx public key: {}", key.public_base58());
+    Ok(())
+}
+
+fn main() -> anyhow::Result<ExitCode> {
+    let cli = Cli::parse();
     match cli.command {
+        Command::Run { config } => return run_node(&config),
+        Command::Init { dir, rotation_id } => {
+            init_dir(&dir, rotation_id)?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        Command::Keys { config } => {
+            let cfg = Config::load(&config)?;
+            let stored = keys::load_keys(&cfg.keys_dir(&config_base(&config)))?;
+            println!(
+                "primary   rotation {:>6}  {}",
+                stored.primary.rotation_id(),
+                stored.primary.public_base58()
+            );
+            if let Some(s) = &stored.secondary {
+                println!(
+                    "secondary rotation {:>6}  {}",
+                    s.rotation_id(),
+                    s.public_base58()
+                );
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+        _ => {}
+    }
+    init_logging(&cli.log)?;
+    match cli.command {
+        Command::Run { .. } | Command::Init { .. } | Command::Keys { .. } => {
+            unreachable!("handled above")
+        }
         Command::Demo {
             packets,
             size,

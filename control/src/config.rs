@@ -1,0 +1,556 @@
+//! The node's config file (TOML).
+//!
+//! Every field has a default, so an empty file is a valid config; unknown fields are rejected,
+//! and invalid values are reported with the name of the field. [`EXAMPLE`] is the commented
+//! config that `mixplane init` writes; a test keeps it in step with the defaults.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// The I/O backend a config names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IoChoice {
+    /// io_uring, else recvmmsg/sendmmsg.
+    Auto,
+    /// io_uring only.
+    IoUring,
+    /// recvmmsg/sendmmsg.
+    Mmsg,
+}
+
+/// Where final-hop messages go, as a config names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SinkSpec {
+    /// A UDP address.
+    Udp(SocketAddr),
+    /// A Unix datagram socket.
+    Unix(PathBuf),
+}
+
+impl std::str::FromStr for SinkSpec {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if let Some(p) = s.strip_prefix("unix:") {
+            if p.is_empty() {
+                return Err("unix: needs a path".into());
+            }
+            return Ok(SinkSpec::Unix(PathBuf::from(p)));
+        }
+        let a = s.strip_prefix("udp:").unwrap_or(s);
+        a.parse()
+            .map(SinkSpec::Udp)
+            .map_err(|e| format!("`{s}`: {e} (expected udp:IP:PORT or unix:/path)"))
+    }
+}
+
+/// Bits and hash count of a Bloom filter for `n` items at false-positive rate `p`
+/// (m = -n ln p / (ln 2)^2, k = m/n ln 2), the sizing the dataplane's replay filter uses.
+pub fn bloom_dimensions(n: u64, p: f64) -> (f64, u32) {
+    let ln2 = std::f64::consts::LN_2;
+    let m = -(n as f64) * p.ln() / (ln2 * ln2);
+    let k = ((m / n.max(1) as f64) * ln2).round().max(1.0) as u32;
+    (m, k)
+}
+
+/// Errors reading or checking a config.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Not valid TOML, an unknown field, or a value of the wrong type.
+    #[error("{path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message (names the field and line).
+        message: String,
+    },
+    /// A value out of range.
+    #[error("{path}: invalid value for `{field}`: {message}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// The field, as `section.key`.
+        field: &'static str,
+        /// Why.
+        message: String,
+    },
+}
+
+/// The whole config file.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// `[node]`: sockets and workers.
+    pub node: NodeSection,
+    /// `[sphinx]`: packet processing limits.
+    pub sphinx: SphinxSection,
+    /// `[wheel]`: the per-worker delay wheels.
+    pub wheel: WheelSection,
+    /// `[slab]`: per-worker packet memory.
+    pub slab: SlabSection,
+    /// `[replay]`: replay protection.
+    pub replay: ReplaySection,
+    /// `[keys]`: key files and rotation schedule.
+    pub keys: KeysSection,
+    /// `[sink]`: where final-hop messages go.
+    pub sink: SinkSection,
+    /// `[log]`: logging.
+    pub log: LogSection,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            node: NodeSection::default(),
+            sphinx: SphinxSection::default(),
+            wheel: WheelSection::default(),
+            slab: SlabSection::default(),
+            replay: ReplaySection::default(),
+            keys: KeysSection::default(),
+            sink: SinkSection::default(),
+            log: LogSection::default(),
+        }
+    }
+}
+
+/// `[node]`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct NodeSection {
+    /// Address the workers listen on. Default `0.0.0.0:1789` (Nym's mixnet port).
+    pub listen: SocketAddr,
+    /// Worker threads; 0 means one per CPU core. Default 0.
+    pub workers: usize,
+    /// Pin each worker to a core. Default true.
+    pub pin: bool,
+    /// Cores to pin workers to, in order (empty: cores 0, 1, 2, ...). Default empty.
+    pub cores: Vec<usize>,
+    /// I/O backend: "auto" (io_uring, else recvmmsg), "io_uring" or "mmsg". Default "auto".
+    pub io: String,
+    /// Most datagrams (or GRO super-packets) per receive batch. Default 64.
+    pub batch: usize,
+}
+
+impl Default for NodeSection {
+    fn default() -> Self {
+        NodeSection {
+            listen: SocketAddr::from(([0, 0, 0, 0], 1789)),
+            workers: 0,
+            pin: true,
+            cores: Vec::new(),
+            io: "auto".into(),
+            batch: 64,
+        }
+    }
+}
+
+/// `[sphinx]`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct SphinxSection {
+    /// Packets asking for a longer per-hop delay are dropped. Default 10000 (Nym's cap).
+    pub max_delay_ms: u64,
+}
+
+impl Default for SphinxSection {
+    fn default() -> Self {
+        SphinxSection {
+            max_delay_ms: 10_000,
+        }
+    }
+}
+
+/// `[wheel]`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct WheelSection {
+    /// Tick length in microseconds. Default 1000 (1 ms).
+    pub tick_us: u64,
+    /// Packets one worker may hold at once; more are dropped and counted. Default 262144.
+    pub capacity: usize,
+}
+
+impl Default for WheelSection {
+    fn default() -> Self {
+        WheelSection {
+            tick_us: 1000,
+            capacity: 1 << 18,
+        }
+    }
+}
+
+/// `[slab]`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct SlabSection {
+    /// Slots for ack and regular packets per worker (2.4 KiB each). Default 65536.
+    pub small_slots: usize,
+    /// Slots for extended packets per worker (33 KiB each). Default 512.
+    pub large_slots: usize,
+}
+
+impl Default for SlabSection {
+    fn default() -> Self {
+        SlabSection {
+            small_slots: 1 << 16,
+            large_slots: 512,
+        }
+    }
+}
+
+/// `[replay]`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ReplaySection {
+    /// Expected packets per second, for sizing the filters. Default 10000.
+    pub expected_packets_per_second: u64,
+    /// How long a key (and its filter) lives, in hours. Default 25 (24 h + 1 h overlap).
+    pub key_lifetime_hours: u64,
+    /// Target false-positive rate. Default 1e-5 (Nym's).
+    pub false_positive_rate: f64,
+    /// Directory for persisted filters, relative to the config file. Default "replay".
+    pub dir: PathBuf,
+}
+
+impl Default for ReplaySection {
+    fn default() -> Self {
+        ReplaySection {
+            expected_packets_per_second: 10_000,
+            key_lifetime_hours: 25,
+            false_positive_rate: 1e-5,
+            dir: PathBuf::from("replay"),
+        }
+    }
+}
+
+/// `[keys]`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct KeysSection {
+    /// Directory with the Sphinx key files, relative to the config file. Default "keys".
+    pub dir: PathBuf,
+}
+
+impl Default for KeysSection {
+    fn default() -> Self {
+        KeysSection {
+            dir: PathBuf::from("keys"),
+        }
+    }
+}
+
+/// `[sink]`.
+#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct SinkSection {
+    /// Where final-hop messages go: "udp:IP:PORT" or "unix:/path". Default none (final-hop
+    /// messages are counted as dropped with reason no_sink).
+    pub address: Option<String>,
+}
+
+/// `[log]`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogSection {
+    /// Log filter: error, warn, info, debug, trace, or a tracing env-filter. Default "info".
+    pub level: String,
+}
+
+impl Default for LogSection {
+    fn default() -> Self {
+        LogSection {
+            level: "info".into(),
+        }
+    }
+}
+
+/// The largest replay filter (per key) a config may ask for.
+pub const MAX_REPLAY_FILTER_BYTES: u64 = 16 << 30;
+
+/// The commented config `mixplane init` writes (every field at its default).
+pub const EXAMPLE: &str = r#"# mixplane node configuration. Every field is optional; the value shown is the default.
+
+[node]
+# Address the workers listen on (Nym's mixnet port).
+listen = "0.0.0.0:1789"
+# Worker threads; 0 means one per CPU core.
+workers = 0
+# Pin each worker to a core.
+pin = true
+# Cores to pin workers to, in order (empty: cores 0, 1, 2, ...).
+cores = []
+# I/O backend: "auto" (io_uring, else recvmmsg/sendmmsg), "io_uring" or "mmsg".
+io = "auto"
+# Most datagrams (or GRO super-packets) per receive batch.
+batch = 64
+
+[sphinx]
+# Packets asking for a longer per-hop delay are dropped (Nym's cap is 10 s).
+max_delay_ms = 10000
+
+[wheel]
+# Delay wheel tick in microseconds.
+tick_us = 1000
+# Packets one worker may hold at once; more are dropped and counted (wheel_full).
+capacity = 262144
+
+[slab]
+# Slots for ack and regular packets per worker (2.4 KiB each).
+small_slots = 65536
+# Slots for extended packets per worker (33 KiB each).
+large_slots = 512
+
+[replay]
+# Filters are sized for expected_packets_per_second x key_lifetime_hours at this
+# false-positive rate, one per live key, and persisted in `dir` (relative to this file).
+expected_packets_per_second = 10000
+key_lifetime_hours = 25
+false_positive_rate = 1e-5
+dir = "replay"
+
+[keys]
+# Directory with the Sphinx key files (relative to this file): primary_x25519_sphinx.pem and,
+# during a rotation, secondary_x25519_sphinx.pem. Must not be readable by other users.
+dir = "keys"
+
+[sink]
+# Where final-hop messages go: "udp:IP:PORT" or "unix:/path". Unset: none.
+# address = "udp:127.0.0.1:9000"
+
+[log]
+# error, warn, info, debug, trace, or a tracing env-filter such as "mixplane_dataplane=debug".
+level = "info"
+"#;
+
+impl Config {
+    /// Parses and validates a config file's text. `path` is used in messages.
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let cfg: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string().trim_end().to_string(),
+        })?;
+        cfg.validate(path)?;
+        Ok(cfg)
+    }
+
+    /// Reads, parses and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(&text, path)
+    }
+
+    fn validate(&self, path: &Path) -> Result<(), ConfigError> {
+        let bad = |field: &'static str, message: String| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            field,
+            message,
+        };
+        self.io_backend().map_err(|m| bad("node.io", m))?;
+        if self.node.batch == 0 || self.node.batch > 1024 {
+            return Err(bad(
+                "node.batch",
+                format!("{} is not in 1..=1024", self.node.batch),
+            ));
+        }
+        if self.node.workers > 1024 {
+            return Err(bad(
+                "node.workers",
+                format!("{} workers is too many", self.node.workers),
+            ));
+        }
+        if self.sphinx.max_delay_ms == 0 || self.sphinx.max_delay_ms > 3_600_000 {
+            return Err(bad(
+                "sphinx.max_delay_ms",
+                format!("{} is not in 1..=3600000", self.sphinx.max_delay_ms),
+            ));
+        }
+        if self.wheel.tick_us == 0 || self.wheel.tick_us > 1_000_000 {
+            return Err(bad(
+                "wheel.tick_us",
+                format!("{} is not in 1..=1000000", self.wheel.tick_us),
+            ));
+        }
+        if self.wheel.capacity == 0 {
+            return Err(bad("wheel.capacity", "must be at least 1".into()));
+        }
+        if self.slab.small_slots == 0 {
+            return Err(bad("slab.small_slots", "must be at least 1".into()));
+        }
+        if self.replay.expected_packets_per_second == 0 {
+            return Err(bad(
+                "replay.expected_packets_per_second",
+                "must be at least 1".into(),
+            ));
+        }
+        if self.replay.key_lifetime_hours == 0 {
+            return Err(bad(
+                "replay.key_lifetime_hours",
+                "must be at least 1".into(),
+            ));
+        }
+        let p = self.replay.false_positive_rate;
+        if !(p > 0.0 && p < 1.0) {
+            return Err(bad(
+                "replay.false_positive_rate",
+                format!("{p} is not in (0, 1)"),
+            ));
+        }
+        // the filter's own limits (size) are checked here too, so start-up cannot fail later
+        let (bits, _) = bloom_dimensions(self.replay_expected(), p);
+        if bits / 8.0 > MAX_REPLAY_FILTER_BYTES as f64 {
+            return Err(bad(
+                "replay.expected_packets_per_second",
+                format!(
+                    "a filter for {} packets at {p} needs {:.0} MiB, more than the {} MiB limit",
+                    self.replay_expected(),
+                    bits / 8.0 / f64::from(1 << 20),
+                    MAX_REPLAY_FILTER_BYTES / (1 << 20)
+                ),
+            ));
+        }
+        self.sink_spec().map_err(|m| bad("sink.address", m))?;
+        Ok(())
+    }
+
+    /// The I/O backend named by `node.io`.
+    pub fn io_backend(&self) -> Result<IoChoice, String> {
+        match self.node.io.as_str() {
+            "auto" => Ok(IoChoice::Auto),
+            "io_uring" => Ok(IoChoice::IoUring),
+            "mmsg" => Ok(IoChoice::Mmsg),
+            other => Err(format!("unknown backend `{other}` (auto, io_uring, mmsg)")),
+        }
+    }
+
+    /// The sink named by `sink.address`.
+    pub fn sink_spec(&self) -> Result<Option<SinkSpec>, String> {
+        self.sink.address.as_deref().map(str::parse).transpose()
+    }
+
+    /// Worker threads: `node.workers`, or one per core when 0.
+    pub fn workers(&self) -> usize {
+        if self.node.workers == 0 {
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        } else {
+            self.node.workers
+        }
+    }
+
+    /// The replay filter directory, resolved against `base`.
+    pub fn replay_dir(&self, base: &Path) -> PathBuf {
+        base.join(&self.replay.dir)
+    }
+
+    /// Packets one replay filter must hold: rate x lifetime.
+    pub fn replay_expected(&self) -> u64 {
+        self.replay
+            .expected_packets_per_second
+            .saturating_mul(self.replay.key_lifetime_hours.saturating_mul(3600))
+    }
+
+    /// The key directory, resolved against `base`.
+    pub fn keys_dir(&self, base: &Path) -> PathBuf {
+        base.join(&self.keys.dir)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(s: &str) -> Result<Config, ConfigError> {
+        Config::parse(s, Path::new("node.toml"))
+    }
+
+    #[test]
+    fn empty_file_is_the_defaults_and_example_matches_them() {
+        assert_eq!(parse("").unwrap(), Config::default());
+        assert_eq!(parse(EXAMPLE).unwrap(), Config::default());
+    }
+
+    #[test]
+    fn unknown_fields_are_rejected_with_their_name() {
+        let e = parse("[node]\nlisten = \"127.0.0.1:1\"\nworkerz = 3\n").unwrap_err();
+        let m = e.to_string();
+        assert!(m.contains("workerz"), "{m}");
+        let e = parse("[nodes]\n").unwrap_err().to_string();
+        assert!(e.contains("nodes"), "{e}");
+    }
+
+    #[test]
+    fn invalid_values_name_the_field() {
+        let cases = [
+            ("[node]\nio = \"dpdk\"", "node.io"),
+            ("[node]\nbatch = 0", "node.batch"),
+            ("[sphinx]\nmax_delay_ms = 0", "sphinx.max_delay_ms"),
+            ("[wheel]\ntick_us = 0", "wheel.tick_us"),
+            ("[wheel]\ncapacity = 0", "wheel.capacity"),
+            (
+                "[replay]\nfalse_positive_rate = 1.5",
+                "replay.false_positive_rate",
+            ),
+            (
+                "[replay]\nexpected_packets_per_second = 0",
+                "replay.expected_packets_per_second",
+            ),
+            (
+                "[replay]\nexpected_packets_per_second = 100000000000",
+                "replay.expected_packets_per_second",
+            ),
+            ("[sink]\naddress = \"tcp:1.2.3.4\"", "sink.address"),
+        ];
+        for (text, field) in cases {
+            let e = parse(text).unwrap_err().to_string();
+            assert!(e.contains(field), "{text}: {e}");
+        }
+        // wrong types name the field too
+        let e = parse("[node]\nworkers = \"many\"").unwrap_err().to_string();
+        assert!(e.contains("workers"), "{e}");
+        let e = parse("[node]\nlisten = \"not an address\"")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("listen"), "{e}");
+    }
+
+    #[test]
+    fn derived_values_resolve_paths_and_units() {
+        let c = parse("[node]\nworkers = 3\nio = \"mmsg\"\n[sink]\naddress = \"udp:127.0.0.1:9\"")
+            .unwrap();
+        assert_eq!(c.workers(), 3);
+        assert_eq!(c.io_backend(), Ok(IoChoice::Mmsg));
+        assert_eq!(
+            c.replay_dir(Path::new("/etc/mixplane")),
+            Path::new("/etc/mixplane/replay")
+        );
+        assert_eq!(
+            c.keys_dir(Path::new("/etc/mixplane")),
+            Path::new("/etc/mixplane/keys")
+        );
+        assert_eq!(c.replay_expected(), 10_000 * 25 * 3600);
+        assert_eq!(
+            c.sink_spec(),
+            Ok(Some(SinkSpec::Udp("127.0.0.1:9".parse().unwrap())))
+        );
+        let u = parse("[sink]\naddress = \"unix:/run/mix.sock\"").unwrap();
+        assert_eq!(
+            u.sink_spec(),
+            Ok(Some(SinkSpec::Unix("/run/mix.sock".into())))
+        );
+        // Nym's figures: 1e-5 needs ~24 bits and 17 hashes per item
+        let (m, k) = bloom_dimensions(1_000_000, 1e-5);
+        assert!((m / 1e6 - 23.96).abs() < 0.05, "{m}");
+        assert_eq!(k, 17);
+    }
+}
