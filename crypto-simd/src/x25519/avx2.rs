@@ -48,7 +48,8 @@ fn fe_const(limbs: [u64; 10]) -> Fe {
 /// Moves the bits of limb `i` above its width into limb `i + 1`.
 #[inline]
 #[target_feature(enable = "avx2")]
-fn carry_step(h: &mut [__m256i; 10], i: usize) {
+fn carry_step<const I: usize>(h: &mut [__m256i; 10]) {
+    let i = I;
     let (c, m) = if i % 2 == 0 {
         (_mm256_srli_epi64::<26>(h[i]), splat((1 << 26) - 1))
     } else {
@@ -67,15 +68,66 @@ fn carry_step(h: &mut [__m256i; 10], i: usize) {
     }
 }
 
+/// Carries limbs 0..=8 sequentially into their successors.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn carry_seq(h: &mut [__m256i; 10]) {
+    carry_step::<0>(h);
+    carry_step::<1>(h);
+    carry_step::<2>(h);
+    carry_step::<3>(h);
+    carry_step::<4>(h);
+    carry_step::<5>(h);
+    carry_step::<6>(h);
+    carry_step::<7>(h);
+    carry_step::<8>(h);
+}
+
 /// Carries product columns (each < 2^63) down to a carried element.
 #[inline]
 #[target_feature(enable = "avx2")]
 fn carry(mut h: [__m256i; 10]) -> Fe {
     // Two interleaved chains (0..4 and 4..9) shorten the dependency path.
-    for i in [0, 4, 1, 5, 2, 6, 3, 7, 4, 8, 9, 0] {
-        carry_step(&mut h, i);
-    }
+    // (Spelled out with constant indices so the limbs stay in registers.)
+    carry_step::<0>(&mut h);
+    carry_step::<4>(&mut h);
+    carry_step::<1>(&mut h);
+    carry_step::<5>(&mut h);
+    carry_step::<2>(&mut h);
+    carry_step::<6>(&mut h);
+    carry_step::<3>(&mut h);
+    carry_step::<7>(&mut h);
+    carry_step::<4>(&mut h);
+    carry_step::<8>(&mut h);
+    carry_step::<9>(&mut h);
+    carry_step::<0>(&mut h);
     Fe(h)
+}
+
+/// One 32 x 32 -> 64-bit product per lane.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn m(a: __m256i, b: __m256i) -> __m256i {
+    _mm256_mul_epu32(a, b)
+}
+
+/// Sum of `N` products, added as a balanced tree to keep the dependency chains short.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn sum<const N: usize>(t: [__m256i; N]) -> __m256i {
+    let mut v = t;
+    let mut n = N;
+    while n > 1 {
+        let half = n / 2;
+        for i in 0..half {
+            v[i] = _mm256_add_epi64(v[2 * i], v[2 * i + 1]);
+        }
+        if n % 2 == 1 {
+            v[half] = v[n - 1];
+        }
+        n = half + n % 2;
+    }
+    v[0]
 }
 
 /// `f * g`.
@@ -83,22 +135,143 @@ fn carry(mut h: [__m256i; 10]) -> Fe {
 #[target_feature(enable = "avx2")]
 fn mul(f: &Fe, g: &Fe) -> Fe {
     let k19 = splat(19);
-    let g19: [__m256i; 10] = core::array::from_fn(|j| _mm256_mul_epu32(g.0[j], k19));
-    let f2: [__m256i; 10] = core::array::from_fn(|i| _mm256_add_epi64(f.0[i], f.0[i]));
-    let mut h = [_mm256_setzero_si256(); 10];
-    for i in 0..10 {
-        for j in 0..10 {
-            let a = if i % 2 == 1 && j % 2 == 1 {
-                f2[i]
-            } else {
-                f.0[i]
-            };
-            let b = if i + j >= 10 { g19[j] } else { g.0[j] };
-            let k = (i + j) % 10;
-            h[k] = _mm256_add_epi64(h[k], _mm256_mul_epu32(a, b));
-        }
-    }
-    carry(h)
+    let [f0, f1, f2, f3, f4, f5, f6, f7, f8, f9] = f.0;
+    let [g0, g1, g2, g3, g4, g5, g6, g7, g8, g9] = g.0;
+    let f1_2 = _mm256_add_epi64(f1, f1);
+    let f3_2 = _mm256_add_epi64(f3, f3);
+    let f5_2 = _mm256_add_epi64(f5, f5);
+    let f7_2 = _mm256_add_epi64(f7, f7);
+    let f9_2 = _mm256_add_epi64(f9, f9);
+    let g1_19 = _mm256_mul_epu32(g1, k19);
+    let g2_19 = _mm256_mul_epu32(g2, k19);
+    let g3_19 = _mm256_mul_epu32(g3, k19);
+    let g4_19 = _mm256_mul_epu32(g4, k19);
+    let g5_19 = _mm256_mul_epu32(g5, k19);
+    let g6_19 = _mm256_mul_epu32(g6, k19);
+    let g7_19 = _mm256_mul_epu32(g7, k19);
+    let g8_19 = _mm256_mul_epu32(g8, k19);
+    let g9_19 = _mm256_mul_epu32(g9, k19);
+    let h0 = sum([
+        m(f0, g0),
+        m(f1_2, g9_19),
+        m(f2, g8_19),
+        m(f3_2, g7_19),
+        m(f4, g6_19),
+        m(f5_2, g5_19),
+        m(f6, g4_19),
+        m(f7_2, g3_19),
+        m(f8, g2_19),
+        m(f9_2, g1_19),
+    ]);
+    let h1 = sum([
+        m(f0, g1),
+        m(f1, g0),
+        m(f2, g9_19),
+        m(f3, g8_19),
+        m(f4, g7_19),
+        m(f5, g6_19),
+        m(f6, g5_19),
+        m(f7, g4_19),
+        m(f8, g3_19),
+        m(f9, g2_19),
+    ]);
+    let h2 = sum([
+        m(f0, g2),
+        m(f1_2, g1),
+        m(f2, g0),
+        m(f3_2, g9_19),
+        m(f4, g8_19),
+        m(f5_2, g7_19),
+        m(f6, g6_19),
+        m(f7_2, g5_19),
+        m(f8, g4_19),
+        m(f9_2, g3_19),
+    ]);
+    let h3 = sum([
+        m(f0, g3),
+        m(f1, g2),
+        m(f2, g1),
+        m(f3, g0),
+        m(f4, g9_19),
+        m(f5, g8_19),
+        m(f6, g7_19),
+        m(f7, g6_19),
+        m(f8, g5_19),
+        m(f9, g4_19),
+    ]);
+    let h4 = sum([
+        m(f0, g4),
+        m(f1_2, g3),
+        m(f2, g2),
+        m(f3_2, g1),
+        m(f4, g0),
+        m(f5_2, g9_19),
+        m(f6, g8_19),
+        m(f7_2, g7_19),
+        m(f8, g6_19),
+        m(f9_2, g5_19),
+    ]);
+    let h5 = sum([
+        m(f0, g5),
+        m(f1, g4),
+        m(f2, g3),
+        m(f3, g2),
+        m(f4, g1),
+        m(f5, g0),
+        m(f6, g9_19),
+        m(f7, g8_19),
+        m(f8, g7_19),
+        m(f9, g6_19),
+    ]);
+    let h6 = sum([
+        m(f0, g6),
+        m(f1_2, g5),
+        m(f2, g4),
+        m(f3_2, g3),
+        m(f4, g2),
+        m(f5_2, g1),
+        m(f6, g0),
+        m(f7_2, g9_19),
+        m(f8, g8_19),
+        m(f9_2, g7_19),
+    ]);
+    let h7 = sum([
+        m(f0, g7),
+        m(f1, g6),
+        m(f2, g5),
+        m(f3, g4),
+        m(f4, g3),
+        m(f5, g2),
+        m(f6, g1),
+        m(f7, g0),
+        m(f8, g9_19),
+        m(f9, g8_19),
+    ]);
+    let h8 = sum([
+        m(f0, g8),
+        m(f1_2, g7),
+        m(f2, g6),
+        m(f3_2, g5),
+        m(f4, g4),
+        m(f5_2, g3),
+        m(f6, g2),
+        m(f7_2, g1),
+        m(f8, g0),
+        m(f9_2, g9_19),
+    ]);
+    let h9 = sum([
+        m(f0, g9),
+        m(f1, g8),
+        m(f2, g7),
+        m(f3, g6),
+        m(f4, g5),
+        m(f5, g4),
+        m(f6, g3),
+        m(f7, g2),
+        m(f8, g1),
+        m(f9, g0),
+    ]);
+    carry([h0, h1, h2, h3, h4, h5, h6, h7, h8, h9])
 }
 
 /// `f^2`.
@@ -106,26 +279,102 @@ fn mul(f: &Fe, g: &Fe) -> Fe {
 #[target_feature(enable = "avx2")]
 fn sqr(f: &Fe) -> Fe {
     let k19 = splat(19);
-    let f19: [__m256i; 10] = core::array::from_fn(|j| _mm256_mul_epu32(f.0[j], k19));
-    let f2: [__m256i; 10] = core::array::from_fn(|i| _mm256_add_epi64(f.0[i], f.0[i]));
-    let f4: [__m256i; 10] = core::array::from_fn(|i| _mm256_add_epi64(f2[i], f2[i]));
-    let mut h = [_mm256_setzero_si256(); 10];
-    for i in 0..10 {
-        for j in i..10 {
-            // Coefficient: 2 for a cross term, times 2 when both limbs are odd.
-            let coef =
-                (if i == j { 1 } else { 2 }) * (if i % 2 == 1 && j % 2 == 1 { 2 } else { 1 });
-            let a = match coef {
-                1 => f.0[i],
-                2 => f2[i],
-                _ => f4[i],
-            };
-            let b = if i + j >= 10 { f19[j] } else { f.0[j] };
-            let k = (i + j) % 10;
-            h[k] = _mm256_add_epi64(h[k], _mm256_mul_epu32(a, b));
-        }
-    }
-    carry(h)
+    let [f0, f1, f2, f3, f4, f5, f6, f7, f8, f9] = f.0;
+    let f0_2 = _mm256_add_epi64(f0, f0);
+    let f1_2 = _mm256_add_epi64(f1, f1);
+    let f2_2 = _mm256_add_epi64(f2, f2);
+    let f3_2 = _mm256_add_epi64(f3, f3);
+    let f4_2 = _mm256_add_epi64(f4, f4);
+    let f5_2 = _mm256_add_epi64(f5, f5);
+    let f6_2 = _mm256_add_epi64(f6, f6);
+    let f7_2 = _mm256_add_epi64(f7, f7);
+    let f8_2 = _mm256_add_epi64(f8, f8);
+    let f9_2 = _mm256_add_epi64(f9, f9);
+    let f1_4 = _mm256_add_epi64(f1_2, f1_2);
+    let f3_4 = _mm256_add_epi64(f3_2, f3_2);
+    let f5_4 = _mm256_add_epi64(f5_2, f5_2);
+    let f7_4 = _mm256_add_epi64(f7_2, f7_2);
+    let f5_19 = _mm256_mul_epu32(f5, k19);
+    let f6_19 = _mm256_mul_epu32(f6, k19);
+    let f7_19 = _mm256_mul_epu32(f7, k19);
+    let f8_19 = _mm256_mul_epu32(f8, k19);
+    let f9_19 = _mm256_mul_epu32(f9, k19);
+    let h0 = sum([
+        m(f0, f0),
+        m(f1_4, f9_19),
+        m(f2_2, f8_19),
+        m(f3_4, f7_19),
+        m(f4_2, f6_19),
+        m(f5_2, f5_19),
+    ]);
+    let h1 = sum([
+        m(f0_2, f1),
+        m(f2_2, f9_19),
+        m(f3_2, f8_19),
+        m(f4_2, f7_19),
+        m(f5_2, f6_19),
+    ]);
+    let h2 = sum([
+        m(f0_2, f2),
+        m(f1_2, f1),
+        m(f3_4, f9_19),
+        m(f4_2, f8_19),
+        m(f5_4, f7_19),
+        m(f6, f6_19),
+    ]);
+    let h3 = sum([
+        m(f0_2, f3),
+        m(f1_2, f2),
+        m(f4_2, f9_19),
+        m(f5_2, f8_19),
+        m(f6_2, f7_19),
+    ]);
+    let h4 = sum([
+        m(f0_2, f4),
+        m(f1_4, f3),
+        m(f2, f2),
+        m(f5_4, f9_19),
+        m(f6_2, f8_19),
+        m(f7_2, f7_19),
+    ]);
+    let h5 = sum([
+        m(f0_2, f5),
+        m(f1_2, f4),
+        m(f2_2, f3),
+        m(f6_2, f9_19),
+        m(f7_2, f8_19),
+    ]);
+    let h6 = sum([
+        m(f0_2, f6),
+        m(f1_4, f5),
+        m(f2_2, f4),
+        m(f3_2, f3),
+        m(f7_4, f9_19),
+        m(f8, f8_19),
+    ]);
+    let h7 = sum([
+        m(f0_2, f7),
+        m(f1_2, f6),
+        m(f2_2, f5),
+        m(f3_2, f4),
+        m(f8_2, f9_19),
+    ]);
+    let h8 = sum([
+        m(f0_2, f8),
+        m(f1_4, f7),
+        m(f2_2, f6),
+        m(f3_4, f5),
+        m(f4, f4),
+        m(f9_2, f9_19),
+    ]);
+    let h9 = sum([
+        m(f0_2, f9),
+        m(f1_2, f8),
+        m(f2_2, f7),
+        m(f3_2, f6),
+        m(f4_2, f5),
+    ]);
+    carry([h0, h1, h2, h3, h4, h5, h6, h7, h8, h9])
 }
 
 /// `n` successive squarings.
@@ -225,10 +474,9 @@ fn canonical(a: &Fe) -> Fe {
     let mut h = a.0;
     // One sequential pass (with the 19-fold) and a second into limb 1: the value is then below
     // 2^255 + 2^26 < 2p and every limb fits its width except possibly limb 1 by one.
-    for i in 0..10 {
-        carry_step(&mut h, i);
-    }
-    carry_step(&mut h, 0);
+    carry_seq(&mut h);
+    carry_step::<9>(&mut h);
+    carry_step::<0>(&mut h);
     // q = floor((value + 19) / 2^255) is 1 exactly when value >= p.
     let mut q = _mm256_srli_epi64::<26>(_mm256_add_epi64(h[0], splat(19)));
     for (i, hi) in h.iter().enumerate().skip(1) {
@@ -241,9 +489,7 @@ fn canonical(a: &Fe) -> Fe {
     }
     // value - q p = value + 19 q - q 2^255: add 19 q, carry, drop bit 255.
     h[0] = _mm256_add_epi64(h[0], _mm256_mul_epu32(q, splat(19)));
-    for i in 0..9 {
-        carry_step(&mut h, i);
-    }
+    carry_seq(&mut h);
     h[9] = _mm256_and_si256(h[9], splat((1 << 25) - 1));
     Fe(h)
 }
