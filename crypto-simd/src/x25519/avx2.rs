@@ -26,7 +26,7 @@ pub(super) const LANES: usize = 4;
 const OFFSET: [u32; 10] = [0, 26, 51, 77, 102, 128, 153, 179, 204, 230];
 /// Width of each limb.
 const fn width(i: usize) -> u32 {
-    if i % 2 == 0 { 26 } else { 25 }
+    if i.is_multiple_of(2) { 26 } else { 25 }
 }
 
 /// One field element in each of four lanes.
@@ -50,7 +50,7 @@ fn fe_const(limbs: [u64; 10]) -> Fe {
 #[target_feature(enable = "avx2")]
 fn carry_step<const I: usize>(h: &mut [__m256i; 10]) {
     let i = I;
-    let (c, m) = if i % 2 == 0 {
+    let (c, m) = if i.is_multiple_of(2) {
         (_mm256_srli_epi64::<26>(h[i]), splat((1 << 26) - 1))
     } else {
         (_mm256_srli_epi64::<25>(h[i]), splat((1 << 25) - 1))
@@ -481,7 +481,7 @@ fn canonical(a: &Fe) -> Fe {
     let mut q = _mm256_srli_epi64::<26>(_mm256_add_epi64(h[0], splat(19)));
     for (i, hi) in h.iter().enumerate().skip(1) {
         let t = _mm256_add_epi64(*hi, q);
-        q = if i % 2 == 0 {
+        q = if i.is_multiple_of(2) {
             _mm256_srli_epi64::<26>(t)
         } else {
             _mm256_srli_epi64::<25>(t)

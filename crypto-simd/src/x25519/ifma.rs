@@ -142,10 +142,7 @@ fn sqr_n(a: &Fe, n: u32) -> Fe {
 #[inline]
 #[target_feature(enable = "avx512f,avx512ifma")]
 fn add(a: &Fe, b: &Fe) -> Fe {
-    let mut r = [_mm512_setzero_si512(); 5];
-    for k in 0..5 {
-        r[k] = _mm512_add_epi64(a.0[k], b.0[k]);
-    }
+    let mut r: [__m512i; 5] = core::array::from_fn(|k| _mm512_add_epi64(a.0[k], b.0[k]));
     carry_chain(&mut r);
     Fe(r)
 }
@@ -164,10 +161,9 @@ const TWO_P: [u64; 5] = [
 #[inline]
 #[target_feature(enable = "avx512f,avx512ifma")]
 fn sub(a: &Fe, b: &Fe) -> Fe {
-    let mut r = [_mm512_setzero_si512(); 5];
-    for k in 0..5 {
-        r[k] = _mm512_sub_epi64(_mm512_add_epi64(a.0[k], splat(TWO_P[k])), b.0[k]);
-    }
+    let mut r: [__m512i; 5] = core::array::from_fn(|k| {
+        _mm512_sub_epi64(_mm512_add_epi64(a.0[k], splat(TWO_P[k])), b.0[k])
+    });
     carry_chain(&mut r);
     Fe(r)
 }

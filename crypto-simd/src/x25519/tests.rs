@@ -1,5 +1,8 @@
 //! Known-answer and differential tests of every supported backend against x25519-dalek.
 
+// Tests index several parallel arrays (scalars, points, outputs, expected) by lane.
+#![allow(clippy::needless_range_loop)]
+
 use super::*;
 
 fn hex32(s: &str) -> [u8; 32] {
