@@ -4,9 +4,14 @@
 //! independent: no work is shared between them (in particular no batch inversion), so one
 //! attacker-chosen point of small order cannot affect any other lane's result.
 //!
-//! Backends: [`Backend::Portable`] always works. Vector backends are added per CPU family and
-//! picked by [`Backend::best`], which can be overridden with the `MIXPLANE_X25519_BACKEND`
-//! environment variable (`portable`, `avx2`, `ifma`) for tests and benchmarks.
+//! Backends: [`Backend::Portable`] always works. On x86_64, [`Backend::Ifma`] (AVX-512 IFMA,
+//! eight lanes per kernel call) and [`Backend::Avx2`] (four lanes) run that many independent,
+//! constant-time Montgomery ladders side by side, one lane per vector element; each lives in its
+//! own module and is only entered after runtime detection ([`Backend::is_supported`]). Batches of
+//! any length go through the kernel in full chunks, and the tail is padded with dummy lanes in
+//! stack buffers. [`Backend::best`] picks the fastest supported backend, which can be overridden
+//! with the `MIXPLANE_X25519_BACKEND` environment variable (`portable`, `avx2`, `ifma`) for tests
+//! and benchmarks. Every backend's output is bit-identical to `x25519_dalek::x25519`.
 
 #[cfg(target_arch = "x86_64")]
 mod avx2;
