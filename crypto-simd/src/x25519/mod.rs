@@ -4,10 +4,19 @@
 //! independent: no work is shared between them (in particular no batch inversion), so one
 //! attacker-chosen point of small order cannot affect any other lane's result.
 //!
-//! Backends: [`Backend::Portable`] always works. Vector backends are added per CPU family and
-//! picked by [`Backend::best`], which can be overridden with the `MIXPLANE_X25519_BACKEND`
-//! environment variable (`portable`, `avx2`, `ifma`) for tests and benchmarks.
+//! Backends: [`Backend::Portable`] always works. On x86_64, [`Backend::Ifma`] (AVX-512 IFMA,
+//! eight lanes per kernel call) and [`Backend::Avx2`] (four lanes) run that many independent,
+//! constant-time Montgomery ladders side by side, one lane per vector element; each lives in its
+//! own module and is only entered after runtime detection ([`Backend::is_supported`]). Batches of
+//! any length go through the kernel in full chunks, and the tail is padded with dummy lanes in
+//! stack buffers. [`Backend::best`] picks the fastest supported backend, which can be overridden
+//! with the `MIXPLANE_X25519_BACKEND` environment variable (`portable`, `avx2`, `ifma`) for tests
+//! and benchmarks. Every backend's output is bit-identical to `x25519_dalek::x25519`.
 
+#[cfg(target_arch = "x86_64")]
+mod avx2;
+#[cfg(target_arch = "x86_64")]
+mod ifma;
 mod portable;
 
 use std::sync::OnceLock;
@@ -18,6 +27,10 @@ pub const BACKEND_ENV: &str = "MIXPLANE_X25519_BACKEND";
 /// An X25519 implementation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Backend {
+    /// Eight lanes per kernel call with AVX-512 IFMA (radix 2^52); needs AVX-512 F/VL/IFMA.
+    Ifma,
+    /// Four lanes per kernel call with AVX2 (radix 2^25.5); needs AVX2.
+    Avx2,
     /// One lane at a time through x25519-dalek; always available.
     Portable,
 }
@@ -35,11 +48,13 @@ pub enum BackendError {
 
 impl Backend {
     /// Every backend, fastest first.
-    pub const ALL: &'static [Backend] = &[Backend::Portable];
+    pub const ALL: &'static [Backend] = &[Backend::Ifma, Backend::Avx2, Backend::Portable];
 
     /// The backend's short name.
     pub fn name(self) -> &'static str {
         match self {
+            Backend::Ifma => "ifma",
+            Backend::Avx2 => "avx2",
             Backend::Portable => "portable",
         }
     }
@@ -47,6 +62,8 @@ impl Backend {
     /// Lanes processed together by one call of the backend's kernel.
     pub fn lanes(self) -> usize {
         match self {
+            Backend::Ifma => 8,
+            Backend::Avx2 => 4,
             Backend::Portable => 1,
         }
     }
@@ -54,6 +71,8 @@ impl Backend {
     /// Whether the running CPU can execute this backend.
     pub fn is_supported(self) -> bool {
         match self {
+            Backend::Ifma => cfg!(target_arch = "x86_64") && crate::cpu::features().avx512ifma,
+            Backend::Avx2 => cfg!(target_arch = "x86_64") && crate::cpu::features().avx2,
             Backend::Portable => true,
         }
     }
@@ -70,6 +89,8 @@ impl Backend {
     /// Parses a backend name and checks the CPU supports it.
     pub fn from_name(name: &str) -> Result<Backend, BackendError> {
         let backend = match name.trim().to_ascii_lowercase().as_str() {
+            "ifma" | "avx512ifma" | "avx512" => Backend::Ifma,
+            "avx2" => Backend::Avx2,
             "portable" | "serial" => Backend::Portable,
             other => return Err(BackendError::Unknown(other.to_string())),
         };
@@ -84,15 +105,19 @@ impl Backend {
     /// supports. Decided once per process.
     pub fn best() -> Backend {
         static BEST: OnceLock<Backend> = OnceLock::new();
-        *BEST.get_or_init(|| {
-            if let Ok(name) = std::env::var(BACKEND_ENV) {
-                match Backend::from_name(&name) {
-                    Ok(b) => return b,
-                    Err(e) => eprintln!("mixplane: ignoring {BACKEND_ENV}: {e}"),
-                }
+        *BEST.get_or_init(|| Self::choose(std::env::var(BACKEND_ENV).ok().as_deref()))
+    }
+
+    /// [`Backend::best`]'s decision for a given value of `MIXPLANE_X25519_BACKEND`: the named
+    /// backend if it is valid and supported, else the fastest supported one.
+    fn choose(env: Option<&str>) -> Backend {
+        if let Some(name) = env {
+            match Backend::from_name(name) {
+                Ok(b) => return b,
+                Err(e) => eprintln!("mixplane: ignoring {BACKEND_ENV}: {e}"),
             }
-            Self::supported()[0]
-        })
+        }
+        Self::supported()[0]
     }
 }
 
@@ -118,7 +143,66 @@ pub fn x25519_batch(
         backend.name()
     );
     match backend {
+        #[cfg(target_arch = "x86_64")]
+        Backend::Ifma => {
+            // SAFETY: asserted above that the CPU supports this backend's features
+            // (AVX-512 F/VL/IFMA).
+            unsafe { batch_lanes::<{ ifma::LANES }>(scalars, points, out, ifma::x25519_lanes) }
+        }
+        #[cfg(target_arch = "x86_64")]
+        Backend::Avx2 => {
+            // SAFETY: asserted above that the CPU supports this backend's features (AVX2).
+            unsafe { batch_lanes::<{ avx2::LANES }>(scalars, points, out, avx2::x25519_lanes) }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        Backend::Ifma | Backend::Avx2 => unreachable!("vector backends are x86_64 only"),
         Backend::Portable => portable::x25519_batch(scalars, points, out),
+    }
+}
+
+/// A vector kernel: `N` independent X25519s.
+#[cfg(target_arch = "x86_64")]
+type Kernel<const N: usize> = unsafe fn(&[[u8; 32]; N], &[[u8; 32]; N], &mut [[u8; 32]; N]);
+
+/// Runs `kernel` over full chunks of `N` lanes, then once over the tail padded with dummy lanes
+/// in stack buffers (no allocation, no out-of-bounds access).
+///
+/// # Safety
+/// The CPU must support the features `kernel` is compiled for.
+#[cfg(target_arch = "x86_64")]
+unsafe fn batch_lanes<const N: usize>(
+    scalars: &[[u8; 32]],
+    points: &[[u8; 32]],
+    out: &mut [[u8; 32]],
+    kernel: Kernel<N>,
+) {
+    let mut s_chunks = scalars.chunks_exact(N);
+    let mut p_chunks = points.chunks_exact(N);
+    let mut o_chunks = out.chunks_exact_mut(N);
+    for ((s, p), o) in (&mut s_chunks).zip(&mut p_chunks).zip(&mut o_chunks) {
+        let s: &[[u8; 32]; N] = s.try_into().expect("chunk of N");
+        let p: &[[u8; 32]; N] = p.try_into().expect("chunk of N");
+        let o: &mut [[u8; 32]; N] = o.try_into().expect("chunk of N");
+        // SAFETY: the caller guarantees the CPU supports the kernel's features.
+        unsafe { kernel(s, p, o) };
+    }
+    let (s, p, o) = (
+        s_chunks.remainder(),
+        p_chunks.remainder(),
+        o_chunks.into_remainder(),
+    );
+    if !s.is_empty() {
+        let mut ts = [[0u8; 32]; N];
+        let mut tp = [BASEPOINT; N];
+        let mut to = [[0u8; 32]; N];
+        ts[..s.len()].copy_from_slice(s);
+        tp[..p.len()].copy_from_slice(p);
+        // SAFETY: the caller guarantees the CPU supports the kernel's features.
+        unsafe { kernel(&ts, &tp, &mut to) };
+        o.copy_from_slice(&to[..o.len()]);
+        // Scalars are secrets: do not leave copies on the stack.
+        zeroize::Zeroize::zeroize(&mut ts);
+        zeroize::Zeroize::zeroize(&mut to);
     }
 }
 
@@ -126,6 +210,9 @@ pub fn x25519_batch(
 pub fn x25519(scalar: &[u8; 32], point: &[u8; 32]) -> [u8; 32] {
     portable::x25519(scalar, point)
 }
+
+#[cfg(test)]
+mod tests;
 
 /// The X25519 base point (u = 9).
 pub const BASEPOINT: [u8; 32] = {

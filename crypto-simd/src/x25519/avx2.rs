@@ -1,0 +1,606 @@
+//! The AVX2 backend: four independent Montgomery ladders side by side.
+//!
+//! Field elements are held in radix 2^25.5: ten limbs of alternately 26 and 25 bits (limb `i`
+//! at bit offset ceil(25.5 i)), each limb one `__m256i` whose four 64-bit elements belong to
+//! four different lanes. Products use `vpmuludq` (32 x 32 -> 64 bits), so every multiplication
+//! input limb stays below 2^32, and products are summed in 64-bit accumulators.
+//!
+//! Bounds (all limbs unsigned): a carried element has even limbs < 2^26 and odd limbs
+//! < 2^25 + 2^19. Sums of two carried elements and differences `a + 2p - b` are at most three
+//! times that, which keeps `19 * limb` below 2^32 and every product column below 2^63.
+//!
+//! For limbs `i`, `j` the product's weight is that of limb `i + j`, doubled when both are odd
+//! (two 25.5-bit halves round up twice); weights at or above 2^255 fold down with
+//! 2^255 ≡ 19 (mod p).
+//!
+//! Constant time: every lane runs the same instruction stream, the conditional swap is an
+//! XOR-and-mask with a per-lane mask built from the scalar bit, nothing branches on or indexes
+//! memory by secret data, and no work is shared between lanes.
+
+use std::arch::x86_64::*;
+
+/// Lanes per kernel call.
+pub(super) const LANES: usize = 4;
+
+/// Bit offset of each limb.
+const OFFSET: [u32; 10] = [0, 26, 51, 77, 102, 128, 153, 179, 204, 230];
+/// Width of each limb.
+const fn width(i: usize) -> u32 {
+    if i.is_multiple_of(2) { 26 } else { 25 }
+}
+
+/// One field element in each of four lanes.
+#[derive(Clone, Copy)]
+struct Fe([__m256i; 10]);
+
+#[inline]
+#[target_feature(enable = "avx2")]
+fn splat(x: u64) -> __m256i {
+    _mm256_set1_epi64x(x as i64)
+}
+
+#[inline]
+#[target_feature(enable = "avx2")]
+fn fe_const(limbs: [u64; 10]) -> Fe {
+    Fe(limbs.map(|l| splat(l)))
+}
+
+/// Moves the bits of limb `i` above its width into limb `i + 1`.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn carry_step<const I: usize>(h: &mut [__m256i; 10]) {
+    let i = I;
+    let (c, m) = if i.is_multiple_of(2) {
+        (_mm256_srli_epi64::<26>(h[i]), splat((1 << 26) - 1))
+    } else {
+        (_mm256_srli_epi64::<25>(h[i]), splat((1 << 25) - 1))
+    };
+    h[i] = _mm256_and_si256(h[i], m);
+    if i == 9 {
+        // 2^255 ≡ 19: add 19 c = c + 2c + 16c (c may exceed 32 bits).
+        let c19 = _mm256_add_epi64(
+            _mm256_add_epi64(c, _mm256_slli_epi64::<1>(c)),
+            _mm256_slli_epi64::<4>(c),
+        );
+        h[0] = _mm256_add_epi64(h[0], c19);
+    } else {
+        h[i + 1] = _mm256_add_epi64(h[i + 1], c);
+    }
+}
+
+/// Carries limbs 0..=8 sequentially into their successors.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn carry_seq(h: &mut [__m256i; 10]) {
+    carry_step::<0>(h);
+    carry_step::<1>(h);
+    carry_step::<2>(h);
+    carry_step::<3>(h);
+    carry_step::<4>(h);
+    carry_step::<5>(h);
+    carry_step::<6>(h);
+    carry_step::<7>(h);
+    carry_step::<8>(h);
+}
+
+/// Carries product columns (each < 2^63) down to a carried element.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn carry(mut h: [__m256i; 10]) -> Fe {
+    // Two interleaved chains (0..4 and 4..9) shorten the dependency path.
+    // (Spelled out with constant indices so the limbs stay in registers.)
+    carry_step::<0>(&mut h);
+    carry_step::<4>(&mut h);
+    carry_step::<1>(&mut h);
+    carry_step::<5>(&mut h);
+    carry_step::<2>(&mut h);
+    carry_step::<6>(&mut h);
+    carry_step::<3>(&mut h);
+    carry_step::<7>(&mut h);
+    carry_step::<4>(&mut h);
+    carry_step::<8>(&mut h);
+    carry_step::<9>(&mut h);
+    carry_step::<0>(&mut h);
+    Fe(h)
+}
+
+/// One 32 x 32 -> 64-bit product per lane.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn m(a: __m256i, b: __m256i) -> __m256i {
+    _mm256_mul_epu32(a, b)
+}
+
+/// Sum of `N` products, added as a balanced tree to keep the dependency chains short.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn sum<const N: usize>(t: [__m256i; N]) -> __m256i {
+    let mut v = t;
+    let mut n = N;
+    while n > 1 {
+        let half = n / 2;
+        for i in 0..half {
+            v[i] = _mm256_add_epi64(v[2 * i], v[2 * i + 1]);
+        }
+        if n % 2 == 1 {
+            v[half] = v[n - 1];
+        }
+        n = half + n % 2;
+    }
+    v[0]
+}
+
+/// `f * g`.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn mul(f: &Fe, g: &Fe) -> Fe {
+    let k19 = splat(19);
+    let [f0, f1, f2, f3, f4, f5, f6, f7, f8, f9] = f.0;
+    let [g0, g1, g2, g3, g4, g5, g6, g7, g8, g9] = g.0;
+    let f1_2 = _mm256_add_epi64(f1, f1);
+    let f3_2 = _mm256_add_epi64(f3, f3);
+    let f5_2 = _mm256_add_epi64(f5, f5);
+    let f7_2 = _mm256_add_epi64(f7, f7);
+    let f9_2 = _mm256_add_epi64(f9, f9);
+    let g1_19 = _mm256_mul_epu32(g1, k19);
+    let g2_19 = _mm256_mul_epu32(g2, k19);
+    let g3_19 = _mm256_mul_epu32(g3, k19);
+    let g4_19 = _mm256_mul_epu32(g4, k19);
+    let g5_19 = _mm256_mul_epu32(g5, k19);
+    let g6_19 = _mm256_mul_epu32(g6, k19);
+    let g7_19 = _mm256_mul_epu32(g7, k19);
+    let g8_19 = _mm256_mul_epu32(g8, k19);
+    let g9_19 = _mm256_mul_epu32(g9, k19);
+    let h0 = sum([
+        m(f0, g0),
+        m(f1_2, g9_19),
+        m(f2, g8_19),
+        m(f3_2, g7_19),
+        m(f4, g6_19),
+        m(f5_2, g5_19),
+        m(f6, g4_19),
+        m(f7_2, g3_19),
+        m(f8, g2_19),
+        m(f9_2, g1_19),
+    ]);
+    let h1 = sum([
+        m(f0, g1),
+        m(f1, g0),
+        m(f2, g9_19),
+        m(f3, g8_19),
+        m(f4, g7_19),
+        m(f5, g6_19),
+        m(f6, g5_19),
+        m(f7, g4_19),
+        m(f8, g3_19),
+        m(f9, g2_19),
+    ]);
+    let h2 = sum([
+        m(f0, g2),
+        m(f1_2, g1),
+        m(f2, g0),
+        m(f3_2, g9_19),
+        m(f4, g8_19),
+        m(f5_2, g7_19),
+        m(f6, g6_19),
+        m(f7_2, g5_19),
+        m(f8, g4_19),
+        m(f9_2, g3_19),
+    ]);
+    let h3 = sum([
+        m(f0, g3),
+        m(f1, g2),
+        m(f2, g1),
+        m(f3, g0),
+        m(f4, g9_19),
+        m(f5, g8_19),
+        m(f6, g7_19),
+        m(f7, g6_19),
+        m(f8, g5_19),
+        m(f9, g4_19),
+    ]);
+    let h4 = sum([
+        m(f0, g4),
+        m(f1_2, g3),
+        m(f2, g2),
+        m(f3_2, g1),
+        m(f4, g0),
+        m(f5_2, g9_19),
+        m(f6, g8_19),
+        m(f7_2, g7_19),
+        m(f8, g6_19),
+        m(f9_2, g5_19),
+    ]);
+    let h5 = sum([
+        m(f0, g5),
+        m(f1, g4),
+        m(f2, g3),
+        m(f3, g2),
+        m(f4, g1),
+        m(f5, g0),
+        m(f6, g9_19),
+        m(f7, g8_19),
+        m(f8, g7_19),
+        m(f9, g6_19),
+    ]);
+    let h6 = sum([
+        m(f0, g6),
+        m(f1_2, g5),
+        m(f2, g4),
+        m(f3_2, g3),
+        m(f4, g2),
+        m(f5_2, g1),
+        m(f6, g0),
+        m(f7_2, g9_19),
+        m(f8, g8_19),
+        m(f9_2, g7_19),
+    ]);
+    let h7 = sum([
+        m(f0, g7),
+        m(f1, g6),
+        m(f2, g5),
+        m(f3, g4),
+        m(f4, g3),
+        m(f5, g2),
+        m(f6, g1),
+        m(f7, g0),
+        m(f8, g9_19),
+        m(f9, g8_19),
+    ]);
+    let h8 = sum([
+        m(f0, g8),
+        m(f1_2, g7),
+        m(f2, g6),
+        m(f3_2, g5),
+        m(f4, g4),
+        m(f5_2, g3),
+        m(f6, g2),
+        m(f7_2, g1),
+        m(f8, g0),
+        m(f9_2, g9_19),
+    ]);
+    let h9 = sum([
+        m(f0, g9),
+        m(f1, g8),
+        m(f2, g7),
+        m(f3, g6),
+        m(f4, g5),
+        m(f5, g4),
+        m(f6, g3),
+        m(f7, g2),
+        m(f8, g1),
+        m(f9, g0),
+    ]);
+    carry([h0, h1, h2, h3, h4, h5, h6, h7, h8, h9])
+}
+
+/// `f^2`.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn sqr(f: &Fe) -> Fe {
+    let k19 = splat(19);
+    let [f0, f1, f2, f3, f4, f5, f6, f7, f8, f9] = f.0;
+    let f0_2 = _mm256_add_epi64(f0, f0);
+    let f1_2 = _mm256_add_epi64(f1, f1);
+    let f2_2 = _mm256_add_epi64(f2, f2);
+    let f3_2 = _mm256_add_epi64(f3, f3);
+    let f4_2 = _mm256_add_epi64(f4, f4);
+    let f5_2 = _mm256_add_epi64(f5, f5);
+    let f6_2 = _mm256_add_epi64(f6, f6);
+    let f7_2 = _mm256_add_epi64(f7, f7);
+    let f8_2 = _mm256_add_epi64(f8, f8);
+    let f9_2 = _mm256_add_epi64(f9, f9);
+    let f1_4 = _mm256_add_epi64(f1_2, f1_2);
+    let f3_4 = _mm256_add_epi64(f3_2, f3_2);
+    let f5_4 = _mm256_add_epi64(f5_2, f5_2);
+    let f7_4 = _mm256_add_epi64(f7_2, f7_2);
+    let f5_19 = _mm256_mul_epu32(f5, k19);
+    let f6_19 = _mm256_mul_epu32(f6, k19);
+    let f7_19 = _mm256_mul_epu32(f7, k19);
+    let f8_19 = _mm256_mul_epu32(f8, k19);
+    let f9_19 = _mm256_mul_epu32(f9, k19);
+    let h0 = sum([
+        m(f0, f0),
+        m(f1_4, f9_19),
+        m(f2_2, f8_19),
+        m(f3_4, f7_19),
+        m(f4_2, f6_19),
+        m(f5_2, f5_19),
+    ]);
+    let h1 = sum([
+        m(f0_2, f1),
+        m(f2_2, f9_19),
+        m(f3_2, f8_19),
+        m(f4_2, f7_19),
+        m(f5_2, f6_19),
+    ]);
+    let h2 = sum([
+        m(f0_2, f2),
+        m(f1_2, f1),
+        m(f3_4, f9_19),
+        m(f4_2, f8_19),
+        m(f5_4, f7_19),
+        m(f6, f6_19),
+    ]);
+    let h3 = sum([
+        m(f0_2, f3),
+        m(f1_2, f2),
+        m(f4_2, f9_19),
+        m(f5_2, f8_19),
+        m(f6_2, f7_19),
+    ]);
+    let h4 = sum([
+        m(f0_2, f4),
+        m(f1_4, f3),
+        m(f2, f2),
+        m(f5_4, f9_19),
+        m(f6_2, f8_19),
+        m(f7_2, f7_19),
+    ]);
+    let h5 = sum([
+        m(f0_2, f5),
+        m(f1_2, f4),
+        m(f2_2, f3),
+        m(f6_2, f9_19),
+        m(f7_2, f8_19),
+    ]);
+    let h6 = sum([
+        m(f0_2, f6),
+        m(f1_4, f5),
+        m(f2_2, f4),
+        m(f3_2, f3),
+        m(f7_4, f9_19),
+        m(f8, f8_19),
+    ]);
+    let h7 = sum([
+        m(f0_2, f7),
+        m(f1_2, f6),
+        m(f2_2, f5),
+        m(f3_2, f4),
+        m(f8_2, f9_19),
+    ]);
+    let h8 = sum([
+        m(f0_2, f8),
+        m(f1_4, f7),
+        m(f2_2, f6),
+        m(f3_4, f5),
+        m(f4, f4),
+        m(f9_2, f9_19),
+    ]);
+    let h9 = sum([
+        m(f0_2, f9),
+        m(f1_2, f8),
+        m(f2_2, f7),
+        m(f3_2, f6),
+        m(f4_2, f5),
+    ]);
+    carry([h0, h1, h2, h3, h4, h5, h6, h7, h8, h9])
+}
+
+/// `n` successive squarings.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn sqr_n(a: &Fe, n: u32) -> Fe {
+    let mut t = sqr(a);
+    for _ in 1..n {
+        t = sqr(&t);
+    }
+    t
+}
+
+/// `a + b` (not carried).
+#[inline]
+#[target_feature(enable = "avx2")]
+fn add(a: &Fe, b: &Fe) -> Fe {
+    Fe(core::array::from_fn(|i| _mm256_add_epi64(a.0[i], b.0[i])))
+}
+
+/// 2p in radix 2^25.5; every limb exceeds the matching limb of a carried element.
+const TWO_P: [u64; 10] = {
+    let mut t = [0u64; 10];
+    let mut i = 0;
+    while i < 10 {
+        t[i] = if i % 2 == 0 {
+            (1 << 27) - 2
+        } else {
+            (1 << 26) - 2
+        };
+        i += 1;
+    }
+    t[0] = (1 << 27) - 38;
+    t
+};
+
+/// `a - b` as `a + 2p - b` (not carried); `b` must be carried.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn sub(a: &Fe, b: &Fe) -> Fe {
+    Fe(core::array::from_fn(|i| {
+        _mm256_sub_epi64(_mm256_add_epi64(a.0[i], splat(TWO_P[i])), b.0[i])
+    }))
+}
+
+/// `121665 * e` (RFC 7748's a24), carried.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn mul_a24(e: &Fe) -> Fe {
+    let a24 = splat(121_665);
+    carry(core::array::from_fn(|i| _mm256_mul_epu32(e.0[i], a24)))
+}
+
+/// Swaps `a` and `b` in the lanes where `mask` is all ones (it is all ones or all zeros).
+#[inline]
+#[target_feature(enable = "avx2")]
+fn cswap(mask: __m256i, a: &mut Fe, b: &mut Fe) {
+    for i in 0..10 {
+        let t = _mm256_and_si256(_mm256_xor_si256(a.0[i], b.0[i]), mask);
+        a.0[i] = _mm256_xor_si256(a.0[i], t);
+        b.0[i] = _mm256_xor_si256(b.0[i], t);
+    }
+}
+
+/// `z^(p-2) = z^(2^255 - 21)` by the usual fixed chain (254 squarings, 11 multiplications).
+#[inline]
+#[target_feature(enable = "avx2")]
+fn invert(z: &Fe) -> Fe {
+    let t0 = sqr(z); // 2
+    let t1 = sqr_n(&t0, 2); // 8
+    let t1 = mul(z, &t1); // 9
+    let t0 = mul(&t0, &t1); // 11
+    let t2 = sqr(&t0); // 22
+    let t1 = mul(&t1, &t2); // 2^5 - 1
+    let t2 = sqr_n(&t1, 5);
+    let t1 = mul(&t2, &t1); // 2^10 - 1
+    let t2 = sqr_n(&t1, 10);
+    let t2 = mul(&t2, &t1); // 2^20 - 1
+    let t3 = sqr_n(&t2, 20);
+    let t2 = mul(&t3, &t2); // 2^40 - 1
+    let t2 = sqr_n(&t2, 10);
+    let t1 = mul(&t2, &t1); // 2^50 - 1
+    let t2 = sqr_n(&t1, 50);
+    let t2 = mul(&t2, &t1); // 2^100 - 1
+    let t3 = sqr_n(&t2, 100);
+    let t2 = mul(&t3, &t2); // 2^200 - 1
+    let t2 = sqr_n(&t2, 50);
+    let t1 = mul(&t2, &t1); // 2^250 - 1
+    let t1 = sqr_n(&t1, 5); // 2^255 - 32
+    mul(&t1, &t0) // 2^255 - 21
+}
+
+/// Fully reduces a carried element to its canonical representative below p.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn canonical(a: &Fe) -> Fe {
+    let mut h = a.0;
+    // One sequential pass (with the 19-fold) and a second into limb 1: the value is then below
+    // 2^255 + 2^26 < 2p and every limb fits its width except possibly limb 1 by one.
+    carry_seq(&mut h);
+    carry_step::<9>(&mut h);
+    carry_step::<0>(&mut h);
+    // q = floor((value + 19) / 2^255) is 1 exactly when value >= p.
+    let mut q = _mm256_srli_epi64::<26>(_mm256_add_epi64(h[0], splat(19)));
+    for (i, hi) in h.iter().enumerate().skip(1) {
+        let t = _mm256_add_epi64(*hi, q);
+        q = if i.is_multiple_of(2) {
+            _mm256_srli_epi64::<26>(t)
+        } else {
+            _mm256_srli_epi64::<25>(t)
+        };
+    }
+    // value - q p = value + 19 q - q 2^255: add 19 q, carry, drop bit 255.
+    h[0] = _mm256_add_epi64(h[0], _mm256_mul_epu32(q, splat(19)));
+    carry_seq(&mut h);
+    h[9] = _mm256_and_si256(h[9], splat((1 << 25) - 1));
+    Fe(h)
+}
+
+#[inline]
+#[target_feature(enable = "avx2")]
+fn to_lanes(v: __m256i) -> [u64; 4] {
+    // SAFETY: `__m256i` and `[u64; 4]` have the same size and every bit pattern is valid for
+    // both.
+    unsafe { core::mem::transmute::<__m256i, [u64; 4]>(v) }
+}
+
+#[inline]
+#[target_feature(enable = "avx2")]
+fn from_lanes(v: [u64; 4]) -> __m256i {
+    _mm256_set_epi64x(v[3] as i64, v[2] as i64, v[1] as i64, v[0] as i64)
+}
+
+fn le_words(b: &[u8; 32]) -> [u64; 4] {
+    core::array::from_fn(|i| u64::from_le_bytes(b[8 * i..8 * i + 8].try_into().unwrap()))
+}
+
+/// The `width` bits of the 256-bit little-endian number `w` starting at bit `off`.
+fn bits(w: &[u64; 4], off: u32, width: u32) -> u64 {
+    let lo = (off / 64) as usize;
+    let sh = off % 64;
+    let mut v = w[lo] >> sh;
+    if sh != 0 && lo + 1 < 4 {
+        v |= w[lo + 1] << (64 - sh);
+    }
+    v & ((1 << width) - 1)
+}
+
+/// Four X25519 computations, one per lane.
+///
+/// # Safety
+/// The CPU must support AVX2 (checked by [`super::Backend::is_supported`]).
+#[target_feature(enable = "avx2")]
+pub(super) unsafe fn x25519_lanes(
+    scalars: &[[u8; 32]; LANES],
+    points: &[[u8; 32]; LANES],
+    out: &mut [[u8; 32]; LANES],
+) {
+    let mut sw = [[0u64; LANES]; 4];
+    let mut ul = [[0u64; LANES]; 10];
+    for l in 0..LANES {
+        let mut s = scalars[l];
+        s[0] &= 248;
+        s[31] &= 127;
+        s[31] |= 64;
+        let w = le_words(&s);
+        for i in 0..4 {
+            sw[i][l] = w[i];
+        }
+        let mut u = le_words(&points[l]);
+        u[3] &= (1 << 63) - 1; // RFC 7748: ignore the top bit of u
+        for i in 0..10 {
+            ul[i][l] = bits(&u, OFFSET[i], width(i));
+        }
+    }
+    let sw = sw.map(|v| from_lanes(v));
+    let x1 = Fe(ul.map(|v| from_lanes(v)));
+
+    let one = fe_const([1, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+    let zero = _mm256_setzero_si256();
+    let k1 = splat(1);
+    let mut x2 = one;
+    let mut z2 = fe_const([0; 10]);
+    let mut x3 = x1;
+    let mut z3 = one;
+    let mut swap = zero;
+    for t in (0..255).rev() {
+        let shift = splat((t % 64) as u64);
+        let bit = _mm256_and_si256(_mm256_srlv_epi64(sw[t / 64], shift), k1);
+        let k_t = _mm256_sub_epi64(zero, bit); // all ones where the bit is set
+        swap = _mm256_xor_si256(swap, k_t);
+        cswap(swap, &mut x2, &mut x3);
+        cswap(swap, &mut z2, &mut z3);
+        swap = k_t;
+
+        let a = add(&x2, &z2);
+        let b = sub(&x2, &z2);
+        let c = add(&x3, &z3);
+        let d = sub(&x3, &z3);
+        let aa = sqr(&a);
+        let bb = sqr(&b);
+        let da = mul(&d, &a);
+        let cb = mul(&c, &b);
+        let e = sub(&aa, &bb);
+        x3 = sqr(&add(&da, &cb));
+        z3 = mul(&x1, &sqr(&sub(&da, &cb)));
+        x2 = mul(&aa, &bb);
+        z2 = mul(&e, &add(&aa, &mul_a24(&e)));
+    }
+    cswap(swap, &mut x2, &mut x3);
+    cswap(swap, &mut z2, &mut z3);
+
+    let r = canonical(&mul(&x2, &invert(&z2)));
+    let limbs = r.0.map(|v| to_lanes(v));
+    for (l, o) in out.iter_mut().enumerate() {
+        let mut w = [0u64; 4];
+        for i in 0..10 {
+            let v = (limbs[i][l] as u128) << (OFFSET[i] % 64);
+            let at = (OFFSET[i] / 64) as usize;
+            w[at] |= v as u64;
+            if at + 1 < 4 {
+                w[at + 1] |= (v >> 64) as u64;
+            }
+        }
+        for i in 0..4 {
+            o[8 * i..8 * i + 8].copy_from_slice(&w[i].to_le_bytes());
+        }
+    }
+}
