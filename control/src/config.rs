@@ -86,7 +86,7 @@ pub enum ConfigError {
 }
 
 /// The whole config file.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// `[node]`: sockets and workers.
@@ -105,21 +105,6 @@ pub struct Config {
     pub sink: SinkSection,
     /// `[log]`: logging.
     pub log: LogSection,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            node: NodeSection::default(),
-            sphinx: SphinxSection::default(),
-            wheel: WheelSection::default(),
-            slab: SlabSection::default(),
-            replay: ReplaySection::default(),
-            keys: KeysSection::default(),
-            sink: SinkSection::default(),
-            log: LogSection::default(),
-        }
-    }
 }
 
 /// `[node]`.

@@ -34,7 +34,10 @@
 //! access precedes that thread's scan. Of the two scan loads "A reads B's slot" and "B reads
 //! A's slot", take the earlier in S, say A's: B claimed before it, and B releases only after its
 //! own scan load, which is later; so A reads B's fingerprint and returns "seen". Hence at most
-//! one of them returns "new". A thread that finds its bucket full (more than 8 concurrent
+//! one of them returns "new". The converse does not hold: when two inserts of one tag overlap
+//! (both claimed before either scanned), both may return "seen", and both copies are dropped.
+//! That only happens to a tag that really is being inserted twice at once, i.e. a replay racing
+//! its original; an on-path attacker who can race a packet could as well drop it. A thread that finds its bucket full (more than 8 concurrent
 //! inserts hashing to one bucket) returns "seen" after setting its bits: a rare false positive,
 //! never a second "new". The bucket index is the fingerprint hashed with a per-filter random
 //! salt, so remote senders cannot aim many packets at one bucket.

@@ -4,7 +4,10 @@
 mod common;
 
 use common::*;
-use mixplane_dataplane::sphinx::{FrameHeader, NoReplay, Processor, SizeClass, Verdict, address};
+use mixplane_crypto_simd::x25519::Backend;
+use mixplane_dataplane::sphinx::{
+    FrameHeader, NoReplay, Processor, ProcessorConfig, SizeClass, Verdict, address,
+};
 use rand::RngExt;
 use sphinx_packet::{ProcessedPacketData, SphinxPacket};
 
@@ -16,6 +19,7 @@ struct Tally {
 
 /// Sends `packet` along `route`, comparing mixplane with sphinx-packet at each hop. `expect`
 /// is the plaintext the final hop must recover (None: a sealed v260 SURB reply).
+#[allow(clippy::too_many_arguments)] // one knob per dimension of the comparison
 fn walk(
     route: &Route,
     class: SizeClass,
@@ -23,6 +27,7 @@ fn walk(
     plaintext: &Plaintext,
     recovery: Option<&sphinx_packet::SurbReplyRecovery>,
     use_v7: bool,
+    backend: Backend,
     tally: &mut Tally,
 ) {
     let mut bytes = first.to_bytes();
@@ -35,7 +40,13 @@ fn walk(
             node.v8_header(class)
         };
         let mut frame = header.frame(&bytes);
-        let mut proc: Processor = node.processor();
+        let mut proc = Processor::new(
+            node.keys(),
+            ProcessorConfig {
+                backend,
+                ..ProcessorConfig::default()
+            },
+        );
         proc.process_batch(std::slice::from_mut(&mut frame), &NoReplay, &mut verdicts);
         let oracle = SphinxPacket::from_bytes(&bytes)
             .unwrap()
@@ -126,7 +137,7 @@ fn walk(
     tally.routes += 1;
 }
 
-fn forward_suite(seed: u64, use_v7: bool) -> Tally {
+fn forward_suite(seed: u64, use_v7: bool, backend: Backend) -> Tally {
     let mut rng = rng(seed);
     let mut tally = Tally::default();
     for class in SizeClass::ALL {
@@ -135,7 +146,9 @@ fn forward_suite(seed: u64, use_v7: bool) -> Tally {
                 let route = random_route(&mut rng, hops, 10_000_000_000);
                 let pt = random_plaintext(&mut rng, class);
                 let packet = build_packet(&route, class, version, &pt.bytes);
-                walk(&route, class, packet, &pt, None, use_v7, &mut tally);
+                walk(
+                    &route, class, packet, &pt, None, use_v7, backend, &mut tally,
+                );
             }
         }
     }
@@ -144,15 +157,20 @@ fn forward_suite(seed: u64, use_v7: bool) -> Tally {
 
 #[test]
 fn every_class_version_and_length_matches_sphinx_packet() {
-    let t = forward_suite(1, false);
-    eprintln!("compared {} routes, {} hops (v8 frames)", t.routes, t.hops);
+    let t = forward_suite(1, false, Backend::best());
+    eprintln!(
+        "compared {} routes, {} hops (v8 frames, {})",
+        t.routes,
+        t.hops,
+        Backend::best().name()
+    );
     assert_eq!(t.routes, 5 * 5 * 5);
     assert_eq!(t.hops, 5 * 5 * 15);
 }
 
 #[test]
 fn legacy_v7_frames_match_sphinx_packet() {
-    let t = forward_suite(2, true);
+    let t = forward_suite(2, true, Backend::best());
     eprintln!("compared {} routes, {} hops (v7 frames)", t.routes, t.hops);
     assert_eq!(t.hops, 5 * 5 * 15);
 }
@@ -174,6 +192,7 @@ fn surb_replies_match_sphinx_packet() {
                     &pt,
                     recovery.as_ref(),
                     false,
+                    Backend::best(),
                     &mut tally,
                 );
             }
@@ -201,6 +220,7 @@ fn random_routes_match_sphinx_packet() {
             &pt,
             None,
             rng.random_bool(0.5),
+            Backend::best(),
             &mut tally,
         );
     }
@@ -208,4 +228,20 @@ fn random_routes_match_sphinx_packet() {
         "compared {} random routes, {} hops",
         tally.routes, tally.hops
     );
+}
+
+#[test]
+fn every_x25519_backend_matches_sphinx_packet() {
+    let backends = Backend::supported();
+    for backend in &backends {
+        let t = forward_suite(6, false, *backend);
+        eprintln!(
+            "compared {} routes, {} hops with the {} backend",
+            t.routes,
+            t.hops,
+            backend.name()
+        );
+        assert_eq!(t.hops, 5 * 5 * 15);
+    }
+    assert!(backends.contains(&Backend::Portable));
 }
