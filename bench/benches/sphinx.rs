@@ -13,8 +13,8 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use mixplane_bench::{per_item_pair, us};
 use mixplane_crypto_simd::{lioness, x25519::Backend};
 use mixplane_dataplane::sphinx::{
-    FrameHeader, KeyRotation, NoReplay, NodeKeys, Processor, ProcessorConfig, SizeClass,
-    SphinxKey, Verdict, address,
+    FrameHeader, KeyRotation, NoReplay, NodeKeys, Processor, ProcessorConfig, SizeClass, SphinxKey,
+    Verdict, address,
 };
 use rand::{RngExt, SeedableRng};
 use sphinx_packet::header::delays::Delay;
@@ -34,22 +34,35 @@ fn setup(class: SizeClass) -> Setup {
     let mut rng = rand::rngs::StdRng::seed_from_u64(7);
     let secret: [u8; 32] = rng.random();
     let node = |s: [u8; 32], port: u16| Node {
-        address: NodeAddressBytes::from_bytes(address::encode::<32>(
-            std::net::SocketAddr::from(([10, 0, 0, 1], port)),
-        )),
+        address: NodeAddressBytes::from_bytes(address::encode::<32>(std::net::SocketAddr::from((
+            [10, 0, 0, 1],
+            port,
+        )))),
         pub_key: PublicKey::from(&StaticSecret::from(s)),
     };
-    let route = [node(secret, 1), node(rng.random(), 2), node(rng.random(), 3)];
+    let route = [
+        node(secret, 1),
+        node(rng.random(), 2),
+        node(rng.random(), 3),
+    ];
     let header = FrameHeader::v8(class, KeyRotation::of_rotation_id(1));
     let mut packets = Vec::new();
     let mut frames = Vec::new();
     for _ in 0..BATCH {
-        let dest = Destination::new(DestinationAddressBytes::from_bytes(rng.random()), rng.random());
+        let dest = Destination::new(
+            DestinationAddressBytes::from_bytes(rng.random()),
+            rng.random(),
+        );
         let delays = [Delay::new_from_millis(10); 3];
         let p = sphinx_packet::SphinxPacketBuilder::new()
             .with_version(Version::new(258))
             .with_payload_size(class.payload_len())
-            .build_packet(vec![7u8; 500.min(class.payload_len() - 17)], &route, &dest, &delays)
+            .build_packet(
+                vec![7u8; 500.min(class.payload_len() - 17)],
+                &route,
+                &dest,
+                &delays,
+            )
             .unwrap()
             .to_bytes();
         frames.push(header.frame(&p));
@@ -111,7 +124,9 @@ fn unwrap_comparison(class: SizeClass) {
 fn lioness_comparison() {
     let mut rng = rand::rngs::StdRng::seed_from_u64(9);
     let key: [u8; 192] = std::array::from_fn(|_| rng.random());
-    let data: Vec<u8> = (0..SizeClass::Regular.payload_len()).map(|_| rng.random()).collect();
+    let data: Vec<u8> = (0..SizeClass::Regular.payload_len())
+        .map(|_| rng.random())
+        .collect();
     let mut buf = data.clone();
     let (ours, theirs) = per_item_pair(
         || {

@@ -12,6 +12,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 
+pub mod blake2b;
 pub mod cpu;
 pub mod lioness;
 pub mod x25519;

@@ -3,12 +3,9 @@
 //!
 //! A block is `left (32 bytes) || right (the rest)`. Encryption runs four rounds:
 //! `R ^= S(k1 ^ L)`, `L ^= H(k2, R)`, `R ^= S(k3 ^ L)`, `L ^= H(k4, R)`; decryption runs them
-//! backwards. ChaCha20 dispatches to its AVX2/AVX-512 backend at run time (the workspace builds
+//! backwards. BLAKE2b is [`crate::blake2b`] (AVX2 where available); ChaCha20 dispatches to its AVX2/AVX-512 backend at run time (the workspace builds
 //! chacha20 with `--cfg chacha20_avx512`).
 
-use blake2::Blake2bMac;
-use blake2::digest::consts::U32;
-use blake2::digest::{KeyInit, Mac};
 use chacha20::ChaCha20;
 use chacha20::cipher::{KeyIvInit, StreamCipher};
 use zeroize::Zeroize;
@@ -42,9 +39,7 @@ fn stream_round(left: &[u8; 32], key_half: &[u8; 32], right: &mut [u8]) {
 }
 
 fn hash_round(left: &mut [u8; 32], key: &[u8; 64], right: &[u8]) {
-    let mut mac = <Blake2bMac<U32> as KeyInit>::new_from_slice(key).expect("64-byte key is valid");
-    mac.update(right);
-    let tag = mac.finalize().into_bytes();
+    let tag = crate::blake2b::mac32(key, right);
     for (l, t) in left.iter_mut().zip(tag.iter()) {
         *l ^= t;
     }
@@ -80,6 +75,97 @@ pub fn decrypt(key: &[u8; KEY_LEN], block: &mut [u8]) -> Result<(), BlockTooShor
     Ok(())
 }
 
+/// Decrypts many blocks in place: `blocks[i]` with `keys[i]`.
+///
+/// Blocks of equal length are decrypted four at a time, so their BLAKE2b rounds run as one
+/// multi-buffer hash ([`crate::blake2b::mac32_x4`]); the rest one by one. The result is the same
+/// as calling [`decrypt`] on each block. Blocks of 32 bytes or less are left untouched and
+/// reported by index in the error (the others are still decrypted).
+pub fn decrypt_batch(
+    keys: &[&[u8; KEY_LEN]],
+    blocks: &mut [&mut [u8]],
+) -> Result<(), BlockTooShort> {
+    assert_eq!(keys.len(), blocks.len(), "one key per block");
+    let mut err = None;
+    // up to four open groups, each collecting up to four indices of one length
+    const OPEN: usize = 4;
+    let mut groups: [(usize, [usize; 4], usize); OPEN] = [(0, [0; 4], 0); OPEN];
+    let flush = |blocks: &mut [&mut [u8]], idx: &[usize]| {
+        if let [a, b, c, d] = *idx {
+            decrypt_x4(keys, blocks, [a, b, c, d]);
+        } else {
+            for &i in idx {
+                let _ = decrypt(keys[i], blocks[i]);
+            }
+        }
+    };
+    for i in 0..blocks.len() {
+        let len = blocks[i].len();
+        if len <= LEFT_LEN {
+            err.get_or_insert(BlockTooShort(len));
+            continue;
+        }
+        let slot = groups
+            .iter()
+            .position(|g| g.2 > 0 && g.0 == len)
+            .or_else(|| groups.iter().position(|g| g.2 == 0));
+        let Some(slot) = slot else {
+            // more distinct lengths than open groups: this one goes alone
+            let _ = decrypt(keys[i], blocks[i]);
+            continue;
+        };
+        let g = &mut groups[slot];
+        g.0 = len;
+        g.1[g.2] = i;
+        g.2 += 1;
+        if g.2 == 4 {
+            let idx = g.1;
+            g.2 = 0;
+            flush(blocks, &idx);
+        }
+    }
+    for g in &groups {
+        if g.2 > 0 {
+            flush(blocks, &g.1[..g.2]);
+        }
+    }
+    err.map_or(Ok(()), Err)
+}
+
+/// Four blocks of equal length (> 32 bytes), distinct indices.
+fn decrypt_x4(keys: &[&[u8; KEY_LEN]], blocks: &mut [&mut [u8]], idx: [usize; 4]) {
+    let ks = idx.map(|i| split_key(keys[i]));
+    // take the four blocks out of the slice so they can be borrowed together
+    let mut taken: [&mut [u8]; 4] = idx.map(|i| std::mem::take(&mut blocks[i]));
+    {
+        let mut halves = taken.each_mut().map(|b| b.split_at_mut(LEFT_LEN));
+        let hash = |halves: &mut [(&mut [u8], &mut [u8]); 4], k: [&[u8; 64]; 4]| {
+            let tags = crate::blake2b::mac32_x4(
+                k,
+                [&*halves[0].1, &*halves[1].1, &*halves[2].1, &*halves[3].1],
+            );
+            for (h, t) in halves.iter_mut().zip(tags) {
+                for (l, x) in h.0.iter_mut().zip(t) {
+                    *l ^= x;
+                }
+            }
+        };
+        let stream = |halves: &mut [(&mut [u8], &mut [u8]); 4], k: [&[u8; 32]; 4]| {
+            for (h, k) in halves.iter_mut().zip(k) {
+                let left: &[u8; 32] = (&*h.0).try_into().expect("32-byte left half");
+                stream_round(left, k, h.1);
+            }
+        };
+        hash(&mut halves, ks.map(|k| k.3));
+        stream(&mut halves, ks.map(|k| k.2));
+        hash(&mut halves, ks.map(|k| k.1));
+        stream(&mut halves, ks.map(|k| k.0));
+    }
+    for (i, b) in idx.into_iter().zip(taken) {
+        blocks[i] = b;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -97,6 +183,44 @@ mod tests {
             decrypt(&k, &mut block).unwrap();
             prop_assert_eq!(block, data);
         }
+    }
+
+    #[test]
+    fn batch_equals_one_by_one() {
+        // mixed lengths (two Nym payload sizes, odd ones, more distinct lengths than groups)
+        let lens = [
+            2065usize, 38, 2065, 2065, 100, 38, 2065, 2065, 38, 38, 33, 2065, 500, 501, 502, 503,
+            38, 2065,
+        ];
+        let keys: Vec<[u8; KEY_LEN]> = (0..lens.len())
+            .map(|j| std::array::from_fn(|i| (i as u8).wrapping_mul(31).wrapping_add(j as u8)))
+            .collect();
+        let data: Vec<Vec<u8>> = lens
+            .iter()
+            .enumerate()
+            .map(|(j, &l)| {
+                (0..l)
+                    .map(|i| (i as u8) ^ (j as u8).wrapping_mul(7))
+                    .collect()
+            })
+            .collect();
+        let mut want = data.clone();
+        for (w, k) in want.iter_mut().zip(&keys) {
+            decrypt(k, w).unwrap();
+        }
+        let mut got = data.clone();
+        let key_refs: Vec<&[u8; KEY_LEN]> = keys.iter().collect();
+        let mut views: Vec<&mut [u8]> = got.iter_mut().map(|v| v.as_mut_slice()).collect();
+        decrypt_batch(&key_refs, &mut views).unwrap();
+        assert_eq!(got, want);
+        // a short block is reported and left alone; the others are still decrypted
+        let mut got = data.clone();
+        got[1] = vec![9u8; 20];
+        let mut views: Vec<&mut [u8]> = got.iter_mut().map(|v| v.as_mut_slice()).collect();
+        assert_eq!(decrypt_batch(&key_refs, &mut views), Err(BlockTooShort(20)));
+        assert_eq!(got[1], vec![9u8; 20]);
+        assert_eq!(got[0], want[0]);
+        assert_eq!(got[17], want[17]);
     }
 
     #[test]

@@ -125,7 +125,8 @@ pub struct Processor {
     dh: DhJobs,
     retry: DhJobs,
     routing: [u8; ROUTING_STREAM_LEN],
-    payload_key: [u8; PAYLOAD_KEY_LEN],
+    payload_keys: Vec<[u8; PAYLOAD_KEY_LEN]>,
+    survivors: Vec<usize>,
 }
 
 impl Processor {
@@ -138,7 +139,8 @@ impl Processor {
             dh: DhJobs::default(),
             retry: DhJobs::default(),
             routing: [0; ROUTING_STREAM_LEN],
-            payload_key: [0; PAYLOAD_KEY_LEN],
+            payload_keys: Vec::new(),
+            survivors: Vec::new(),
         }
     }
 
@@ -264,17 +266,36 @@ impl Processor {
         }
         self.dh.clear();
 
-        // Stage 3: payloads, and the final-hop message.
-        for i in 0..n {
+        // Stage 3: payload keys, Lioness over all survivors at once (equal-sized payloads go
+        // four at a time through the multi-buffer BLAKE2b), then the verdicts.
+        self.payload_keys.clear();
+        self.survivors.clear();
+        let mut payloads: Vec<&mut [u8]> = Vec::with_capacity(n);
+        for (i, frame) in frames.iter_mut().enumerate() {
             if matches!(out[i], Verdict::Drop(_)) {
                 continue;
             }
-            let frame = frames[i].as_mut();
+            let s = &self.slots[i];
+            let mut key = [0u8; PAYLOAD_KEY_LEN];
+            payload_key(s, &mut key);
+            self.payload_keys.push(key);
+            key.zeroize();
+            self.survivors.push(i);
+            let at = s.header.len() + SPHINX_HEADER_LEN;
+            payloads.push(&mut frame.as_mut()[at..]);
+        }
+        {
+            let keys: Vec<&[u8; PAYLOAD_KEY_LEN]> = self.payload_keys.iter().collect();
+            lioness::decrypt_batch(&keys, &mut payloads)
+                .expect("every size class's payload is longer than 32 bytes");
+        }
+        drop(payloads);
+        self.payload_keys.zeroize();
+        for &i in &self.survivors {
             let s = &mut self.slots[i];
-            out[i] = finish(frame, s, &mut self.payload_key);
+            out[i] = verdict(frames[i].as_mut(), s);
             s.secret.zeroize();
         }
-        self.payload_key.zeroize();
     }
 }
 
@@ -363,17 +384,20 @@ fn unwrap_routing(
     }
 }
 
-/// Decrypts the payload and builds the verdict.
-fn finish(frame: &mut [u8], s: &Slot, payload_key: &mut [u8; PAYLOAD_KEY_LEN]) -> Verdict {
-    let h = s.header.len();
+/// This hop's payload (Lioness) key: the legacy 192 bytes for versions 1, 257 and 258, else
+/// derived from the 16-byte seed.
+fn payload_key(s: &Slot, out: &mut [u8; PAYLOAD_KEY_LEN]) {
     if matches!(s.version, 1 | 257 | 258) {
-        payload_key.copy_from_slice(s.secret.legacy_payload_key());
+        out.copy_from_slice(s.secret.legacy_payload_key());
     } else {
-        kdf::payload_key_from_seed(s.secret.payload_key_seed(), payload_key);
+        kdf::payload_key_from_seed(s.secret.payload_key_seed(), out);
     }
+}
+
+/// Builds the verdict of a packet whose payload has been decrypted.
+fn verdict(frame: &mut [u8], s: &Slot) -> Verdict {
+    let h = s.header.len();
     let payload_at = h + SPHINX_HEADER_LEN;
-    lioness::decrypt(payload_key, &mut frame[payload_at..])
-        .expect("every size class's payload is longer than 32 bytes");
     let accepted = Accepted {
         header: s.header,
         key_slot: s.key,
