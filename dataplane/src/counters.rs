@@ -75,6 +75,8 @@ pub struct WorkerCounters {
     pub release_lateness_ns_max: AtomicU64,
     /// Released packets (for the lateness mean).
     pub released: AtomicU64,
+    /// Release lateness (release time - deadline), ns.
+    pub release_lateness: crate::histogram::AtomicHistogram,
     sphinx_drops: [AtomicU64; DropReason::ALL.len()],
     node_drops: [AtomicU64; NodeDrop::ALL.len()],
 }
@@ -122,6 +124,7 @@ impl WorkerCounters {
         self.released.fetch_add(1, Relaxed);
         self.release_lateness_ns_sum.fetch_add(late_ns, Relaxed);
         self.release_lateness_ns_max.fetch_max(late_ns, Relaxed);
+        self.release_lateness.record(late_ns);
     }
 }
 

@@ -17,6 +17,7 @@
 
 pub mod counters;
 pub mod demo;
+pub mod histogram;
 pub mod io;
 pub mod node;
 pub mod replay;

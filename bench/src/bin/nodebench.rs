@@ -1,0 +1,280 @@
+//! Whole-node benchmark: a real node on loopback driven flat out with pre-built packets, next to
+//! the Sphinx unwrap microbenchmark measured in the same process, so the cost of everything but
+//! the crypto (I/O, wheel, replay filter, slab) shows as a ratio. A second phase sends packets
+//! with random delays at a moderate rate and reads the wheels' release error.
+//!
+//! ```sh
+//! cargo run --release -p mixplane-bench --bin mixplane-nodebench -- --workers 1
+//! ```
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use mixplane_dataplane::counters::WorkerCounters;
+use mixplane_dataplane::histogram::{AtomicHistogram, quantile_of};
+use mixplane_dataplane::io::{self, IoBackendKind, Outgoing, UdpIo};
+use mixplane_dataplane::node::{Node, NodeConfig};
+use mixplane_dataplane::sphinx::build::{self, FinalPadding, Hop, PacketSpec};
+use mixplane_dataplane::sphinx::{
+    FrameHeader, KeyRotation, NoReplay, NodeKeys, Processor, ProcessorConfig, SizeClass, SphinxKey,
+};
+use rand::{RngExt, SeedableRng};
+
+#[derive(Parser)]
+#[command(name = "mixplane-nodebench")]
+struct Args {
+    /// Node worker threads.
+    #[arg(long, default_value_t = 1)]
+    workers: usize,
+    /// Distinct packets for the throughput phase (each is sent once: repeats would be replays).
+    #[arg(long, default_value_t = 60_000)]
+    packets: usize,
+    /// I/O backend: auto, io_uring, mmsg.
+    #[arg(long, default_value = "auto")]
+    io: IoBackendKind,
+    /// Packets for the release-error phase.
+    #[arg(long, default_value_t = 4000)]
+    delay_packets: usize,
+    /// Mean per-hop delay in the release-error phase, ms.
+    #[arg(long, default_value_t = 20.0)]
+    mean_delay_ms: f64,
+    /// Send rate in the release-error phase, packets/s.
+    #[arg(long, default_value_t = 2000)]
+    delay_rate: u64,
+}
+
+const BATCH: usize = 64;
+
+fn build_frames(
+    secret: &[u8; 32],
+    sink: SocketAddr,
+    n: usize,
+    delays: impl Fn(usize) -> u64,
+    seed: u64,
+) -> anyhow::Result<Vec<Vec<u8>>> {
+    let node_hop = Hop {
+        address: "127.0.0.1:1".parse()?, // the first hop's address is not in the packet
+        public_key: build::public_key(secret),
+    };
+    let sink_hop = Hop {
+        address: sink,
+        public_key: build::public_key(&[77u8; 32]),
+    };
+    let route = [node_hop, sink_hop];
+    let header = FrameHeader::v8(SizeClass::Regular, KeyRotation::of_rotation_id(1));
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let pt = vec![0x42u8; 1000];
+    let mut frames = Vec::with_capacity(n);
+    for chunk_start in (0..n).step_by(1024) {
+        let m = 1024.min(n - chunk_start);
+        let ds: Vec<[u64; 2]> = (0..m).map(|k| [delays(chunk_start + k), 0]).collect();
+        let secrets: Vec<([u8; 32], [u8; 32])> =
+            (0..m).map(|_| (rng.random(), rng.random())).collect();
+        let specs: Vec<PacketSpec<'_>> = (0..m)
+            .map(|k| PacketSpec {
+                route: &route,
+                delays_ns: &ds[k],
+                destination: [1; 32],
+                identifier: [2; 16],
+                version: 258,
+                payload_size: SizeClass::Regular.payload_len(),
+                plaintext: &pt,
+                initial_secret: secrets[k].0,
+                padding: FinalPadding::Seed(secrets[k].1),
+            })
+            .collect();
+        for p in build::build_batch(&specs) {
+            frames.push(header.frame(&p?));
+        }
+    }
+    Ok(frames)
+}
+
+/// Packets per second of `Processor::process_batch` on one core over these frames.
+fn unwrap_rate(secret: &[u8; 32], frames: &[Vec<u8>]) -> f64 {
+    let mut proc = Processor::new(
+        Arc::new(NodeKeys::single(SphinxKey::from_secret(*secret, 1))),
+        ProcessorConfig::default(),
+    );
+    let template: Vec<Vec<u8>> = frames[..BATCH].to_vec();
+    let mut work = template.clone();
+    let mut out = Vec::new();
+    let mut best = f64::MAX;
+    for _ in 0..5 {
+        let t = Instant::now();
+        let mut n = 0;
+        while t.elapsed() < Duration::from_millis(300) {
+            for (w, f) in work.iter_mut().zip(&template) {
+                w.copy_from_slice(f);
+            }
+            proc.process_batch(&mut work, &NoReplay, &mut out);
+            n += 1;
+        }
+        best = best.min(t.elapsed().as_secs_f64() / (n * BATCH) as f64);
+    }
+    1.0 / best
+}
+
+fn sum(node: &Node, f: impl Fn(&WorkerCounters) -> u64) -> u64 {
+    node.counters().iter().map(|c| f(c)).sum()
+}
+
+/// Counts datagrams arriving at the sink until told to stop.
+fn sink_thread(mut io: Box<dyn UdpIo>, count: Arc<AtomicU64>, stop: Arc<AtomicBool>) {
+    let mut d = Vec::new();
+    while !stop.load(Relaxed) {
+        if let Ok(n) = io.recv(Duration::from_millis(20), &mut d) {
+            count.fetch_add(n as u64, Relaxed);
+        }
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let secret = [5u8; 32];
+    let (sink_io, sink_addr) = io::open(IoBackendKind::Mmsg, "127.0.0.1:0".parse()?, 64)?;
+    let sink_count = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let sink = {
+        let (c, s) = (sink_count.clone(), stop.clone());
+        std::thread::spawn(move || sink_thread(sink_io, c, s))
+    };
+
+    println!("building {} regular v258 packets...", args.packets);
+    let frames = build_frames(&secret, sink_addr, args.packets, |_| 0, 1)?;
+    let unwrap = unwrap_rate(&secret, &frames);
+    println!(
+        "unwrap microbenchmark (1 core, batch {BATCH}, x25519 {}): {:.0} packets/s ({:.2} µs/packet)",
+        mixplane_crypto_simd::x25519::Backend::best().name(),
+        unwrap,
+        1e6 / unwrap
+    );
+
+    // Throughput: the node's workers on the last cores, the sender on core 0.
+    let ncores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let cores: Vec<usize> = (0..args.workers)
+        .map(|i| ncores - 1 - i % ncores)
+        .collect();
+    let node = Node::start(
+        NodeConfig {
+            workers: args.workers,
+            pin_cores: Some(cores),
+            io: args.io,
+            wheel_capacity: 1 << 18,
+            slab_small: 1 << 17,
+            replay_expected: (args.packets as u64 + args.delay_packets as u64) * 2,
+            ..NodeConfig::default()
+        },
+        Arc::new(NodeKeys::single(SphinxKey::from_secret(secret, 1))),
+    )?;
+    let to = node.local_addr();
+    let (mut tx, _) = io::open(IoBackendKind::Mmsg, "127.0.0.1:0".parse()?, 64)?;
+    // Closed loop: keep at most IN_FLIGHT packets between the sender and the node, so the
+    // node always has work queued but its socket never overflows.
+    const IN_FLIGHT: u64 = 4096;
+    let handled = |node: &Node| {
+        sum(node, |c| {
+            c.rx_datagrams.load(Relaxed)
+                + c.node_drops(mixplane_dataplane::counters::NodeDrop::KernelRxOverflow)
+        })
+    };
+    let t0 = Instant::now();
+    let mut sent = 0u64;
+    let mut send_failed = 0;
+    for chunk in frames.chunks(BATCH) {
+        while sent.saturating_sub(handled(&node)) > IN_FLIGHT {
+            std::thread::yield_now();
+        }
+        let out: Vec<Outgoing<'_>> = chunk.iter().map(|f| Outgoing { to, data: f }).collect();
+        let st = tx.send(&out);
+        send_failed += st.failed;
+        sent += chunk.len() as u64;
+    }
+    // wait until the node has forwarded what it received and gone quiet
+    let mut last = u64::MAX;
+    let mut last_change = Instant::now();
+    while last_change.elapsed() < Duration::from_millis(300) {
+        let now = sum(&node, |c| c.tx_datagrams.load(Relaxed));
+        if now != last {
+            last = now;
+            last_change = Instant::now();
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let busy = last_change.duration_since(t0).as_secs_f64();
+    let rx = sum(&node, |c| c.rx_datagrams.load(Relaxed));
+    let fwd = sum(&node, |c| c.tx_datagrams.load(Relaxed));
+    let overflow = sum(&node, |c| {
+        c.node_drops(mixplane_dataplane::counters::NodeDrop::KernelRxOverflow)
+    });
+    let rate = fwd as f64 / busy;
+    let per_worker = rate / args.workers as f64;
+    println!(
+        "node forwarding ({} worker(s), io {}): {} sent ({} send errors), {} received, {} forwarded, {} kernel drops in {:.2} s = {:.0} packets/s, {:.0} per worker",
+        args.workers,
+        node.io_backend(),
+        sent,
+        send_failed,
+        rx,
+        fwd,
+        overflow,
+        busy,
+        rate,
+        per_worker
+    );
+    println!(
+        "I/O, wheel and replay overhead: forwarding per worker is {:.1}% of the unwrap rate (target >= 85%)",
+        100.0 * per_worker / unwrap
+    );
+
+    // Release error: moderate rate, random delays.
+    let mut rng = rand::rngs::StdRng::seed_from_u64(2);
+    let mean = args.mean_delay_ms;
+    let delays: Vec<u64> = (0..args.delay_packets)
+        .map(|_| {
+            let u: f64 = rng.random_range(f64::MIN_POSITIVE..1.0);
+            ((-u.ln() * mean * 1e6) as u64).min(1_000_000_000)
+        })
+        .collect();
+    let dframes = build_frames(&secret, sink_addr, args.delay_packets, |i| delays[i], 3)?;
+    let before: Vec<u64> = {
+        let mut v = vec![0u64; AtomicHistogram::buckets()];
+        for c in node.counters() {
+            c.release_lateness.add_into(&mut v);
+        }
+        v
+    };
+    let t1 = Instant::now();
+    for (i, f) in dframes.iter().enumerate() {
+        let due = t1 + Duration::from_secs_f64(i as f64 / args.delay_rate as f64);
+        if let Some(w) = due.checked_duration_since(Instant::now()) {
+            std::thread::sleep(w);
+        }
+        tx.send(&[Outgoing { to, data: f }]);
+    }
+    std::thread::sleep(Duration::from_millis(1200));
+    let mut after = vec![0u64; AtomicHistogram::buckets()];
+    for c in node.counters() {
+        c.release_lateness.add_into(&mut after);
+    }
+    let diff: Vec<u64> = after.iter().zip(&before).map(|(a, b)| a - b).collect();
+    let n: u64 = diff.iter().sum();
+    println!(
+        "release error over {n} delayed packets (mean delay {mean} ms, {} packets/s): p50 {:.3} ms, p99 {:.3} ms, p99.9 {:.3} ms (target p99 <= 2 ms)",
+        args.delay_rate,
+        quantile_of(&diff, 0.5) as f64 / 1e6,
+        quantile_of(&diff, 0.99) as f64 / 1e6,
+        quantile_of(&diff, 0.999) as f64 / 1e6
+    );
+    node.shutdown()?;
+    stop.store(true, Relaxed);
+    let _ = sink.join();
+    println!(
+        "sink received {} datagrams in all",
+        sink_count.load(Relaxed)
+    );
+    Ok(())
+}
