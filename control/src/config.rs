@@ -103,6 +103,8 @@ pub struct Config {
     pub keys: KeysSection,
     /// `[sink]`: where final-hop messages go.
     pub sink: SinkSection,
+    /// `[admin]`: the admin API.
+    pub admin: AdminSection,
     /// `[log]`: logging.
     pub log: LogSection,
 }
@@ -196,7 +198,9 @@ impl Default for SlabSection {
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct ReplaySection {
-    /// Expected packets per second, for sizing the filters. Default 10000.
+    /// Expected packets per second, for sizing the filters. Default 1000. A filter holds
+    /// rate x lifetime packets at about 24 bits each for 1e-5: 1000 pkt/s for 25 h is 270 MB per
+    /// live key, persisted on shutdown.
     pub expected_packets_per_second: u64,
     /// How long a key (and its filter) lives, in hours. Default 25 (24 h + 1 h overlap).
     pub key_lifetime_hours: u64,
@@ -209,7 +213,7 @@ pub struct ReplaySection {
 impl Default for ReplaySection {
     fn default() -> Self {
         ReplaySection {
-            expected_packets_per_second: 10_000,
+            expected_packets_per_second: 1_000,
             key_lifetime_hours: 25,
             false_positive_rate: 1e-5,
             dir: PathBuf::from("replay"),
@@ -223,12 +227,48 @@ impl Default for ReplaySection {
 pub struct KeysSection {
     /// Directory with the Sphinx key files, relative to the config file. Default "keys".
     pub dir: PathBuf,
+    /// "schedule": rotate on Nym's epoch schedule; "manual": only through the admin API.
+    /// Default "schedule".
+    pub rotation: String,
+    /// Epoch length in seconds. Default 3600 (Nym's).
+    pub epoch_length_secs: u64,
+    /// Epochs a key is valid for. Default 24 (Nym's).
+    pub validity_epochs: u64,
+    /// Unix time at which epoch 0 starts. Default 0.
+    pub genesis_unix: u64,
 }
 
 impl Default for KeysSection {
     fn default() -> Self {
         KeysSection {
             dir: PathBuf::from("keys"),
+            rotation: "schedule".into(),
+            epoch_length_secs: 3600,
+            validity_epochs: 24,
+            genesis_unix: 0,
+        }
+    }
+}
+
+/// `[admin]`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdminSection {
+    /// Serve the admin API. Default true.
+    pub enabled: bool,
+    /// Address of the admin API (keep it local). Default "127.0.0.1:8080".
+    pub listen: SocketAddr,
+    /// File with the bearer token for POST endpoints, relative to the config file; without it
+    /// they are disabled. Default "admin.token".
+    pub token_file: PathBuf,
+}
+
+impl Default for AdminSection {
+    fn default() -> Self {
+        AdminSection {
+            enabled: true,
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            token_file: PathBuf::from("admin.token"),
         }
     }
 }
@@ -297,7 +337,8 @@ large_slots = 512
 [replay]
 # Filters are sized for expected_packets_per_second x key_lifetime_hours at this
 # false-positive rate, one per live key, and persisted in `dir` (relative to this file).
-expected_packets_per_second = 10000
+# About 24 bits per packet at 1e-5: the default is 270 MB per live key; size it for your load.
+expected_packets_per_second = 1000
 key_lifetime_hours = 25
 false_positive_rate = 1e-5
 dir = "replay"
@@ -306,10 +347,27 @@ dir = "replay"
 # Directory with the Sphinx key files (relative to this file): primary_x25519_sphinx.pem and,
 # during a rotation, secondary_x25519_sphinx.pem. Must not be readable by other users.
 dir = "keys"
+# "schedule": rotate on Nym's epoch schedule (pre-announce the next key one epoch before the
+# boundary, swap at the boundary, keep the old key one more epoch); "manual": only through
+# POST /keys/rotate.
+rotation = "schedule"
+epoch_length_secs = 3600
+validity_epochs = 24
+# Unix time at which epoch 0 starts.
+genesis_unix = 0
 
 [sink]
 # Where final-hop messages go: "udp:IP:PORT" or "unix:/path". Unset: none.
 # address = "udp:127.0.0.1:9000"
+
+[admin]
+# The admin API: GET /metrics (Prometheus), GET /status (JSON), POST /topology,
+# POST /keys/rotate. POSTs need "Authorization: Bearer <token>" with the token from
+# token_file (relative to this file, mode 0600, at least 16 characters); without the file
+# they are disabled.
+enabled = true
+listen = "127.0.0.1:8080"
+token_file = "admin.token"
 
 [log]
 # error, warn, info, debug, trace, or a tracing env-filter such as "mixplane_dataplane=debug".
@@ -406,6 +464,24 @@ impl Config {
             ));
         }
         self.sink_spec().map_err(|m| bad("sink.address", m))?;
+        if !matches!(self.keys.rotation.as_str(), "schedule" | "manual") {
+            return Err(bad(
+                "keys.rotation",
+                format!("`{}` is not schedule or manual", self.keys.rotation),
+            ));
+        }
+        if self.keys.epoch_length_secs == 0 {
+            return Err(bad("keys.epoch_length_secs", "must be at least 1".into()));
+        }
+        if self.keys.validity_epochs < 3 {
+            return Err(bad(
+                "keys.validity_epochs",
+                format!(
+                    "{} is below 3 (the overlaps before and after a boundary would touch)",
+                    self.keys.validity_epochs
+                ),
+            ));
+        }
         Ok(())
     }
 
@@ -443,6 +519,25 @@ impl Config {
         self.replay
             .expected_packets_per_second
             .saturating_mul(self.replay.key_lifetime_hours.saturating_mul(3600))
+    }
+
+    /// The rotation schedule.
+    pub fn schedule(&self) -> crate::rotation::Schedule {
+        crate::rotation::Schedule {
+            genesis: self.keys.genesis_unix,
+            epoch_length: self.keys.epoch_length_secs,
+            validity_epochs: self.keys.validity_epochs,
+        }
+    }
+
+    /// Whether keys rotate on the schedule (else only through the admin API).
+    pub fn scheduled_rotation(&self) -> bool {
+        self.keys.rotation == "schedule"
+    }
+
+    /// The admin token file, resolved against `base`.
+    pub fn admin_token_file(&self, base: &Path) -> PathBuf {
+        base.join(&self.admin.token_file)
     }
 
     /// The key directory, resolved against `base`.
@@ -495,6 +590,9 @@ mod tests {
                 "replay.expected_packets_per_second",
             ),
             ("[sink]\naddress = \"tcp:1.2.3.4\"", "sink.address"),
+            ("[keys]\nrotation = \"daily\"", "keys.rotation"),
+            ("[keys]\nvalidity_epochs = 1", "keys.validity_epochs"),
+            ("[keys]\nepoch_length_secs = 0", "keys.epoch_length_secs"),
         ];
         for (text, field) in cases {
             let e = parse(text).unwrap_err().to_string();
@@ -523,7 +621,7 @@ mod tests {
             c.keys_dir(Path::new("/etc/mixplane")),
             Path::new("/etc/mixplane/keys")
         );
-        assert_eq!(c.replay_expected(), 10_000 * 25 * 3600);
+        assert_eq!(c.replay_expected(), 1_000 * 25 * 3600);
         assert_eq!(
             c.sink_spec(),
             Ok(Some(SinkSpec::Udp("127.0.0.1:9".parse().unwrap())))

@@ -9,5 +9,8 @@
 //!
 //! Boundaries: nothing here runs per packet; the dataplane never waits on this crate.
 
+pub mod admin;
 pub mod config;
 pub mod keys;
+pub mod metrics;
+pub mod rotation;

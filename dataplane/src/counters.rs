@@ -77,6 +77,12 @@ pub struct WorkerCounters {
     pub released: AtomicU64,
     /// Release lateness (release time - deadline), ns.
     pub release_lateness: crate::histogram::AtomicHistogram,
+    /// Time in the node (receive to send), ns.
+    pub residence: crate::histogram::AtomicHistogram,
+    /// Sphinx processing time per packet of each batch, ns.
+    pub unwrap_per_packet: crate::histogram::AtomicHistogram,
+    /// Datagrams per receive batch.
+    pub batch_size: crate::histogram::AtomicHistogram,
     sphinx_drops: [AtomicU64; DropReason::ALL.len()],
     node_drops: [AtomicU64; NodeDrop::ALL.len()],
 }

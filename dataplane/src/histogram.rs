@@ -12,12 +12,14 @@ const BUCKETS: usize = 64 * SUB;
 /// The histogram.
 pub struct AtomicHistogram {
     counts: Box<[AtomicU64; BUCKETS]>,
+    sum: AtomicU64,
 }
 
 impl Default for AtomicHistogram {
     fn default() -> Self {
         AtomicHistogram {
             counts: Box::new(std::array::from_fn(|_| AtomicU64::new(0))),
+            sum: AtomicU64::new(0),
         }
     }
 }
@@ -54,6 +56,29 @@ impl AtomicHistogram {
     /// Records one value.
     pub fn record(&self, v: u64) {
         self.counts[index(v)].fetch_add(1, Relaxed);
+        self.sum.fetch_add(v, Relaxed);
+    }
+
+    /// Sum of the recorded values (wraps after 2^64).
+    pub fn sum(&self) -> u64 {
+        self.sum.load(Relaxed)
+    }
+
+    /// For each bound (ascending), how many recorded values fall in buckets whose upper edge is
+    /// at most that bound: Prometheus-style cumulative `le` counts (a value is counted under the
+    /// first bound at or above its bucket's upper edge, so counts can lag by up to 12.5%).
+    pub fn cumulative(&self, bounds: &[u64]) -> Vec<u64> {
+        let snap: Vec<u64> = self.counts.iter().map(|c| c.load(Relaxed)).collect();
+        bounds
+            .iter()
+            .map(|&b| {
+                snap.iter()
+                    .enumerate()
+                    .take_while(|(i, _)| upper(*i) <= b)
+                    .map(|(_, c)| c)
+                    .sum()
+            })
+            .collect()
     }
 
     /// Values recorded.
@@ -114,6 +139,11 @@ mod tests {
         assert!((500_000..=500_000 * 9 / 8).contains(&p50), "{p50}");
         assert!((990_000..=990_000 * 9 / 8).contains(&p99), "{p99}");
         assert_eq!(AtomicHistogram::default().quantile(0.99), 0);
+        assert_eq!(h.sum(), (1..=1000u64).map(|v| v * 1000).sum::<u64>());
+        let c = h.cumulative(&[0, 100_000, 2_000_000]);
+        assert_eq!(c[0], 0);
+        assert!((80..=100).contains(&c[1]), "{c:?}");
+        assert_eq!(c[2], 1000);
     }
 
     proptest! {

@@ -20,6 +20,7 @@ pub mod demo;
 pub mod histogram;
 pub mod io;
 pub mod node;
+pub mod plane;
 pub mod replay;
 pub mod sink;
 pub mod slab;

@@ -35,6 +35,7 @@ pub(crate) struct Held {
     len: u32,
     to: SocketAddr,
     deadline_ns: u64,
+    rx_ns: u64,
 }
 
 /// Settings a worker needs.
@@ -111,12 +112,6 @@ impl Worker {
             if state == ABORT {
                 break;
             }
-            // pick up a new snapshot (key rotation) between batches
-            let current = self.shared.load();
-            if !Arc::ptr_eq(&current, &snapshot) {
-                snapshot = arc_swap::Guard::into_inner(current);
-                processor.set_keys(snapshot.keys.clone());
-            }
 
             let now = now_ns(self.epoch);
             let wait = match wheel.next_deadline_hint() {
@@ -130,6 +125,13 @@ impl Worker {
                     Ok(0) => {}
                     Ok(n) => {
                         let t_rx = now_ns(self.epoch);
+                        // pick up a new snapshot (key rotation) between batches: after the
+                        // receive, so a batch is never judged by keys older than its arrival
+                        let current = self.shared.load();
+                        if !Arc::ptr_eq(&current, &snapshot) {
+                            snapshot = arc_swap::Guard::into_inner(current);
+                            processor.set_keys(snapshot.keys.clone());
+                        }
                         WorkerCounters::add(&self.counters.rx_datagrams, n as u64);
                         WorkerCounters::add(&self.counters.rx_batches, 1);
                         // carve needs arena order (io_uring hands buffers back in any order)
@@ -137,6 +139,9 @@ impl Worker {
                         let arena = self.io.arena_mut();
                         let mut frames = carve(arena, &datagrams);
                         processor.process_batch(&mut frames, &snapshot.replay, &mut verdicts);
+                        let spent = now_ns(self.epoch).saturating_sub(t_rx);
+                        self.counters.unwrap_per_packet.record(spent / n as u64);
+                        self.counters.batch_size.record(n as u64);
                         for (frame, v) in frames.iter().zip(&verdicts) {
                             handle(
                                 &self.counters,
@@ -170,6 +175,7 @@ impl Worker {
                 for h in &due {
                     self.counters
                         .record_lateness(now.saturating_sub(h.deadline_ns));
+                    self.counters.residence.record(now.saturating_sub(h.rx_ns));
                 }
                 // group by destination, longest first, so runs can go out as GSO messages
                 due.sort_unstable_by(|a, b| a.to.cmp(&b.to).then(b.len.cmp(&a.len)));
@@ -225,6 +231,7 @@ fn handle(
                 &frame[f.frame.clone()],
                 f.next_hop,
                 t_rx + f.delay_ns,
+                t_rx,
                 slab,
                 wheel,
                 None,
@@ -239,6 +246,7 @@ fn handle(
                     &frame[ack.frame.clone()],
                     ack.next_hop,
                     t_rx,
+                    t_rx,
                     slab,
                     wheel,
                     None,
@@ -249,7 +257,7 @@ fn handle(
             let msg = &frame[d.message.clone()];
             let delivered = if let Some(to) = udp_sink {
                 let header = (&d.destination, &d.identifier, d.sealed);
-                hold(counters, msg, to, t_rx, slab, wheel, Some(header))
+                hold(counters, msg, to, t_rx, t_rx, slab, wheel, Some(header))
             } else if let Some(u) = unix_sink {
                 let ok = u.send(&d.destination, &d.identifier, d.sealed, msg);
                 if !ok {
@@ -268,11 +276,13 @@ fn handle(
 }
 
 /// Copies `bytes` (behind a sink header, if given) into a slab slot and puts it in the wheel.
+#[allow(clippy::too_many_arguments)]
 fn hold(
     counters: &WorkerCounters,
     bytes: &[u8],
     to: SocketAddr,
     deadline_ns: u64,
+    rx_ns: u64,
     slab: &mut Slab,
     wheel: &mut DelayWheel<Held>,
     sink_header: Option<(&[u8; 32], &[u8; 16], bool)>,
@@ -297,6 +307,7 @@ fn hold(
         len: len as u32,
         to,
         deadline_ns,
+        rx_ns,
     };
     match wheel.insert(deadline_ns, held) {
         Ok(()) => true,

@@ -155,9 +155,7 @@ fn main() -> anyhow::Result<()> {
 
     // Throughput: the node's workers on the last cores, the sender on core 0.
     let ncores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let cores: Vec<usize> = (0..args.workers)
-        .map(|i| ncores - 1 - i % ncores)
-        .collect();
+    let cores: Vec<usize> = (0..args.workers).map(|i| ncores - 1 - i % ncores).collect();
     let node = Node::start(
         NodeConfig {
             workers: args.workers,

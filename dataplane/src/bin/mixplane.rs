@@ -8,11 +8,13 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use mixplane_control::admin::{self, AdminServer};
 use mixplane_control::config::{Config, EXAMPLE, IoChoice, SinkSpec};
 use mixplane_control::keys::{self, KeyMaterial, StoredKeys};
 use mixplane_dataplane::demo::{self, DemoConfig};
 use mixplane_dataplane::io::IoBackendKind;
 use mixplane_dataplane::node::{Node, NodeConfig};
+use mixplane_dataplane::plane::{Admin, ControlPlane};
 use mixplane_dataplane::sink::SinkAddr;
 use mixplane_dataplane::sphinx::{DropReason, NodeKeys, SizeClass, SphinxKey};
 
@@ -42,9 +44,9 @@ enum Command {
     Init {
         /// Directory to create (node.toml, keys/, replay/).
         dir: PathBuf,
-        /// Rotation id of the first key.
-        #[arg(long, default_value_t = 0)]
-        rotation_id: u32,
+        /// Rotation id of the first key (default: the current one on Nym's default schedule).
+        #[arg(long)]
+        rotation_id: Option<u32>,
     },
     /// Show the node's Sphinx public keys (base58) and rotation ids.
     Keys {
@@ -154,25 +156,63 @@ fn run_node(path: &Path) -> anyhow::Result<ExitCode> {
         rotation = stored.primary.rotation_id(),
         "mixplane node running"
     );
+    let schedule = cfg.scheduled_rotation().then(|| cfg.schedule());
+    let plane = Arc::new(ControlPlane::new(
+        node,
+        nc.clone(),
+        cfg.keys_dir(&base),
+        stored,
+        schedule,
+    ));
+    let admin = if cfg.admin.enabled {
+        let token_file = cfg.admin_token_file(&base);
+        let token = if token_file.exists() {
+            Some(admin::read_token(&token_file).map_err(anyhow::Error::msg)?)
+        } else {
+            tracing::warn!(file = %token_file.display(), "no admin token file: POST endpoints are disabled");
+            None
+        };
+        let srv = AdminServer::start(cfg.admin.listen, token, Arc::new(Admin(plane.clone())))?;
+        tracing::info!(addr = %srv.local_addr(), "admin API listening");
+        Some(srv)
+    } else {
+        None
+    };
     // First SIGTERM/SIGINT: stop receiving and drain the wheels; a second one: exit at once.
     let signals = Arc::new(AtomicUsize::new(0));
     for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
         let s = signals.clone();
-        // SAFETY: the handler only does an atomic increment, which is async-signal-safe.
+        // SAFETY: the handler only does an atomic increment and, on the second signal, calls
+        // exit via signal-hook's async-signal-safe helper.
         unsafe {
             signal_hook::low_level::register(sig, move || {
                 if s.fetch_add(1, Ordering::SeqCst) >= 1 {
-                    // second signal: leave now (exit code 130 like an interrupted shell job)
                     signal_hook::low_level::exit(130);
                 }
             })
         }
         .context("installing signal handlers")?;
     }
-    while signals.load(Ordering::SeqCst) == 0 && !node.is_finished() {
+    let mut last_tick = std::time::Instant::now() - Duration::from_secs(10);
+    while signals.load(Ordering::SeqCst) == 0 && !plane.node().is_finished() {
+        if last_tick.elapsed() >= Duration::from_secs(1) {
+            last_tick = std::time::Instant::now();
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            if let Err(e) = plane.tick(now) {
+                tracing::error!(error = %e, "key rotation failed; keeping the current keys");
+            }
+        }
         std::thread::sleep(Duration::from_millis(100));
     }
     tracing::info!("shutting down: no new packets, releasing held ones at their deadlines");
+    if let Some(a) = admin {
+        a.stop();
+    }
+    let plane =
+        Arc::try_unwrap(plane).map_err(|_| anyhow::anyhow!("control plane still shared"))?;
+    let node = plane.into_node();
     let counters = node.counters().to_vec();
     node.shutdown()?;
     let total = |f: &dyn Fn(&mixplane_dataplane::counters::WorkerCounters) -> u64| -> u64 {
@@ -190,7 +230,15 @@ fn run_node(path: &Path) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn init_dir(dir: &Path, rotation_id: u32) -> anyhow::Result<()> {
+fn init_dir(dir: &Path, rotation_id: Option<u32>) -> anyhow::Result<()> {
+    // the key for the rotation Nym's default schedule says is current
+    let rotation_id = rotation_id.unwrap_or_else(|| {
+        let s = Config::default().schedule();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        s.rotation_of(s.epoch_at(now))
+    });
     let cfg_path = dir.join("node.toml");
     anyhow::ensure!(!cfg_path.exists(), "{} already exists", cfg_path.display());
     let keys_dir = dir.join("keys");
@@ -214,7 +262,30 @@ fn init_dir(dir: &Path, rotation_id: u32) -> anyhow::Result<()> {
         keys_dir.join(keys::PRIMARY_FILE).display()
     );
     println!("sphinx public key: {}", key.public_base58());
+    let token_path = dir.join("admin.token");
+    let token: String = random_token();
+    {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&token_path)
+            .with_context(|| format!("creating {}", token_path.display()))?;
+        writeln!(f, "{token}")?;
+    }
+    println!(
+        "wrote {} (bearer token for POST /keys/rotate and /topology)",
+        token_path.display()
+    );
     Ok(())
+}
+
+/// A random admin token: 32 bytes as hex.
+fn random_token() -> String {
+    let k = KeyMaterial::generate(0);
+    k.secret().iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn main() -> anyhow::Result<ExitCode> {

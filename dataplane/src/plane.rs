@@ -1,0 +1,475 @@
+//! The control plane as the running node sees it: carries out key rotation on the key files,
+//! publishes each new set of keys (with one replay filter per key) to the workers, and answers
+//! the admin API (metrics, status, rotation). It runs beside the workers, never on their path:
+//! workers only load the published snapshot between batches.
+
+use std::path::PathBuf;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use mixplane_control::admin::AdminHandler;
+use mixplane_control::keys::{self, KeyMaterial, StoredKeys};
+use mixplane_control::metrics::PromText;
+use mixplane_control::rotation::{self, Live, Schedule, Step};
+
+use crate::counters::{NodeDrop, WorkerCounters};
+use crate::histogram::AtomicHistogram;
+use crate::node::{Node, NodeConfig, ReplaySet, Snapshot, replay_filter_for};
+use crate::sphinx::{DropReason, NodeKeys, SphinxKey};
+
+/// Key rotation and the admin API around a running node.
+pub struct ControlPlane {
+    node: Node,
+    config: NodeConfig,
+    keys_dir: PathBuf,
+    schedule: Option<Schedule>,
+    keys: Mutex<StoredKeys>,
+    started: Instant,
+}
+
+fn live_of(k: &StoredKeys) -> Live {
+    Live {
+        primary: k.primary.rotation_id(),
+        secondary: k.secondary.as_ref().map(|s| s.rotation_id()),
+    }
+}
+
+fn to_sphinx(k: &KeyMaterial) -> SphinxKey {
+    SphinxKey::from_secret(*k.secret(), k.rotation_id())
+}
+
+impl ControlPlane {
+    /// Wraps a started node whose keys came from `keys_dir`. `schedule`: rotate on it (None:
+    /// only [`Self::rotate_now`]).
+    pub fn new(
+        node: Node,
+        config: NodeConfig,
+        keys_dir: PathBuf,
+        stored: StoredKeys,
+        schedule: Option<Schedule>,
+    ) -> ControlPlane {
+        ControlPlane {
+            node,
+            config,
+            keys_dir,
+            schedule,
+            keys: Mutex::new(stored),
+            started: Instant::now(),
+        }
+    }
+
+    /// The node.
+    pub fn node(&self) -> &Node {
+        &self.node
+    }
+
+    /// Gives the node back (to shut it down).
+    pub fn into_node(self) -> Node {
+        self.node
+    }
+
+    /// The live keys' rotation ids.
+    pub fn live(&self) -> Live {
+        live_of(&self.lock_keys())
+    }
+
+    fn lock_keys(&self) -> std::sync::MutexGuard<'_, StoredKeys> {
+        self.keys.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Takes the step the schedule asks for at unix time `now` (seconds), if any.
+    pub fn tick(&self, now_unix: u64) -> Result<Step, String> {
+        let Some(s) = self.schedule else {
+            return Ok(Step::Nothing);
+        };
+        let want = rotation::desired(&s, s.epoch_at(now_unix));
+        let mut k = self.lock_keys();
+        let step = rotation::plan(live_of(&k), want);
+        if step != Step::Nothing {
+            self.apply(&mut k, step)?;
+        }
+        Ok(step)
+    }
+
+    /// A manual rotation (only when no schedule drives rotation): a fresh key becomes primary; the old primary stays as secondary (so
+    /// packets already built for it are still served) and the old secondary, if any, goes.
+    pub fn rotate_now(&self) -> Result<Live, String> {
+        if self.schedule.is_some() {
+            return Err("keys rotate on the schedule (keys.rotation = \"schedule\"); set keys.rotation = \"manual\" to rotate through the admin API".into());
+        }
+        let mut k = self.lock_keys();
+        let next = live_of(&k)
+            .secondary
+            .map_or(k.primary.rotation_id(), |s| s.max(k.primary.rotation_id()))
+            + 1;
+        let old = k.primary.clone();
+        let new = StoredKeys {
+            primary: KeyMaterial::generate(next),
+            secondary: Some(old),
+        };
+        self.install(&mut k, new)?;
+        Ok(live_of(&k))
+    }
+
+    fn apply(&self, k: &mut StoredKeys, step: Step) -> Result<(), String> {
+        let new = match step {
+            Step::Nothing => return Ok(()),
+            Step::PreAnnounce(n) => StoredKeys {
+                primary: k.primary.clone(),
+                secondary: Some(KeyMaterial::generate(n)),
+            },
+            Step::Swap => StoredKeys {
+                primary: k.secondary.clone().ok_or("swap without a secondary key")?,
+                secondary: Some(k.primary.clone()),
+            },
+            Step::Purge => StoredKeys {
+                primary: k.primary.clone(),
+                secondary: None,
+            },
+            Step::Reset(l) => {
+                tracing::warn!(
+                    ?l,
+                    "keys on disk are not next to the schedule's: installing fresh keys"
+                );
+                StoredKeys {
+                    primary: KeyMaterial::generate(l.primary),
+                    secondary: l.secondary.map(KeyMaterial::generate),
+                }
+            }
+        };
+        tracing::info!(?step, primary = new.primary.rotation_id(), secondary = ?new.secondary.as_ref().map(|s| s.rotation_id()), "key rotation");
+        self.install(k, new)
+    }
+
+    /// Writes `new` to the key directory and publishes it (with filters) to the workers.
+    fn install(&self, k: &mut StoredKeys, new: StoredKeys) -> Result<(), String> {
+        let p = self.keys_dir.join(keys::PRIMARY_FILE);
+        let s = self.keys_dir.join(keys::SECONDARY_FILE);
+        match &new.secondary {
+            Some(sec) => {
+                keys::write_key(&s, sec.secret(), sec.rotation_id()).map_err(|e| e.to_string())?
+            }
+            None => match std::fs::remove_file(&s) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(format!("{}: {e}", s.display())),
+            },
+        }
+        keys::write_key(&p, new.primary.secret(), new.primary.rotation_id())
+            .map_err(|e| e.to_string())?;
+        // filters: keep the running one of a key that stays, make one for a new key
+        let old = self.node.snapshot();
+        let mut filters = Vec::new();
+        for m in std::iter::once(&new.primary).chain(new.secondary.as_ref()) {
+            let id = m.rotation_id();
+            let f = match old.replay.get(id) {
+                Some(f) => f.clone(),
+                None => replay_filter_for(&self.config, id).map_err(|e| e.to_string())?,
+            };
+            filters.push((id, f));
+        }
+        self.node.publish(Snapshot {
+            keys: Arc::new(NodeKeys {
+                primary: to_sphinx(&new.primary),
+                secondary: new.secondary.as_ref().map(to_sphinx),
+            }),
+            replay: ReplaySet::new(filters),
+        });
+        // a purged key's persisted filter is of no further use
+        if let Some(dir) = &self.config.replay_dir {
+            for (id, _) in old.replay.iter() {
+                if old.replay.get(*id).is_some()
+                    && new.primary.rotation_id() != *id
+                    && new
+                        .secondary
+                        .as_ref()
+                        .is_none_or(|s| s.rotation_id() != *id)
+                {
+                    let _ = std::fs::remove_file(dir.join(format!("replay-{id}.bloom")));
+                }
+            }
+        }
+        *k = new;
+        Ok(())
+    }
+
+    /// The metrics page.
+    pub fn metrics_text(&self) -> String {
+        metrics(self.node.counters(), &self.node.snapshot(), self.started)
+    }
+
+    /// The status document.
+    pub fn status_json(&self) -> String {
+        let snap = self.node.snapshot();
+        let k = self.lock_keys();
+        let key = |m: &KeyMaterial| {
+            serde_json::json!({
+                "rotation_id": m.rotation_id(),
+                "public_key": m.public_base58(),
+                "replay_filter_fill_ratio": snap.replay.get(m.rotation_id()).map(|f| f.fill_ratio()),
+            })
+        };
+        serde_json::json!({
+            "listen": self.node.local_addr().to_string(),
+            "io_backend": self.node.io_backend(),
+            "workers": self.node.counters().len(),
+            "uptime_seconds": self.started.elapsed().as_secs(),
+            "rotation": if self.schedule.is_some() { "schedule" } else { "manual" },
+            "keys": {
+                "primary": key(&k.primary),
+                "secondary": k.secondary.as_ref().map(key),
+            },
+        })
+        .to_string()
+    }
+}
+
+/// Latency histogram bounds for the metrics, in nanoseconds.
+const BOUNDS_NS: [u64; 16] = [
+    10_000,
+    25_000,
+    50_000,
+    100_000,
+    250_000,
+    500_000,
+    1_000_000,
+    2_000_000,
+    5_000_000,
+    10_000_000,
+    25_000_000,
+    50_000_000,
+    100_000_000,
+    250_000_000,
+    1_000_000_000,
+    10_000_000_000,
+];
+
+/// One histogram family with a series per worker; `bounds` are bucket upper bounds in the
+/// histogram's unit and `unit` converts them (and the sum) to the exported unit.
+fn histogram(
+    p: &mut PromText,
+    name: &str,
+    help: &str,
+    workers: &[Arc<WorkerCounters>],
+    h: impl Fn(&WorkerCounters) -> &AtomicHistogram,
+    bounds: &[u64],
+    unit: f64,
+) {
+    for (i, w) in workers.iter().enumerate() {
+        let hist = h(w);
+        let cum = hist.cumulative(bounds);
+        let buckets: Vec<(f64, u64)> = bounds
+            .iter()
+            .zip(cum)
+            .map(|(b, c)| (*b as f64 * unit, c))
+            .collect();
+        let id = i.to_string();
+        let l = [("worker", id.as_str())];
+        let sum = hist.sum() as f64 * unit;
+        if i == 0 {
+            p.histogram(name, help, &l, &buckets, sum, hist.count());
+        } else {
+            p.histogram_series(name, &l, &buckets, sum, hist.count());
+        }
+    }
+}
+
+/// Renders the node's metrics in Prometheus text format.
+pub fn metrics(workers: &[Arc<WorkerCounters>], snap: &Snapshot, started: Instant) -> String {
+    let mut p = PromText::new();
+    let ids: Vec<String> = (0..workers.len()).map(|i| i.to_string()).collect();
+    let per = |f: &dyn Fn(&WorkerCounters) -> u64| -> Vec<(Vec<(&str, &str)>, f64)> {
+        workers
+            .iter()
+            .zip(&ids)
+            .map(|(w, id)| (vec![("worker", id.as_str())], f(w) as f64))
+            .collect()
+    };
+    let emit =
+        |p: &mut PromText, kind: &str, name: &str, help: &str, v: Vec<(Vec<(&str, &str)>, f64)>| {
+            let samples: Vec<(&[(&str, &str)], f64)> =
+                v.iter().map(|(l, x)| (l.as_slice(), *x)).collect();
+            if kind == "counter" {
+                p.counter(name, help, &samples)
+            } else {
+                p.gauge(name, help, &samples)
+            }
+        };
+    emit(
+        &mut p,
+        "counter",
+        "mixplane_packets_received_total",
+        "Datagrams received.",
+        per(&|w| w.rx_datagrams.load(Relaxed)),
+    );
+    emit(
+        &mut p,
+        "counter",
+        "mixplane_packets_forwarded_total",
+        "Forward hops accepted into the delay wheel.",
+        per(&|w| w.forwarded.load(Relaxed)),
+    );
+    emit(
+        &mut p,
+        "counter",
+        "mixplane_packets_delivered_total",
+        "Final-hop messages delivered to the sink.",
+        per(&|w| w.delivered.load(Relaxed)),
+    );
+    emit(
+        &mut p,
+        "counter",
+        "mixplane_surb_acks_total",
+        "SURB-ACKs sent on.",
+        per(&|w| w.surb_acks.load(Relaxed)),
+    );
+    emit(
+        &mut p,
+        "counter",
+        "mixplane_packets_sent_total",
+        "Datagrams sent.",
+        per(&|w| w.tx_datagrams.load(Relaxed)),
+    );
+    emit(
+        &mut p,
+        "counter",
+        "mixplane_send_calls_total",
+        "Send syscalls or ring submissions.",
+        per(&|w| w.tx_calls.load(Relaxed)),
+    );
+    emit(
+        &mut p,
+        "gauge",
+        "mixplane_wheel_packets",
+        "Packets held in the delay wheel.",
+        per(&|w| w.wheel_len.load(Relaxed)),
+    );
+    let mut drops: Vec<(Vec<(&str, &str)>, f64)> = Vec::new();
+    for (w, id) in workers.iter().zip(&ids) {
+        for r in DropReason::ALL {
+            drops.push((
+                vec![("worker", id.as_str()), ("reason", r.name())],
+                w.sphinx_drops(r) as f64,
+            ));
+        }
+        for r in NodeDrop::ALL {
+            drops.push((
+                vec![("worker", id.as_str()), ("reason", r.name())],
+                w.node_drops(r) as f64,
+            ));
+        }
+    }
+    emit(
+        &mut p,
+        "counter",
+        "mixplane_packets_dropped_total",
+        "Dropped packets by reason.",
+        drops,
+    );
+    let rot: Vec<String> = snap.replay.iter().map(|(r, _)| r.to_string()).collect();
+    let fill: Vec<(Vec<(&str, &str)>, f64)> = snap
+        .replay
+        .iter()
+        .zip(&rot)
+        .map(|((_, f), r)| (vec![("rotation", r.as_str())], f.fill_ratio()))
+        .collect();
+    emit(
+        &mut p,
+        "gauge",
+        "mixplane_replay_filter_fill_ratio",
+        "Fraction of the replay filter's bits set.",
+        fill,
+    );
+    let fp: Vec<(Vec<(&str, &str)>, f64)> = snap
+        .replay
+        .iter()
+        .zip(&rot)
+        .map(|((_, f), r)| (vec![("rotation", r.as_str())], f.false_positive_estimate()))
+        .collect();
+    emit(
+        &mut p,
+        "gauge",
+        "mixplane_replay_filter_false_positive_estimate",
+        "Estimated false-positive rate of the replay filter.",
+        fp,
+    );
+    let mut keys = vec![(
+        vec![("slot", "primary")],
+        f64::from(snap.keys.primary.rotation_id()),
+    )];
+    if let Some(s) = &snap.keys.secondary {
+        keys.push((vec![("slot", "secondary")], f64::from(s.rotation_id())));
+    }
+    emit(
+        &mut p,
+        "gauge",
+        "mixplane_key_rotation_id",
+        "Rotation id of each live Sphinx key.",
+        keys,
+    );
+    emit(
+        &mut p,
+        "gauge",
+        "mixplane_uptime_seconds",
+        "Seconds since the control plane started.",
+        vec![(vec![], started.elapsed().as_secs_f64())],
+    );
+    let ns = 1e-9;
+    histogram(
+        &mut p,
+        "mixplane_unwrap_seconds_per_packet",
+        "Sphinx processing time per packet of a batch.",
+        workers,
+        |w| &w.unwrap_per_packet,
+        &BOUNDS_NS,
+        ns,
+    );
+    histogram(
+        &mut p,
+        "mixplane_residence_seconds",
+        "Time from receive to send (the hop's delay plus queueing).",
+        workers,
+        |w| &w.residence,
+        &BOUNDS_NS,
+        ns,
+    );
+    histogram(
+        &mut p,
+        "mixplane_release_lateness_seconds",
+        "Delay wheel release time minus deadline.",
+        workers,
+        |w| &w.release_lateness,
+        &BOUNDS_NS,
+        ns,
+    );
+    histogram(
+        &mut p,
+        "mixplane_batch_size",
+        "Datagrams per receive batch.",
+        workers,
+        |w| &w.batch_size,
+        &[1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024],
+        1.0,
+    );
+    p.finish()
+}
+
+/// The admin API's view of a control plane.
+pub struct Admin(pub Arc<ControlPlane>);
+
+impl AdminHandler for Admin {
+    fn metrics(&self) -> String {
+        self.0.metrics_text()
+    }
+    fn status(&self) -> String {
+        self.0.status_json()
+    }
+    fn rotate_keys(&self) -> Result<String, String> {
+        let l = self.0.rotate_now()?;
+        Ok(serde_json::json!({ "primary": l.primary, "secondary": l.secondary }).to_string())
+    }
+    fn set_topology(&self, _body: &[u8]) -> Result<String, String> {
+        Err("topology is not implemented yet".into())
+    }
+}
