@@ -105,6 +105,8 @@ pub struct Config {
     pub sink: SinkSection,
     /// `[admin]`: the admin API.
     pub admin: AdminSection,
+    /// `[topology]`: the known nodes.
+    pub topology: TopologySection,
     /// `[log]`: logging.
     pub log: LogSection,
 }
@@ -250,6 +252,17 @@ impl Default for KeysSection {
     }
 }
 
+/// `[topology]`.
+#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct TopologySection {
+    /// A topology file (nym-api skimmed-nodes JSON), relative to the config file; reloaded
+    /// when it changes and on SIGHUP. Default none (POST /topology can still set one).
+    pub file: Option<PathBuf>,
+    /// Drop packets whose next hop is not a node of the topology. Default false.
+    pub drop_unknown_next_hop: bool,
+}
+
 /// `[admin]`.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
@@ -359,6 +372,13 @@ genesis_unix = 0
 [sink]
 # Where final-hop messages go: "udp:IP:PORT" or "unix:/path". Unset: none.
 # address = "udp:127.0.0.1:9000"
+
+[topology]
+# The known nodes: a nym-api "skimmed nodes" JSON document (relative to this file), reloaded when
+# it changes, on SIGHUP, or replaced through POST /topology.
+# file = "topology.json"
+# Drop packets whose next hop (or SURB-ACK first hop) is not a node of the topology.
+drop_unknown_next_hop = false
 
 [admin]
 # The admin API: GET /metrics (Prometheus), GET /status (JSON), POST /topology,
@@ -533,6 +553,11 @@ impl Config {
     /// Whether keys rotate on the schedule (else only through the admin API).
     pub fn scheduled_rotation(&self) -> bool {
         self.keys.rotation == "schedule"
+    }
+
+    /// The topology file, resolved against `base`.
+    pub fn topology_file(&self, base: &Path) -> Option<PathBuf> {
+        self.topology.file.as_ref().map(|f| base.join(f))
     }
 
     /// The admin token file, resolved against `base`.

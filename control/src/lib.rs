@@ -14,3 +14,4 @@ pub mod config;
 pub mod keys;
 pub mod metrics;
 pub mod rotation;
+pub mod topology;

@@ -20,17 +20,20 @@ pub enum NodeDrop {
     NoSink,
     /// The kernel dropped it: the socket's receive queue was full (the node is overloaded).
     KernelRxOverflow,
+    /// The next hop is not a node of the topology (routing filter on).
+    UnknownNextHop,
 }
 
 impl NodeDrop {
     /// Every reason, in counter order.
-    pub const ALL: [NodeDrop; 6] = [
+    pub const ALL: [NodeDrop; 7] = [
         NodeDrop::SlabFull,
         NodeDrop::WheelFull,
         NodeDrop::SendFailed,
         NodeDrop::SinkFailed,
         NodeDrop::NoSink,
         NodeDrop::KernelRxOverflow,
+        NodeDrop::UnknownNextHop,
     ];
 
     /// Stable snake_case name for metrics.
@@ -42,6 +45,7 @@ impl NodeDrop {
             NodeDrop::SinkFailed => "sink_failed",
             NodeDrop::NoSink => "no_sink",
             NodeDrop::KernelRxOverflow => "kernel_rx_overflow",
+            NodeDrop::UnknownNextHop => "unknown_next_hop",
         }
     }
 

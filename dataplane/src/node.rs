@@ -110,6 +110,9 @@ pub struct Snapshot {
     pub keys: Arc<NodeKeys>,
     /// One replay filter per live key.
     pub replay: ReplaySet,
+    /// When set, forward hops and SURB-ACKs may only go to these addresses (the known nodes);
+    /// others are dropped and counted (`unknown_next_hop`).
+    pub next_hops: Option<Arc<std::collections::HashSet<SocketAddr>>>,
 }
 
 /// Errors starting a node.
@@ -192,6 +195,7 @@ impl Node {
         let shared = Arc::new(ArcSwap::from_pointee(Snapshot {
             keys,
             replay: ReplaySet::new(filters),
+            next_hops: None,
         }));
         let state = Arc::new(AtomicU8::new(crate::worker::RUNNING));
         let epoch = Instant::now();

@@ -12,6 +12,7 @@ use mixplane_control::admin::AdminHandler;
 use mixplane_control::keys::{self, KeyMaterial, StoredKeys};
 use mixplane_control::metrics::PromText;
 use mixplane_control::rotation::{self, Live, Schedule, Step};
+use mixplane_control::topology::Topology;
 
 use crate::counters::{NodeDrop, WorkerCounters};
 use crate::histogram::AtomicHistogram;
@@ -25,7 +26,16 @@ pub struct ControlPlane {
     keys_dir: PathBuf,
     schedule: Option<Schedule>,
     keys: Mutex<StoredKeys>,
+    topology: Mutex<TopologyState>,
     started: Instant,
+}
+
+/// The topology the node knows, and whether it filters next hops by it.
+#[derive(Default)]
+struct TopologyState {
+    current: Option<Arc<Topology>>,
+    version: u64,
+    filter: bool,
 }
 
 fn live_of(k: &StoredKeys) -> Live {
@@ -55,8 +65,56 @@ impl ControlPlane {
             keys_dir,
             schedule,
             keys: Mutex::new(stored),
+            topology: Mutex::new(TopologyState::default()),
             started: Instant::now(),
         }
+    }
+
+    /// Turns the routing filter on or off: with it on, forward hops and SURB-ACKs go only to
+    /// nodes of the topology (none loaded yet: nothing is filtered).
+    pub fn set_routing_filter(&self, on: bool) {
+        let mut t = self.topology.lock().unwrap_or_else(|e| e.into_inner());
+        t.filter = on;
+        self.republish(&t);
+    }
+
+    /// Replaces the topology; returns its version (1 for the first).
+    pub fn set_topology(&self, topology: Topology) -> u64 {
+        let mut t = self.topology.lock().unwrap_or_else(|e| e.into_inner());
+        t.current = Some(Arc::new(topology));
+        t.version += 1;
+        self.republish(&t);
+        tracing::info!(
+            version = t.version,
+            nodes = t.current.as_ref().map_or(0, |c| c.nodes.len()),
+            "topology updated"
+        );
+        t.version
+    }
+
+    /// The current topology and its version.
+    pub fn topology(&self) -> (Option<Arc<Topology>>, u64) {
+        let t = self.topology.lock().unwrap_or_else(|e| e.into_inner());
+        (t.current.clone(), t.version)
+    }
+
+    fn next_hops(
+        t: &TopologyState,
+    ) -> Option<Arc<std::collections::HashSet<std::net::SocketAddr>>> {
+        match (&t.current, t.filter) {
+            (Some(c), true) => Some(Arc::new(c.addresses())),
+            _ => None,
+        }
+    }
+
+    /// Publishes the current keys and filters with a new routing filter.
+    fn republish(&self, t: &TopologyState) {
+        let old = self.node.snapshot();
+        self.node.publish(Snapshot {
+            keys: old.keys.clone(),
+            replay: old.replay.clone(),
+            next_hops: Self::next_hops(t),
+        });
     }
 
     /// The node.
@@ -175,6 +233,7 @@ impl ControlPlane {
                 secondary: new.secondary.as_ref().map(to_sphinx),
             }),
             replay: ReplaySet::new(filters),
+            next_hops: old.next_hops.clone(),
         });
         // a purged key's persisted filter is of no further use
         if let Some(dir) = &self.config.replay_dir {
@@ -216,6 +275,11 @@ impl ControlPlane {
             "workers": self.node.counters().len(),
             "uptime_seconds": self.started.elapsed().as_secs(),
             "rotation": if self.schedule.is_some() { "schedule" } else { "manual" },
+            "topology": {
+                "version": self.topology().1,
+                "nodes": self.topology().0.map_or(0, |t| t.nodes.len()),
+                "routing_filter": self.topology.lock().unwrap_or_else(|e| e.into_inner()).filter,
+            },
             "keys": {
                 "primary": key(&k.primary),
                 "secondary": k.secondary.as_ref().map(key),
@@ -469,7 +533,10 @@ impl AdminHandler for Admin {
         let l = self.0.rotate_now()?;
         Ok(serde_json::json!({ "primary": l.primary, "secondary": l.secondary }).to_string())
     }
-    fn set_topology(&self, _body: &[u8]) -> Result<String, String> {
-        Err("topology is not implemented yet".into())
+    fn set_topology(&self, body: &[u8]) -> Result<String, String> {
+        let t = Topology::parse(body).map_err(|e| e.to_string())?;
+        let nodes = t.nodes.len();
+        let version = self.0.set_topology(t);
+        Ok(serde_json::json!({ "version": version, "nodes": nodes }).to_string())
     }
 }

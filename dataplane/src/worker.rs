@@ -142,8 +142,10 @@ impl Worker {
                         let spent = now_ns(self.epoch).saturating_sub(t_rx);
                         self.counters.unwrap_per_packet.record(spent / n as u64);
                         self.counters.batch_size.record(n as u64);
+                        let allowed = snapshot.next_hops.as_deref();
                         for (frame, v) in frames.iter().zip(&verdicts) {
                             handle(
+                                allowed,
                                 &self.counters,
                                 frame,
                                 v,
@@ -214,6 +216,7 @@ impl Worker {
 
 #[allow(clippy::too_many_arguments)]
 fn handle(
+    allowed: Option<&std::collections::HashSet<SocketAddr>>,
     counters: &WorkerCounters,
     frame: &[u8],
     v: &Verdict,
@@ -225,6 +228,9 @@ fn handle(
 ) {
     match v {
         Verdict::Drop(r) => counters.drop_sphinx(*r),
+        Verdict::Forward(f) if allowed.is_some_and(|a| !a.contains(&f.next_hop)) => {
+            counters.drop_node(NodeDrop::UnknownNextHop, 1);
+        }
         Verdict::Forward(f) => {
             if hold(
                 counters,
@@ -241,6 +247,10 @@ fn handle(
         }
         Verdict::Deliver(d) => {
             if let Some(ack) = &d.surb_ack
+                && allowed.is_some_and(|a| !a.contains(&ack.next_hop))
+            {
+                counters.drop_node(NodeDrop::UnknownNextHop, 1);
+            } else if let Some(ack) = &d.surb_ack
                 && hold(
                     counters,
                     &frame[ack.frame.clone()],

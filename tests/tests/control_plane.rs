@@ -390,3 +390,94 @@ fn metrics_are_scraped_and_parsed_and_manual_rotation_works() {
     let plane = Arc::try_unwrap(su.plane).ok().unwrap();
     plane.into_node().shutdown().unwrap();
 }
+
+/// A one-node skimmed-nodes document whose node listens on `addr`.
+fn topology_doc(addr: SocketAddr) -> String {
+    format!(
+        r#"{{"nodes":{{"pagination":{{}},"data":[{{"node_id":1,"ed25519_identity_pubkey":"x","ip_addresses":["{}"],"mix_port":{},"x25519_sphinx_pubkey":"11111111111111111111111111111111","role":{{"Mixnode":{{"layer":2}}}}}}]}}}}"#,
+        addr.ip(),
+        addr.port()
+    )
+}
+
+fn node_drops(plane: &ControlPlane, r: mixplane_dataplane::counters::NodeDrop) -> u64 {
+    plane
+        .node()
+        .counters()
+        .iter()
+        .map(|c| c.node_drops(r))
+        .sum()
+}
+
+#[test]
+fn routing_filter_follows_topology_pushed_over_the_admin_api() {
+    use mixplane_dataplane::counters::NodeDrop;
+    let su = setup("topology", None, 3);
+    let token = "topology-token-0123456789".to_string();
+    let srv = AdminServer::start(
+        "127.0.0.1:0".parse().unwrap(),
+        Some(token.clone()),
+        Arc::new(Admin(su.plane.clone())),
+    )
+    .unwrap();
+    let a = srv.local_addr();
+    let to = su.plane.node().local_addr();
+    let k = *keys::load_keys(&su.keys_dir).unwrap().primary.secret();
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    su.plane.set_routing_filter(true);
+
+    // filter on but no topology yet: nothing is filtered
+    for i in 0..10 {
+        sock.send_to(&frame(&k, 3, su.cap_addr, i), to).unwrap();
+    }
+    assert_eq!(drain(&su.cap, 10, Duration::from_secs(5)), 10);
+
+    // a topology without the capture socket: its packets are dropped, counted by reason
+    let elsewhere: SocketAddr = "127.0.0.1:9".parse().unwrap();
+    let body = topology_doc(elsewhere);
+    let post = |body: &str| {
+        http(
+            a,
+            &format!(
+                "POST /topology HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            ),
+        )
+    };
+    let (code, reply) = post(&body);
+    assert_eq!(code, 200, "{reply}");
+    assert!(reply.contains("\"version\":1"), "{reply}");
+    std::thread::sleep(Duration::from_millis(50));
+    for i in 10..30 {
+        sock.send_to(&frame(&k, 3, su.cap_addr, i), to).unwrap();
+    }
+    assert_eq!(drain(&su.cap, 1, Duration::from_millis(700)), 0);
+    let end = Instant::now() + Duration::from_secs(5);
+    while node_drops(&su.plane, NodeDrop::UnknownNextHop) < 20 && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(node_drops(&su.plane, NodeDrop::UnknownNextHop), 20);
+
+    // a malformed document is refused and the topology kept
+    let (code, _) = post("{\"nodes\": 5}");
+    assert_eq!(code, 400);
+    assert_eq!(su.plane.topology().1, 1);
+
+    // pushed while packets flow: once it lands, packets to the new node pass
+    let (code, reply) = post(&topology_doc(su.cap_addr));
+    assert_eq!(code, 200, "{reply}");
+    std::thread::sleep(Duration::from_millis(50));
+    for i in 30..50 {
+        sock.send_to(&frame(&k, 3, su.cap_addr, i), to).unwrap();
+    }
+    assert_eq!(drain(&su.cap, 20, Duration::from_secs(5)), 20);
+    assert_eq!(node_drops(&su.plane, NodeDrop::UnknownNextHop), 20);
+    let (_, status) = http(
+        a,
+        "GET /status HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    assert!(status.contains("\"routing_filter\":true"), "{status}");
+    srv.stop();
+    let plane = Arc::try_unwrap(su.plane).ok().unwrap();
+    plane.into_node().shutdown().unwrap();
+}

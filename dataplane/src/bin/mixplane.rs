@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -11,6 +11,7 @@ use clap::{Parser, Subcommand};
 use mixplane_control::admin::{self, AdminServer};
 use mixplane_control::config::{Config, EXAMPLE, IoChoice, SinkSpec};
 use mixplane_control::keys::{self, KeyMaterial, StoredKeys};
+use mixplane_control::topology::Topology;
 use mixplane_dataplane::demo::{self, DemoConfig};
 use mixplane_dataplane::io::IoBackendKind;
 use mixplane_dataplane::node::{Node, NodeConfig};
@@ -178,6 +179,12 @@ fn run_node(path: &Path) -> anyhow::Result<ExitCode> {
     } else {
         None
     };
+    plane.set_routing_filter(cfg.topology.drop_unknown_next_hop);
+    let mut topo = TopologyFile::new(cfg.topology_file(&base));
+    topo.reload(&plane, true);
+    let hup = Arc::new(AtomicBool::new(false));
+    signal_hook::flag::register(signal_hook::consts::SIGHUP, hup.clone())
+        .context("installing the SIGHUP handler")?;
     // First SIGTERM/SIGINT: stop receiving and drain the wheels; a second one: exit at once.
     let signals = Arc::new(AtomicUsize::new(0));
     for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
@@ -203,6 +210,11 @@ fn run_node(path: &Path) -> anyhow::Result<ExitCode> {
             if let Err(e) = plane.tick(now) {
                 tracing::error!(error = %e, "key rotation failed; keeping the current keys");
             }
+            topo.reload(&plane, false);
+        }
+        if hup.swap(false, Ordering::SeqCst) {
+            tracing::info!("SIGHUP: reloading the topology");
+            topo.reload(&plane, true);
         }
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -228,6 +240,42 @@ fn run_node(path: &Path) -> anyhow::Result<ExitCode> {
         "stopped"
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// The `[topology] file`, reloaded when its modification time changes or on SIGHUP.
+struct TopologyFile {
+    path: Option<PathBuf>,
+    seen: Option<std::time::SystemTime>,
+}
+
+impl TopologyFile {
+    fn new(path: Option<PathBuf>) -> Self {
+        TopologyFile { path, seen: None }
+    }
+
+    /// Loads the file if `force` or it changed since the last load. A file that cannot be read
+    /// or parsed is logged and the current topology kept.
+    fn reload(&mut self, plane: &ControlPlane, force: bool) {
+        let Some(path) = &self.path else { return };
+        let mtime = std::fs::metadata(path).and_then(|m| m.modified()).ok();
+        if !force && (mtime.is_none() || mtime == self.seen) {
+            return;
+        }
+        self.seen = mtime;
+        let loaded = std::fs::read(path)
+            .map_err(|e| e.to_string())
+            .and_then(|b| Topology::parse(&b).map_err(|e| e.to_string()));
+        match loaded {
+            Ok(t) => {
+                let nodes = t.nodes.len();
+                let version = plane.set_topology(t);
+                tracing::info!(file = %path.display(), nodes, version, "topology loaded");
+            }
+            Err(e) => {
+                tracing::error!(file = %path.display(), error = %e, "topology not loaded; keeping the current one")
+            }
+        }
+    }
 }
 
 fn init_dir(dir: &Path, rotation_id: Option<u32>) -> anyhow::Result<()> {
