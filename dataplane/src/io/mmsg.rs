@@ -6,10 +6,9 @@ use std::net::UdpSocket;
 use std::os::fd::AsRawFd;
 use std::time::Duration;
 
-use super::socket::{CmsgBuf, rx_control, to_sockaddr, write_gso_cmsg};
-use super::{
-    Datagram, MAX_DATAGRAM, MAX_GSO_SEGMENTS, Outgoing, SendStats, UdpIo, gso_runs, split_gro,
-};
+use super::socket::{CmsgBuf, rx_control};
+use super::tx::{TxMessages, is_gso_refusal};
+use super::{Datagram, MAX_DATAGRAM, Outgoing, SendStats, UdpIo, split_gro};
 
 /// recvmmsg/sendmmsg I/O on one socket.
 pub struct MmsgIo {
@@ -19,11 +18,7 @@ pub struct MmsgIo {
     rx_iov: Vec<libc::iovec>,
     rx_hdr: Vec<libc::mmsghdr>,
     rx_cmsg: Vec<CmsgBuf>,
-    tx_iov: Vec<libc::iovec>,
-    tx_hdr: Vec<libc::mmsghdr>,
-    tx_addr: Vec<libc::sockaddr_storage>,
-    tx_cmsg: Vec<CmsgBuf>,
-    tx_runs: Vec<(usize, usize, usize)>,
+    tx: TxMessages,
     gso: bool,
     rx_overflows: u64,
 }
@@ -55,12 +50,7 @@ impl MmsgIo {
             ],
             rx_hdr: vec![zeroed_mmsghdr(); batch],
             rx_cmsg: vec![CmsgBuf::default(); batch],
-            tx_iov: Vec::new(),
-            tx_hdr: Vec::new(),
-            // SAFETY: sockaddr_storage is plain old data; all-zero is valid.
-            tx_addr: Vec::new(),
-            tx_cmsg: Vec::new(),
-            tx_runs: Vec::new(),
+            tx: TxMessages::new(),
             gso: true,
             rx_overflows: 0,
         }
@@ -167,74 +157,38 @@ impl UdpIo for MmsgIo {
         if batch.is_empty() {
             return stats;
         }
-        // Build one message per GSO run.
-        let mut runs = std::mem::take(&mut self.tx_runs);
-        runs.clear();
-        gso_runs(batch, self.gso, |s, e, l| runs.push((s, e, l)));
-        let m = runs.len();
-        self.tx_iov.clear();
-        self.tx_iov.extend(batch.iter().map(|o| libc::iovec {
-            iov_base: o.data.as_ptr() as *mut libc::c_void,
-            iov_len: o.data.len(),
-        }));
-        self.tx_hdr.resize(m, zeroed_mmsghdr());
-        // SAFETY: sockaddr_storage is plain old data; all-zero is valid.
-        self.tx_addr.resize(m, unsafe { std::mem::zeroed() });
-        self.tx_cmsg.resize(m, CmsgBuf::default());
-        for (k, &(s, e, seg)) in runs.iter().enumerate() {
-            let (sa, salen) = to_sockaddr(&batch[s].to);
-            self.tx_addr[k] = sa;
-            let h = &mut self.tx_hdr[k].msg_hdr;
-            h.msg_name = (&mut self.tx_addr[k] as *mut libc::sockaddr_storage).cast();
-            h.msg_namelen = salen;
-            h.msg_iov = self.tx_iov[s..e].as_mut_ptr();
-            h.msg_iovlen = (e - s) as _;
-            if e - s > 1 {
-                debug_assert!(e - s <= MAX_GSO_SEGMENTS);
-                let len = write_gso_cmsg(&mut self.tx_cmsg[k], seg as u16);
-                h.msg_control = self.tx_cmsg[k].0.as_mut_ptr().cast();
-                h.msg_controllen = len as _;
-            } else {
-                h.msg_control = std::ptr::null_mut();
-                h.msg_controllen = 0;
-            }
-            h.msg_flags = 0;
-        }
+        let m = self.tx.build(batch, self.gso);
         let mut done = 0;
         let mut gso_failed = false;
         while done < m {
-            // SAFETY: headers [done..m] point at live iovecs, addresses and control buffers
-            // owned by `self`, and at the caller's data, all valid for this call.
+            let hdrs = self.tx.mmsg_from(done);
+            // SAFETY: the headers from `done` on point at iovecs, addresses and control buffers
+            // owned by `self.tx` and at the caller's data, all valid for this call.
             let r = unsafe {
                 libc::sendmmsg(
                     self.sock.as_raw_fd(),
-                    self.tx_hdr[done..].as_mut_ptr(),
-                    (m - done) as libc::c_uint,
+                    hdrs.as_mut_ptr(),
+                    hdrs.len() as libc::c_uint,
                     0,
                 )
             };
             stats.calls += 1;
             if r < 0 {
                 let e = io::Error::last_os_error();
-                match e.raw_os_error() {
-                    Some(libc::EINTR) => continue,
-                    Some(libc::EIO) | Some(libc::EINVAL)
-                        if self.gso && runs[done].1 - runs[done].0 > 1 =>
-                    {
-                        gso_failed = true;
-                        break;
-                    }
-                    _ => {
-                        // this message fails; count its datagrams and go on with the rest
-                        let (s, e2, _) = runs[done];
-                        stats.failed += e2 - s;
-                        tracing::debug!(error = %e, "send failed");
-                        done += 1;
-                    }
+                if e.raw_os_error() == Some(libc::EINTR) {
+                    continue;
                 }
+                if self.gso && self.tx.datagrams(done) > 1 && is_gso_refusal(e.raw_os_error()) {
+                    gso_failed = true;
+                    break;
+                }
+                // this message fails; count its datagrams and go on with the rest
+                stats.failed += self.tx.datagrams(done);
+                tracing::debug!(error = %e, "send failed");
+                done += 1;
             } else {
-                for &(s, e2, _) in &runs[done..done + r as usize] {
-                    stats.sent += e2 - s;
+                for k in done..done + r as usize {
+                    stats.sent += self.tx.datagrams(k);
                 }
                 done += r as usize;
             }
@@ -243,13 +197,12 @@ impl UdpIo for MmsgIo {
             tracing::warn!("UDP GSO rejected by the kernel; sending datagrams one by one");
             self.gso = false;
             // resend what has not gone out yet
-            let rest = runs[done].0;
+            let rest = self.tx.runs[done].0;
             let more = self.send(&batch[rest..]);
             stats.sent += more.sent;
             stats.failed += more.failed;
             stats.calls += more.calls;
         }
-        self.tx_runs = runs;
         stats
     }
 }

@@ -10,6 +10,7 @@
 
 pub mod mmsg;
 pub mod socket;
+mod tx;
 pub mod uring;
 
 use std::io;
