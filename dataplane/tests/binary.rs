@@ -1,0 +1,182 @@
+//! The `mixplane` binary as an operator runs it: `init`, `keys`, `run` with a topology file that
+//! is reloaded when it changes and on SIGHUP, the admin API, and a clean exit on SIGTERM.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_mixplane");
+
+fn free_udp() -> SocketAddr {
+    UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+fn free_tcp() -> SocketAddr {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+fn get(addr: SocketAddr, path: &str) -> Option<String> {
+    let mut s = TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    out.split("\r\n\r\n").nth(1).map(str::to_string)
+}
+
+/// Polls `/status` until `pred` holds; returns the last status.
+fn wait_status(admin: SocketAddr, within: Duration, pred: impl Fn(&str) -> bool) -> String {
+    let end = Instant::now() + within;
+    let mut last = String::new();
+    while Instant::now() < end {
+        if let Some(s) = get(admin, "/status") {
+            if pred(&s) {
+                return s;
+            }
+            last = s;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("status never matched; last: {last}");
+}
+
+fn topology(n: usize) -> String {
+    let nodes: Vec<String> = (0..n)
+        .map(|i| {
+            format!(
+                r#"{{"node_id":{i},"ip_addresses":["192.0.2.{}"],"mix_port":1789,"x25519_sphinx_pubkey":"11111111111111111111111111111111","role":"Standby"}}"#,
+                i + 1
+            )
+        })
+        .collect();
+    format!("[{}]", nodes.join(","))
+}
+
+fn write_topology(p: &Path, n: usize) {
+    // a new file renamed into place, as an operator's fetch script would
+    let tmp = p.with_extension("tmp");
+    std::fs::write(&tmp, topology(n)).unwrap();
+    std::fs::rename(&tmp, p).unwrap();
+}
+
+#[test]
+fn init_keys_run_reload_and_stop() {
+    let dir = std::env::temp_dir().join(format!("mixplane-bin-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let st = Command::new(BIN).arg("init").arg(&dir).status().unwrap();
+    assert!(st.success());
+    // init refuses to overwrite
+    assert!(
+        !Command::new(BIN)
+            .arg("init")
+            .arg(&dir)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let cfg = dir.join("node.toml");
+    let keys = Command::new(BIN)
+        .args(["keys", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert!(keys.status.success());
+    assert!(String::from_utf8_lossy(&keys.stdout).contains("primary"));
+
+    let (listen, admin) = (free_udp(), free_tcp());
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace(
+            "listen = \"0.0.0.0:1789\"",
+            &format!("listen = \"{listen}\""),
+        )
+        .replace(
+            "listen = \"127.0.0.1:8080\"",
+            &format!("listen = \"{admin}\""),
+        )
+        .replace("workers = 0", "workers = 1")
+        .replace(
+            "expected_packets_per_second = 1000",
+            "expected_packets_per_second = 10",
+        )
+        .replace("# file = \"topology.json\"", "file = \"topology.json\"");
+    std::fs::write(&cfg, text).unwrap();
+    let topo = dir.join("topology.json");
+    write_topology(&topo, 2);
+
+    let mut child = Command::new(BIN)
+        .args(["run", "--config"])
+        .arg(&cfg)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let s = wait_status(admin, Duration::from_secs(10), |s| {
+        s.contains("\"nodes\":2")
+    });
+    assert!(s.contains("\"version\":1"), "{s}");
+    assert!(s.contains(&format!("\"listen\":\"{listen}\"")), "{s}");
+
+    // changed on disk: picked up within a couple of seconds
+    std::thread::sleep(Duration::from_millis(1100)); // a distinct mtime
+    write_topology(&topo, 3);
+    let s = wait_status(admin, Duration::from_secs(5), |s| s.contains("\"nodes\":3"));
+    assert!(s.contains("\"version\":2"), "{s}");
+
+    // SIGHUP reloads even an unchanged file
+    // SAFETY: sending a signal to our own child process.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGHUP) }, 0);
+    wait_status(admin, Duration::from_secs(5), |s| {
+        s.contains("\"version\":3")
+    });
+
+    // a broken file is refused and the topology kept
+    std::thread::sleep(Duration::from_millis(1100));
+    std::fs::write(&topo, "{not json").unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    let s = get(admin, "/status").unwrap();
+    assert!(
+        s.contains("\"version\":3") && s.contains("\"nodes\":3"),
+        "{s}"
+    );
+
+    let metrics = get(admin, "/metrics").unwrap();
+    assert!(
+        metrics.contains("mixplane_packets_received_total"),
+        "{metrics}"
+    );
+
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+    let end = Instant::now() + Duration::from_secs(15);
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        assert!(Instant::now() < end, "did not exit after SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert!(status.success(), "exit {status:?}: {err}");
+    assert!(err.contains("topology not loaded"), "{err}");
+    // the replay filter was persisted
+    assert!(std::fs::read_dir(dir.join("replay")).unwrap().count() > 0);
+}
