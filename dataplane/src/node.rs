@@ -11,7 +11,7 @@ use std::time::Instant;
 use arc_swap::ArcSwap;
 
 use crate::counters::WorkerCounters;
-use crate::io::{self, IoBackendKind};
+use crate::io::{self, IoBackendKind, UdpIo};
 use crate::replay::ReplayFilter;
 use crate::sink::SinkAddr;
 use crate::sphinx::{DEFAULT_MAX_DELAY_NS, NodeKeys, ReplayGuard};
@@ -182,6 +182,33 @@ impl Node {
         if config.workers == 0 {
             return Err(NodeError::Config("workers must be at least 1".into()));
         }
+        let mut listen = config.listen;
+        let mut ios = Vec::with_capacity(config.workers);
+        for _ in 0..config.workers {
+            let (udp, local) =
+                io::open(config.io, listen, config.batch).map_err(|source| NodeError::Io {
+                    addr: listen,
+                    source,
+                })?;
+            // later workers bind the port the first one got
+            listen = local;
+            ios.push(udp);
+        }
+        Self::start_with_io(config, keys, ios, listen)
+    }
+
+    /// Starts one worker per I/O backend given (`config.io`, `listen` and `workers` are not
+    /// used): for benchmarks and tests of the worker loop over in-memory I/O
+    /// ([`crate::io::memory`]). `local_addr` is what [`Node::local_addr`] reports.
+    pub fn start_with_io(
+        config: NodeConfig,
+        keys: Arc<NodeKeys>,
+        ios: Vec<Box<dyn UdpIo>>,
+        local_addr: SocketAddr,
+    ) -> Result<Node, NodeError> {
+        if ios.is_empty() {
+            return Err(NodeError::Config("workers must be at least 1".into()));
+        }
         let mut filters = vec![(
             keys.primary.rotation_id(),
             replay_filter_for(&config, keys.primary.rotation_id())?,
@@ -200,18 +227,12 @@ impl Node {
         let state = Arc::new(AtomicU8::new(crate::worker::RUNNING));
         let epoch = Instant::now();
         let cores = core_affinity::get_core_ids().unwrap_or_default();
-        let mut listen = config.listen;
+        let listen = local_addr;
         let mut threads = Vec::new();
         let mut counters = Vec::new();
         let mut io_name = "";
-        for id in 0..config.workers {
-            let (udp, local) =
-                io::open(config.io, listen, config.batch).map_err(|source| NodeError::Io {
-                    addr: listen,
-                    source,
-                })?;
-            // later workers bind the port the first one got
-            listen = local;
+        let workers = ios.len();
+        for (id, udp) in ios.into_iter().enumerate() {
             io_name = udp.name();
             let c = Arc::new(WorkerCounters::default());
             counters.push(c.clone());
@@ -256,7 +277,7 @@ impl Node {
                 })?;
             threads.push(t);
         }
-        tracing::info!(addr = %listen, workers = config.workers, io = io_name, "node started");
+        tracing::info!(addr = %listen, workers, io = io_name, "node started");
         Ok(Node {
             local_addr: listen,
             state,

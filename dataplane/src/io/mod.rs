@@ -8,6 +8,7 @@
 //! place. Sending takes datagrams already grouped by destination and uses one GSO message per
 //! run of equal-sized datagrams to the same address.
 
+pub mod memory;
 pub mod mmsg;
 pub mod socket;
 mod tx;
