@@ -9,6 +9,8 @@ pub struct CpuFeatures {
     pub avx2: bool,
     /// AVX-512 F + VL + IFMA (52-bit multiply-add on 512-bit vectors).
     pub avx512ifma: bool,
+    /// AVX-512 F (512-bit vectors, 64-bit rotates).
+    pub avx512f: bool,
 }
 
 /// Detects (once) and returns the CPU's features.
@@ -24,6 +26,7 @@ fn detect() -> CpuFeatures {
         avx512ifma: std::arch::is_x86_feature_detected!("avx512f")
             && std::arch::is_x86_feature_detected!("avx512vl")
             && std::arch::is_x86_feature_detected!("avx512ifma"),
+        avx512f: std::arch::is_x86_feature_detected!("avx512f"),
     }
 }
 
@@ -32,5 +35,6 @@ fn detect() -> CpuFeatures {
     CpuFeatures {
         avx2: false,
         avx512ifma: false,
+        avx512f: false,
     }
 }
