@@ -4,6 +4,9 @@
 
 use std::time::{Duration, Instant};
 
+pub mod loadgen;
+pub mod pcap;
+
 /// Calls per sample so that one sample of `f` takes about 100 ms.
 pub fn calibrate(f: &mut impl FnMut()) -> u32 {
     f(); // warm up
