@@ -168,6 +168,10 @@ struct ReplayArgs {
     /// Local address to send from.
     #[arg(long)]
     bind: Option<SocketAddr>,
+    /// The target node's admin API (e.g. 127.0.0.1:8080): read its drop counters before and
+    /// after, and say whether it dropped the packets as replays or for another key.
+    #[arg(long)]
+    admin: Option<SocketAddr>,
     /// Print one JSON object to stdout instead of the text report.
     #[arg(long)]
     json: bool,
@@ -227,12 +231,16 @@ fn replay(a: ReplayArgs) -> anyhow::Result<()> {
             multiplier: m.unwrap_or(1.0),
         },
     };
-    if !a.quiet {
+    if !a.quiet && a.admin.is_none() {
         eprintln!(
-            "note: a node drops packets it has already processed (replay filter) and packets built for another key (bad MAC). \
-             For repeatable replays, replay at a fresh node that loaded the recorded node's key file without its replay directory."
+            "note: a node drops packets it has already processed (replay filter) and packets built for another key (bad MAC); \
+             give --admin ADDR to check. For repeatable replays, replay at a fresh node that loaded the recorded node's key file without its replay directory."
         );
     }
+    let before = a
+        .admin
+        .map(loadgen::node_metrics::drops_by_reason)
+        .transpose()?;
     let report = loadgen::replay(
         &capture,
         &ReplayConfig {
@@ -243,10 +251,33 @@ fn replay(a: ReplayArgs) -> anyhow::Result<()> {
             progress: !a.quiet,
         },
     )?;
+    let verdict = match (a.admin, before) {
+        (Some(admin), Some(before)) => {
+            // let the node finish what is in its socket
+            std::thread::sleep(Duration::from_millis(500));
+            let after = loadgen::node_metrics::drops_by_reason(admin)?;
+            Some(loadgen::NodeVerdict::between(
+                &before,
+                &after,
+                report.packets_sent,
+            ))
+        }
+        _ => None,
+    };
     if a.json {
-        println!("{}", serde_json::to_string(&report)?);
+        let mut v = serde_json::to_value(&report)?;
+        if let Some(n) = &verdict {
+            v["node"] = serde_json::to_value(n)?;
+        }
+        println!("{v}");
     } else {
         print!("{}", report.text());
+        if let Some(n) = &verdict {
+            println!("node drops during the replay: {:?}", n.drops);
+        }
+    }
+    if let Some(w) = verdict.as_ref().and_then(loadgen::NodeVerdict::warning) {
+        eprintln!("warning: {w}");
     }
     Ok(())
 }
