@@ -253,14 +253,30 @@ impl Default for KeysSection {
 }
 
 /// `[topology]`.
-#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct TopologySection {
     /// A topology file (nym-api skimmed-nodes JSON), relative to the config file; reloaded
     /// when it changes and on SIGHUP. Default none (POST /topology can still set one).
     pub file: Option<PathBuf>,
+    /// Or a nym-api skimmed-nodes URL (http or https), fetched at start, every
+    /// `refresh_secs` and on SIGHUP, all pages. Default none.
+    pub url: Option<String>,
+    /// Seconds between fetches of `url`. Default 300.
+    pub refresh_secs: u64,
     /// Drop packets whose next hop is not a node of the topology. Default false.
     pub drop_unknown_next_hop: bool,
+}
+
+impl Default for TopologySection {
+    fn default() -> Self {
+        TopologySection {
+            file: None,
+            url: None,
+            refresh_secs: 300,
+            drop_unknown_next_hop: false,
+        }
+    }
 }
 
 /// `[admin]`.
@@ -344,6 +360,23 @@ impl Config {
             message,
         };
         self.io_backend().map_err(|m| bad("node.io", m))?;
+        if let Some(u) = &self.topology.url {
+            if self.topology.file.is_some() {
+                return Err(bad(
+                    "topology.url",
+                    "set either topology.file or topology.url, not both".into(),
+                ));
+            }
+            if !(u.starts_with("http://") || u.starts_with("https://")) {
+                return Err(bad(
+                    "topology.url",
+                    format!("`{u}` is not an http:// or https:// URL"),
+                ));
+            }
+        }
+        if self.topology.refresh_secs == 0 {
+            return Err(bad("topology.refresh_secs", "must be at least 1".into()));
+        }
         if self.node.batch == 0 || self.node.batch > 1024 {
             return Err(bad(
                 "node.batch",
@@ -541,6 +574,12 @@ mod tests {
             ("[keys]\nrotation = \"daily\"", "keys.rotation"),
             ("[keys]\nvalidity_epochs = 1", "keys.validity_epochs"),
             ("[keys]\nepoch_length_secs = 0", "keys.epoch_length_secs"),
+            ("[topology]\nurl = \"ftp://x\"", "topology.url"),
+            (
+                "[topology]\nurl = \"http://x/\"\nfile = \"t.json\"",
+                "topology.url",
+            ),
+            ("[topology]\nrefresh_secs = 0", "topology.refresh_secs"),
         ];
         for (text, field) in cases {
             let e = parse(text).unwrap_err().to_string();

@@ -61,6 +61,14 @@ pub enum TopologyError {
         "topology has no node list (expected a list, or one under `nodes`, `data` or `nodes.data`)"
     )]
     NoNodes,
+    /// Fetching from a URL failed.
+    #[error("fetching the topology from {url}: {message}")]
+    Fetch {
+        /// The URL.
+        url: String,
+        /// What went wrong.
+        message: String,
+    },
     /// A node is malformed.
     #[error("topology node {index}: {field}: {message}")]
     Node {
@@ -168,6 +176,53 @@ impl Topology {
         Ok(Topology { nodes })
     }
 
+    /// Fetches nym-api's skimmed nodes from `url` (http or https), following its pagination
+    /// (`?page=N` while fewer nodes than `pagination.total` have come, at most 100 pages), and
+    /// parses them. A document without pagination is taken as it is.
+    pub fn fetch(url: &str, timeout: std::time::Duration) -> Result<Topology, TopologyError> {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .timeout_global(Some(timeout))
+            .build()
+            .into();
+        let fail = |message: String| TopologyError::Fetch {
+            url: url.to_string(),
+            message,
+        };
+        let mut nodes = Vec::new();
+        for page in 0..100u32 {
+            let page_url = if page == 0 {
+                url.to_string()
+            } else {
+                let sep = if url.contains('?') { '&' } else { '?' };
+                format!("{url}{sep}page={page}")
+            };
+            let body = agent
+                .get(&page_url)
+                .header("Accept", "application/json")
+                .call()
+                .map_err(|e| fail(e.to_string()))?
+                .body_mut()
+                .with_config()
+                .limit(64 << 20)
+                .read_to_vec()
+                .map_err(|e| fail(e.to_string()))?;
+            let t = Topology::parse(&body)?;
+            let got = t.nodes.len();
+            nodes.extend(t.nodes);
+            let total = serde_json::from_slice::<serde_json::Value>(&body)
+                .ok()
+                .and_then(|d| {
+                    d.pointer("/nodes/pagination/total")
+                        .and_then(|v| v.as_u64())
+                });
+            match total {
+                Some(total) if (nodes.len() as u64) < total && got > 0 => continue,
+                _ => return Ok(Topology { nodes }),
+            }
+        }
+        Err(fail("more than 100 pages".into()))
+    }
+
     /// Every mix address of every node (the routing filter's allowed next hops).
     pub fn addresses(&self) -> HashSet<SocketAddr> {
         self.nodes
@@ -201,6 +256,73 @@ mod tests {
             t.addresses()
                 .contains(&"[2001:db8::13]:1789".parse().unwrap())
         );
+    }
+
+    /// Serves `pages` (bodies by `page` query parameter) on loopback, one request per page.
+    fn serve_pages(pages: Vec<String>) -> (String, std::thread::JoinHandle<usize>) {
+        use std::io::{BufRead, BufReader, Write};
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!(
+            "http://{}/api/v1/unstable/nym-nodes/skimmed",
+            l.local_addr().unwrap()
+        );
+        let h = std::thread::spawn(move || {
+            let mut served = 0;
+            for _ in 0..pages.len() {
+                let (mut s, _) = l.accept().unwrap();
+                let mut line = String::new();
+                BufReader::new(&s).read_line(&mut line).unwrap();
+                let page: usize = line
+                    .split("page=")
+                    .nth(1)
+                    .and_then(|p| p.split(|c: char| !c.is_ascii_digit()).next())
+                    .and_then(|p| p.parse().ok())
+                    .unwrap_or(0);
+                let body = &pages[page];
+                write!(
+                    s,
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                )
+                .unwrap();
+                served += 1;
+            }
+            served
+        });
+        (url, h)
+    }
+
+    #[test]
+    fn fetches_every_page_over_http() {
+        let node = |i: u32| {
+            format!(
+                r#"{{"node_id":{i},"ip_addresses":["192.0.2.{i}"],"mix_port":1789,"x25519_sphinx_pubkey":"11111111111111111111111111111111","role":"Standby"}}"#
+            )
+        };
+        let page = |p: u32, ids: &[u32]| {
+            let data: Vec<String> = ids.iter().map(|&i| node(i)).collect();
+            format!(
+                r#"{{"status":"fresh","nodes":{{"pagination":{{"total":5,"page":{p},"size":2}},"data":[{}]}}}}"#,
+                data.join(",")
+            )
+        };
+        let (url, h) = serve_pages(vec![page(0, &[1, 2]), page(1, &[3, 4]), page(2, &[5])]);
+        let t = Topology::fetch(&url, std::time::Duration::from_secs(5)).unwrap();
+        assert_eq!(h.join().unwrap(), 3);
+        let ids: Vec<u32> = t.nodes.iter().map(|n| n.id).collect();
+        assert_eq!(ids, vec![1, 2, 3, 4, 5]);
+    }
+
+    #[test]
+    fn fetch_errors_name_the_url() {
+        let e = Topology::fetch("http://127.0.0.1:1/x", std::time::Duration::from_secs(2))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("http://127.0.0.1:1/x"), "{e}");
+        let (url, h) = serve_pages(vec!["not json".into()]);
+        let e = Topology::fetch(&url, std::time::Duration::from_secs(5)).unwrap_err();
+        assert!(matches!(e, TopologyError::Json(_)), "{e}");
+        h.join().unwrap();
     }
 
     #[test]

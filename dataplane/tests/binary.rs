@@ -71,6 +71,125 @@ fn write_topology(p: &Path, n: usize) {
     std::fs::rename(&tmp, p).unwrap();
 }
 
+/// Serves the current `body` as JSON to every request on loopback; returns the URL.
+fn serve_json(body: std::sync::Arc<std::sync::Mutex<String>>) -> String {
+    use std::io::{BufRead, BufReader};
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!(
+        "http://{}/api/v1/unstable/nym-nodes/skimmed",
+        l.local_addr().unwrap()
+    );
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { continue };
+            let mut r = BufReader::new(s.try_clone().unwrap());
+            let mut line = String::new();
+            // the request line and headers, up to the blank line
+            while r.read_line(&mut line).is_ok_and(|n| n > 2) {
+                line.clear();
+            }
+            let b = body.lock().unwrap().clone();
+            let _ = write!(
+                s,
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{b}",
+                b.len()
+            );
+        }
+    });
+    url
+}
+
+/// Sends `sig` to the child and waits (up to 15 s) for it to exit; returns its stderr.
+fn stop(mut child: std::process::Child) -> String {
+    // SAFETY: sending a signal to our own child process.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+    let end = Instant::now() + Duration::from_secs(15);
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        assert!(Instant::now() < end, "did not exit after SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert!(status.success(), "exit {status:?}: {err}");
+    err
+}
+
+#[test]
+fn topology_is_fetched_from_a_url_and_refetched_on_sighup() {
+    let dir = std::env::temp_dir().join(format!("mixplane-bin-url-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(
+        Command::new(BIN)
+            .arg("init")
+            .arg(&dir)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let body = std::sync::Arc::new(std::sync::Mutex::new(format!(
+        "{{\"nodes\":{{\"pagination\":{{\"total\":2,\"page\":0,\"size\":50}},\"data\":{}}}}}",
+        topology(2)
+    )));
+    let url = serve_json(body.clone());
+    let cfg = dir.join("node.toml");
+    let (listen, admin) = (free_udp(), free_tcp());
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace(
+            "listen = \"0.0.0.0:1789\"",
+            &format!("listen = \"{listen}\""),
+        )
+        .replace(
+            "listen = \"127.0.0.1:8080\"",
+            &format!("listen = \"{admin}\""),
+        )
+        .replace("workers = 0", "workers = 1")
+        .replace(
+            "expected_packets_per_second = 1000",
+            "expected_packets_per_second = 10",
+        )
+        .replace(
+            "# url = \"https://validator.nymtech.net/api/v1/unstable/nym-nodes/skimmed\"",
+            &format!("url = \"{url}\""),
+        )
+        .replace("refresh_secs = 300", "refresh_secs = 3600");
+    std::fs::write(&cfg, text).unwrap();
+    let child = Command::new(BIN)
+        .args(["run", "--config"])
+        .arg(&cfg)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let s = wait_status(admin, Duration::from_secs(10), |s| {
+        s.contains("\"nodes\":2")
+    });
+    assert!(s.contains("\"version\":1"), "{s}");
+    // the document changes; the next fetch is an hour away, SIGHUP fetches now
+    *body.lock().unwrap() = topology(3);
+    // SAFETY: sending a signal to our own child process.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGHUP) }, 0);
+    let s = wait_status(admin, Duration::from_secs(10), |s| {
+        s.contains("\"nodes\":3")
+    });
+    assert!(s.contains("\"version\":2"), "{s}");
+    // an unchanged document is not republished
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGHUP) }, 0);
+    std::thread::sleep(Duration::from_millis(800));
+    assert!(get(admin, "/status").unwrap().contains("\"version\":2"));
+    let err = stop(child);
+    assert!(err.contains("topology fetched"), "{err}");
+}
+
 #[test]
 fn init_keys_run_reload_and_stop() {
     let dir = std::env::temp_dir().join(format!("mixplane-bin-{}", std::process::id()));
@@ -116,7 +235,7 @@ fn init_keys_run_reload_and_stop() {
     let topo = dir.join("topology.json");
     write_topology(&topo, 2);
 
-    let mut child = Command::new(BIN)
+    let child = Command::new(BIN)
         .args(["run", "--config"])
         .arg(&cfg)
         .stdout(Stdio::null())
@@ -158,24 +277,7 @@ fn init_keys_run_reload_and_stop() {
         "{metrics}"
     );
 
-    // SAFETY: as above.
-    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
-    let end = Instant::now() + Duration::from_secs(15);
-    let status = loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            break st;
-        }
-        assert!(Instant::now() < end, "did not exit after SIGTERM");
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let mut err = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
-    assert!(status.success(), "exit {status:?}: {err}");
+    let err = stop(child);
     assert!(err.contains("topology not loaded"), "{err}");
     // the replay filter was persisted
     assert!(std::fs::read_dir(dir.join("replay")).unwrap().count() > 0);

@@ -185,6 +185,18 @@ fn run_node(path: &Path) -> anyhow::Result<ExitCode> {
     let hup = Arc::new(AtomicBool::new(false));
     signal_hook::flag::register(signal_hook::consts::SIGHUP, hup.clone())
         .context("installing the SIGHUP handler")?;
+    let fetch_now = Arc::new(AtomicBool::new(true));
+    let stop_fetcher = Arc::new(AtomicBool::new(false));
+    let fetcher = cfg.topology.url.clone().map(|url| {
+        let (plane, now, stop) = (plane.clone(), fetch_now.clone(), stop_fetcher.clone());
+        let every = Duration::from_secs(cfg.topology.refresh_secs);
+        std::thread::Builder::new()
+            .name("mixplane-topology".into())
+            .spawn(move || fetch_topology_loop(&url, every, &plane, &now, &stop))
+    });
+    let fetcher = fetcher
+        .transpose()
+        .context("starting the topology fetcher")?;
     // First SIGTERM/SIGINT: stop receiving and drain the wheels; a second one: exit at once.
     let signals = Arc::new(AtomicUsize::new(0));
     for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
@@ -215,12 +227,17 @@ fn run_node(path: &Path) -> anyhow::Result<ExitCode> {
         if hup.swap(false, Ordering::SeqCst) {
             tracing::info!("SIGHUP: reloading the topology");
             topo.reload(&plane, true);
+            fetch_now.store(true, Ordering::SeqCst);
         }
         std::thread::sleep(Duration::from_millis(100));
     }
     tracing::info!("shutting down: no new packets, releasing held ones at their deadlines");
     if let Some(a) = admin {
         a.stop();
+    }
+    stop_fetcher.store(true, Ordering::SeqCst);
+    if let Some(f) = fetcher {
+        let _ = f.join();
     }
     let plane =
         Arc::try_unwrap(plane).map_err(|_| anyhow::anyhow!("control plane still shared"))?;
@@ -240,6 +257,40 @@ fn run_node(path: &Path) -> anyhow::Result<ExitCode> {
         "stopped"
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// Fetches the `[topology] url` at start, every `every` and when `now` is set (SIGHUP), until
+/// `stop`. A failed fetch is logged and the current topology kept; an unchanged one is not
+/// republished.
+fn fetch_topology_loop(
+    url: &str,
+    every: Duration,
+    plane: &ControlPlane,
+    now: &AtomicBool,
+    stop: &AtomicBool,
+) {
+    let mut last: Option<std::time::Instant> = None;
+    while !stop.load(Ordering::SeqCst) {
+        let due = last.is_none_or(|t| t.elapsed() >= every);
+        if now.swap(false, Ordering::SeqCst) || due {
+            last = Some(std::time::Instant::now());
+            match Topology::fetch(url, Duration::from_secs(10)) {
+                Ok(t) => {
+                    if plane.topology().0.is_some_and(|cur| *cur == t) {
+                        tracing::debug!(url, "topology unchanged");
+                    } else {
+                        let nodes = t.nodes.len();
+                        let version = plane.set_topology(t);
+                        tracing::info!(url, nodes, version, "topology fetched");
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "topology not fetched; keeping the current one")
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 /// The `[topology] file`, reloaded when its modification time changes or on SIGHUP.
