@@ -99,6 +99,26 @@ fn serve_json(body: std::sync::Arc<std::sync::Mutex<String>>) -> String {
     url
 }
 
+/// The config `init` wrote at `cfg`, listening on `listen` with the admin API on `admin`, one
+/// worker and a small replay filter.
+fn small_node_config(cfg: &Path, listen: SocketAddr, admin: SocketAddr) -> String {
+    std::fs::read_to_string(cfg)
+        .unwrap()
+        .replace(
+            "listen = \"0.0.0.0:1789\"",
+            &format!("listen = \"{listen}\""),
+        )
+        .replace(
+            "listen = \"127.0.0.1:8080\"",
+            &format!("listen = \"{admin}\""),
+        )
+        .replace("workers = 0", "workers = 1")
+        .replace(
+            "expected_packets_per_second = 1000",
+            "expected_packets_per_second = 10",
+        )
+}
+
 /// Sends `sig` to the child and waits (up to 15 s) for it to exit; returns its stderr.
 fn stop(mut child: std::process::Child) -> String {
     // SAFETY: sending a signal to our own child process.
@@ -141,21 +161,7 @@ fn topology_is_fetched_from_a_url_and_refetched_on_sighup() {
     let url = serve_json(body.clone());
     let cfg = dir.join("node.toml");
     let (listen, admin) = (free_udp(), free_tcp());
-    let text = std::fs::read_to_string(&cfg)
-        .unwrap()
-        .replace(
-            "listen = \"0.0.0.0:1789\"",
-            &format!("listen = \"{listen}\""),
-        )
-        .replace(
-            "listen = \"127.0.0.1:8080\"",
-            &format!("listen = \"{admin}\""),
-        )
-        .replace("workers = 0", "workers = 1")
-        .replace(
-            "expected_packets_per_second = 1000",
-            "expected_packets_per_second = 10",
-        )
+    let text = small_node_config(&cfg, listen, admin)
         .replace(
             "# url = \"https://validator.nymtech.net/api/v1/unstable/nym-nodes/skimmed\"",
             &format!("url = \"{url}\""),
@@ -215,21 +221,7 @@ fn init_keys_run_reload_and_stop() {
     assert!(String::from_utf8_lossy(&keys.stdout).contains("primary"));
 
     let (listen, admin) = (free_udp(), free_tcp());
-    let text = std::fs::read_to_string(&cfg)
-        .unwrap()
-        .replace(
-            "listen = \"0.0.0.0:1789\"",
-            &format!("listen = \"{listen}\""),
-        )
-        .replace(
-            "listen = \"127.0.0.1:8080\"",
-            &format!("listen = \"{admin}\""),
-        )
-        .replace("workers = 0", "workers = 1")
-        .replace(
-            "expected_packets_per_second = 1000",
-            "expected_packets_per_second = 10",
-        )
+    let text = small_node_config(&cfg, listen, admin)
         .replace("# file = \"topology.json\"", "file = \"topology.json\"");
     std::fs::write(&cfg, text).unwrap();
     let topo = dir.join("topology.json");

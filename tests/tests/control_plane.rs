@@ -286,20 +286,29 @@ fn http(addr: SocketAddr, req: &str) -> (u16, String) {
     )
 }
 
-#[test]
-fn metrics_are_scraped_and_parsed_and_manual_rotation_works() {
-    let su = setup("metrics", None, 7);
-    let token = "test-token-0123456789".to_string();
+/// The admin API over `su`'s plane with `token`, its address, the node's address, the node's
+/// primary secret and a client socket.
+fn admin_and_client(
+    su: &Setup,
+    token: &str,
+) -> (AdminServer, SocketAddr, SocketAddr, [u8; 32], UdpSocket) {
     let srv = AdminServer::start(
         "127.0.0.1:0".parse().unwrap(),
-        Some(token.clone()),
+        Some(token.to_string()),
         Arc::new(Admin(su.plane.clone())),
     )
     .unwrap();
     let a = srv.local_addr();
     let to = su.plane.node().local_addr();
-    let k7 = *keys::load_keys(&su.keys_dir).unwrap().primary.secret();
-    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let k = *keys::load_keys(&su.keys_dir).unwrap().primary.secret();
+    (srv, a, to, k, UdpSocket::bind("127.0.0.1:0").unwrap())
+}
+
+#[test]
+fn metrics_are_scraped_and_parsed_and_manual_rotation_works() {
+    let su = setup("metrics", None, 7);
+    let token = "test-token-0123456789".to_string();
+    let (srv, a, to, k7, sock) = admin_and_client(&su, &token);
     for i in 0..30 {
         sock.send_to(&frame(&k7, 7, su.cap_addr, i), to).unwrap();
     }
@@ -414,16 +423,7 @@ fn routing_filter_follows_topology_pushed_over_the_admin_api() {
     use mixplane_dataplane::counters::NodeDrop;
     let su = setup("topology", None, 3);
     let token = "topology-token-0123456789".to_string();
-    let srv = AdminServer::start(
-        "127.0.0.1:0".parse().unwrap(),
-        Some(token.clone()),
-        Arc::new(Admin(su.plane.clone())),
-    )
-    .unwrap();
-    let a = srv.local_addr();
-    let to = su.plane.node().local_addr();
-    let k = *keys::load_keys(&su.keys_dir).unwrap().primary.secret();
-    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let (srv, a, to, k, sock) = admin_and_client(&su, &token);
     su.plane.set_routing_filter(true);
 
     // filter on but no topology yet: nothing is filtered
