@@ -520,3 +520,20 @@ fn builders_out_of_order_still_send_in_sequence() {
     assert_eq!(seqs, (0..240).collect::<Vec<u64>>());
     let _ = std::fs::remove_file(path);
 }
+
+#[test]
+fn a_run_behind_its_schedule_still_ends_on_time() {
+    // far more than the builders can make: the run must stop at --duration, not when the
+    // schedule's packets are all sent
+    let cfg = SendConfig {
+        count: None,
+        duration: Some(Duration::from_millis(500)),
+        ..demo(0, 1_000_000)
+    };
+    let t = Instant::now();
+    let r = loadgen::run(&cfg).expect("run");
+    assert!(r.sent > 0);
+    assert!(r.send_secs < 0.8, "sent for {} s", r.send_secs);
+    assert!(t.elapsed() < Duration::from_secs(8), "{:?}", t.elapsed());
+    assert!(r.text().contains("could not keep up"), "{}", r.text());
+}

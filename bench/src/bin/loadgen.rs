@@ -80,6 +80,93 @@ enum Cmd {
     Record(SendArgs),
     /// Replay a capture's UDP payloads (tcpreplay-style).
     Replay(ReplayArgs),
+    /// Only build packets (no network): the builders' throughput.
+    Build(BuildArgs),
+}
+
+#[derive(Args)]
+struct BuildArgs {
+    /// Packets to build per builder thread.
+    #[arg(long, default_value_t = 20_000)]
+    count: u64,
+    /// Builder threads.
+    #[arg(long, default_value_t = 1)]
+    builders: usize,
+    /// Packets per batched build call.
+    #[arg(long, default_value_t = 128)]
+    chunk: usize,
+    /// Size-class mix.
+    #[arg(long, default_value = "regular")]
+    mix: Mix,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Builds packets for 4-hop routes through fresh keys on `a.builders` threads.
+fn build(a: BuildArgs) -> anyhow::Result<()> {
+    use mixplane_bench::loadgen::topology::TopoNode;
+    use mixplane_dataplane::sphinx::KeyRotation;
+    use mixplane_dataplane::sphinx::build::{Hop, public_key};
+    if a.builders == 0 || a.chunk == 0 || a.count == 0 {
+        bail!("--builders, --chunk and --count must be at least 1");
+    }
+    let route: Vec<TopoNode> = (0..4u16)
+        .map(|i| TopoNode {
+            hop: Hop {
+                address: SocketAddr::from(([127, 0, 0, 1], 20_000 + i)),
+                public_key: public_key(&rand::random()),
+            },
+            rotation: KeyRotation::of_rotation_id(1),
+        })
+        .collect();
+    let topology = Topology::fixed(&route);
+    let start = std::time::Instant::now();
+    let threads: Vec<_> = (0..a.builders)
+        .map(|b| {
+            let mut f =
+                loadgen::Factory::new(topology.clone(), a.mix.clone(), 1.0, 1, 258, b as u64);
+            let (count, chunk) = (a.count, a.chunk as u64);
+            std::thread::spawn(move || -> Result<u64, mixplane_bench::Error> {
+                let mut bytes = 0u64;
+                let mut first = 0;
+                while first < count {
+                    let n = chunk.min(count - first);
+                    bytes += f
+                        .build(first, n as usize)?
+                        .iter()
+                        .map(|p| p.frame.len() as u64)
+                        .sum::<u64>();
+                    first += n;
+                }
+                Ok(bytes)
+            })
+        })
+        .collect();
+    let mut bytes = 0;
+    for t in threads {
+        bytes += t
+            .join()
+            .map_err(|_| anyhow::anyhow!("a builder panicked"))??;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let total = a.count * a.builders as u64;
+    let pps = total as f64 / secs;
+    if a.json {
+        println!(
+            "{}",
+            serde_json::json!({"packets": total, "bytes": bytes, "secs": secs, "packets_per_s": pps,
+                "builders": a.builders, "chunk": a.chunk, "hops": 4})
+        );
+    } else {
+        println!(
+            "built {total} packets (4 hops, each regular/extended one with a 4-hop SURB-ACK) on {} builder(s), chunks of {}: {secs:.3} s = {pps:.0} packets/s ({:.1} µs/packet/builder)",
+            a.builders,
+            a.chunk,
+            secs * 1e6 * a.builders as f64 / total as f64
+        );
+    }
+    Ok(())
 }
 
 #[derive(Args)]
@@ -281,5 +368,6 @@ fn main() -> anyhow::Result<()> {
         Some(Cmd::Send(a)) => send(a, false),
         Some(Cmd::Record(a)) => send(a, true),
         Some(Cmd::Replay(a)) => replay(a),
+        Some(Cmd::Build(a)) => build(a),
     }
 }

@@ -263,6 +263,13 @@ impl Report {
             self.acks_expected,
             self.foreign
         );
+        if self.target_rate_pps > 0 && self.send_rate_pps < 0.95 * self.target_rate_pps as f64 {
+            let _ = writeln!(
+                s,
+                "note:     sent at {:.0}% of the asked rate: the builders or the socket could not keep up (more --builders, or a lower --rate)",
+                100.0 * self.send_rate_pps / self.target_rate_pps as f64
+            );
+        }
         let _ = writeln!(s, "latency:  {}", self.latency_us.line());
         let _ = writeln!(s, "ack rtt:  {}", self.ack_latency_us.line());
         let classes: Vec<String> = self
@@ -846,14 +853,17 @@ fn drive(
                 Next::Empty | Next::Done => break,
             }
         }
+        // a run behind its schedule (builders or the socket slower than the rate) still ends
+        // on time
+        if end.is_some_and(|e| Instant::now() >= e) {
+            break;
+        }
         if cfg.rate > 0 {
             let due = schedule.due(start);
             if end.is_some_and(|e| due >= e) {
                 break;
             }
             wait_until(due);
-        } else if end.is_some_and(|e| Instant::now() >= e) {
-            break;
         }
         let now = Instant::now();
         while batch.len() < SEND_BATCH {
