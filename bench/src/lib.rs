@@ -4,8 +4,11 @@
 
 use std::time::{Duration, Instant};
 
+pub mod error;
 pub mod loadgen;
 pub mod pcap;
+
+pub use error::Error;
 
 /// Calls per sample so that one sample of `f` takes about 100 ms.
 pub fn calibrate(f: &mut impl FnMut()) -> u32 {

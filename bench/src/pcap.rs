@@ -20,14 +20,15 @@ use std::ops::Range;
 use std::path::Path;
 use std::time::Duration;
 
-use anyhow::{Context, bail};
 use pcap_file::pcap::{PcapHeader, PcapPacket, PcapReader, PcapWriter};
 use pcap_file::pcapng::blocks::enhanced_packet::EnhancedPacketBlock;
 use pcap_file::pcapng::blocks::interface_description::{
     InterfaceDescriptionBlock, InterfaceDescriptionOption,
 };
 use pcap_file::pcapng::{Block, PcapNgReader, PcapNgWriter};
-use pcap_file::{DataLink, Endianness, TsResolution};
+use pcap_file::{DataLink, Endianness, PcapError, TsResolution};
+
+use crate::error::{Error, Result, io};
 
 /// LINKTYPE_RAW: records start with an IPv4 or IPv6 header.
 pub const LINKTYPE_RAW: u32 = 101;
@@ -92,14 +93,20 @@ pub fn write_ip_udp(
     ip_id: u16,
     payload: &[u8],
     out: &mut Vec<u8>,
-) -> anyhow::Result<()> {
+) -> Result<()> {
+    let err = |why| Error::Record {
+        src,
+        dst,
+        len: payload.len(),
+        why,
+    };
     out.clear();
     let udp_len = UDP_HEADER_LEN + payload.len();
     match (src.ip(), dst.ip()) {
         (IpAddr::V4(s), IpAddr::V4(d)) => {
             let total = IPV4_HEADER_LEN + udp_len;
             let Ok(total16) = u16::try_from(total) else {
-                bail!("a {} byte datagram does not fit IPv4", payload.len());
+                return Err(err("the datagram does not fit IPv4"));
             };
             out.extend_from_slice(&[0x45, 0]); // version 4, IHL 5; DSCP/ECN 0
             out.extend_from_slice(&total16.to_be_bytes());
@@ -113,7 +120,7 @@ pub fn write_ip_udp(
         }
         (IpAddr::V6(s), IpAddr::V6(d)) => {
             let Ok(udp16) = u16::try_from(udp_len) else {
-                bail!("a {} byte datagram does not fit UDP", payload.len());
+                return Err(err("the datagram does not fit UDP"));
             };
             out.extend_from_slice(&[0x60, 0, 0, 0]);
             out.extend_from_slice(&udp16.to_be_bytes());
@@ -133,7 +140,7 @@ pub fn write_ip_udp(
             };
             write_udp(src.port(), dst.port(), udp16, c, out);
         }
-        _ => bail!("{src} and {dst} are of different address families"),
+        _ => return Err(err("the addresses are of different families")),
     }
     out.extend_from_slice(payload);
     Ok(())
@@ -249,31 +256,38 @@ enum Out<W: Write> {
 
 impl PcapRecorder<BufWriter<File>> {
     /// Creates `path` (pcapng if it ends in `.pcapng`, else pcap).
-    pub fn create(path: &Path) -> anyhow::Result<Self> {
-        let f = File::create(path).with_context(|| format!("creating {}", path.display()))?;
+    pub fn create(path: &Path) -> Result<Self> {
+        let f = File::create(path).map_err(io(format!("creating {}", path.display())))?;
         PcapRecorder::new(BufWriter::with_capacity(1 << 20, f), Format::for_path(path))
     }
 }
 
 impl<W: Write> PcapRecorder<W> {
     /// Writes the file header to `w`.
-    pub fn new(w: W, format: Format) -> anyhow::Result<Self> {
+    pub fn new(w: W, format: Format) -> Result<Self> {
+        let pe = |source| Error::Pcap {
+            what: "writing the capture header".into(),
+            source,
+        };
         let out = match format {
-            Format::Pcap => Out::Pcap(PcapWriter::with_header(
-                w,
-                PcapHeader {
-                    snaplen: SNAPLEN,
-                    datalink: DataLink::RAW,
-                    ts_resolution: TsResolution::NanoSecond,
-                    endianness: Endianness::native(),
-                    ..PcapHeader::default()
-                },
-            )?),
+            Format::Pcap => Out::Pcap(
+                PcapWriter::with_header(
+                    w,
+                    PcapHeader {
+                        snaplen: SNAPLEN,
+                        datalink: DataLink::RAW,
+                        ts_resolution: TsResolution::NanoSecond,
+                        endianness: Endianness::native(),
+                        ..PcapHeader::default()
+                    },
+                )
+                .map_err(pe)?,
+            ),
             Format::PcapNg => {
-                let mut ng = PcapNgWriter::with_endianness(w, Endianness::native())?;
+                let mut ng = PcapNgWriter::with_endianness(w, Endianness::native()).map_err(pe)?;
                 let mut idb = InterfaceDescriptionBlock::new(DataLink::RAW, SNAPLEN);
                 idb.options.push(InterfaceDescriptionOption::IfTsResol(9));
-                ng.write_pcapng_block(idb)?;
+                ng.write_pcapng_block(idb).map_err(pe)?;
                 Out::PcapNg(ng)
             }
         };
@@ -292,13 +306,18 @@ impl<W: Write> PcapRecorder<W> {
         src: SocketAddr,
         dst: SocketAddr,
         payload: &[u8],
-    ) -> anyhow::Result<()> {
+    ) -> Result<()> {
         write_ip_udp(src, dst, self.ip_id, payload, &mut self.buf)?;
+        let pe = |source| Error::Pcap {
+            what: "writing a capture record".into(),
+            source,
+        };
         self.ip_id = self.ip_id.wrapping_add(1);
         let len = self.buf.len() as u32;
         match &mut self.out {
             Out::Pcap(w) => {
-                w.write_packet(&PcapPacket::new(ts, len, &self.buf))?;
+                w.write_packet(&PcapPacket::new(ts, len, &self.buf))
+                    .map_err(pe)?;
             }
             Out::PcapNg(w) => {
                 w.write_pcapng_block(EnhancedPacketBlock {
@@ -307,7 +326,8 @@ impl<W: Write> PcapRecorder<W> {
                     original_len: len,
                     data: std::borrow::Cow::Borrowed(&self.buf),
                     options: Vec::new(),
-                })?;
+                })
+                .map_err(pe)?;
             }
         }
         self.frames += 1;
@@ -320,12 +340,12 @@ impl<W: Write> PcapRecorder<W> {
     }
 
     /// Flushes and returns the writer.
-    pub fn finish(self) -> anyhow::Result<W> {
+    pub fn finish(self) -> Result<W> {
         let mut w = match self.out {
             Out::Pcap(w) => w.into_writer(),
             Out::PcapNg(w) => w.into_inner(),
         };
-        w.flush()?;
+        w.flush().map_err(io("flushing the capture"))?;
         Ok(w)
     }
 }
@@ -380,32 +400,42 @@ impl Capture {
 }
 
 /// Reads a pcap or pcapng file (told apart by its magic number).
-pub fn read_capture(path: &Path) -> anyhow::Result<Capture> {
-    let f = File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    read_capture_from(BufReader::with_capacity(1 << 20, f))
-        .with_context(|| format!("reading {}", path.display()))
+pub fn read_capture(path: &Path) -> Result<Capture> {
+    let f = File::open(path).map_err(io(format!("opening {}", path.display())))?;
+    read_capture_from(BufReader::with_capacity(1 << 20, f)).map_err(|e| match e {
+        Error::Pcap { what, source } => Error::Pcap {
+            what: format!("{}: {what}", path.display()),
+            source,
+        },
+        Error::Capture(m) => Error::Capture(format!("{}: {m}", path.display())),
+        e => e,
+    })
 }
 
 /// pcapng's Section Header Block type, the first four bytes of every pcapng file.
 const PCAPNG_MAGIC: [u8; 4] = [0x0a, 0x0d, 0x0d, 0x0a];
 
 /// Reads a pcap or pcapng capture.
-pub fn read_capture_from<R: Read>(r: R) -> anyhow::Result<Capture> {
+pub fn read_capture_from<R: Read>(r: R) -> Result<Capture> {
+    let pe = |source: PcapError| Error::Pcap {
+        what: "reading the capture".into(),
+        source,
+    };
     let mut r = PeekReader {
         head: [0; 4],
         head_len: 0,
         pos: 0,
         inner: r,
     };
-    r.fill_head()?;
+    r.fill_head().map_err(io("reading the capture"))?;
     let mut cap = Capture::default();
     if r.head[..r.head_len] == PCAPNG_MAGIC {
         cap.format = "pcapng";
-        let mut ng = PcapNgReader::new(r)?;
+        let mut ng = PcapNgReader::new(r).map_err(pe)?;
         // per interface: link type and the length of one timestamp unit in ns (num / den)
         let mut ifaces: Vec<(DataLink, u128, u128)> = Vec::new();
         while let Some(block) = ng.next_block() {
-            match block? {
+            match block.map_err(pe)? {
                 Block::SectionHeader(_) => ifaces.clear(),
                 Block::InterfaceDescription(idb) => {
                     let mut unit = (1_000u128, 1u128); // default: microseconds
@@ -426,7 +456,10 @@ pub fn read_capture_from<R: Read>(r: R) -> anyhow::Result<Capture> {
                 }
                 Block::EnhancedPacket(epb) => {
                     let Some(&(link, num, den)) = ifaces.get(epb.interface_id as usize) else {
-                        bail!("packet on undeclared interface {}", epb.interface_id);
+                        return Err(Error::Capture(format!(
+                            "packet on undeclared interface {}",
+                            epb.interface_id
+                        )));
                     };
                     // pcap-file 2 reads the raw timestamp as a count of nanoseconds
                     let raw = epb.timestamp.as_nanos();
@@ -442,10 +475,10 @@ pub fn read_capture_from<R: Read>(r: R) -> anyhow::Result<Capture> {
         }
     } else {
         cap.format = "pcap";
-        let mut p = PcapReader::new(r)?;
+        let mut p = PcapReader::new(r).map_err(pe)?;
         let link = p.header().datalink;
         while let Some(pkt) = p.next_packet() {
-            let pkt = pkt?;
+            let pkt = pkt.map_err(pe)?;
             cap.push(pkt.timestamp, link, &pkt.data);
         }
     }

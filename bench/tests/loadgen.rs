@@ -1,8 +1,11 @@
 //! The load generator end to end: a demo mixnet run, recording and reading back a capture,
-//! replaying it, and a cross-check of its packets against sphinx-packet 0.8.0.
+//! replaying it (at a plain socket and at real nodes with their admin API), and a cross-check of
+//! its packets against sphinx-packet 0.8.0.
 
+use std::collections::BTreeMap;
 use std::net::{SocketAddr, UdpSocket};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mixplane_bench::loadgen::factory::{DESTINATION, Factory, Mix, Tag};
@@ -11,9 +14,16 @@ use mixplane_bench::loadgen::{
     self, DemoOptions, ReplayConfig, Report, SendConfig, Target, Timing,
 };
 use mixplane_bench::pcap::{self, Capture, internet_checksum, parse_ip_udp};
+use mixplane_control::admin::AdminServer;
+use mixplane_control::keys::{self, KeyMaterial};
 use mixplane_dataplane::io::{IoBackendKind, socket};
+use mixplane_dataplane::node::{Node, NodeConfig};
+use mixplane_dataplane::plane::{Admin, ControlPlane};
+use mixplane_dataplane::sink::SinkAddr;
 use mixplane_dataplane::sphinx::build::{Hop, SURB_ACK_LEN, public_key};
-use mixplane_dataplane::sphinx::{FrameHeader, KeyRotation, SizeClass, address};
+use mixplane_dataplane::sphinx::{
+    FrameHeader, KeyRotation, NodeKeys, SizeClass, SphinxKey, address,
+};
 use pcap_file::DataLink;
 use pcap_file::pcap::PcapReader;
 use sphinx_packet::{ProcessedPacketData, SphinxPacket};
@@ -340,4 +350,190 @@ fn loadgen_packets_are_processed_by_sphinx_packet() {
         }
     }
     assert_eq!(classes.len(), 3, "every class of the mix was built");
+}
+
+/// A real node on loopback with its admin API, delivering final hops to `sink`.
+struct RealNode {
+    plane: Arc<ControlPlane>,
+    admin: AdminServer,
+    addr: SocketAddr,
+}
+
+impl RealNode {
+    /// Starts a node with `key` and an empty replay filter on `listen`.
+    fn start(dir: &Path, key: &KeyMaterial, listen: SocketAddr, sink: SocketAddr) -> RealNode {
+        let keys_dir = dir.join("keys");
+        std::fs::create_dir_all(&keys_dir).unwrap();
+        keys::write_key(
+            &keys_dir.join(keys::PRIMARY_FILE),
+            key.secret(),
+            key.rotation_id(),
+        )
+        .unwrap();
+        let stored = keys::load_keys(&keys_dir).unwrap();
+        let config = NodeConfig {
+            listen,
+            io: IoBackendKind::Mmsg,
+            replay_expected: 100_000,
+            sink: Some(SinkAddr::Udp(sink)),
+            ..NodeConfig::default()
+        };
+        let node = Node::start(
+            config.clone(),
+            Arc::new(NodeKeys::single(SphinxKey::from_secret(
+                *key.secret(),
+                key.rotation_id(),
+            ))),
+        )
+        .unwrap();
+        let addr = node.local_addr();
+        let plane = Arc::new(ControlPlane::new(node, config, keys_dir, stored, None));
+        let admin = AdminServer::start(
+            "127.0.0.1:0".parse().unwrap(),
+            None,
+            Arc::new(Admin(plane.clone())),
+        )
+        .unwrap();
+        RealNode { plane, admin, addr }
+    }
+
+    fn metrics_url(&self) -> String {
+        format!("http://{}/metrics", self.admin.local_addr())
+    }
+
+    fn stop(self) {
+        self.admin.stop();
+        let plane = Arc::try_unwrap(self.plane)
+            .ok()
+            .expect("the admin server let go of the plane");
+        plane.into_node().shutdown().unwrap();
+    }
+}
+
+/// A loopback address nothing listens on (just now).
+fn free_addr() -> SocketAddr {
+    UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+#[test]
+fn replays_at_a_real_node_deliver_and_a_second_replay_is_detected() {
+    let dir = temp_path("nodes");
+    let key = KeyMaterial::generate(1);
+    let sink = free_addr();
+    let n = 200u64;
+
+    // record against node A: one-hop routes, the node delivering to the loadgen's sink
+    let a = RealNode::start(&dir.join("a"), &key, "127.0.0.1:0".parse().unwrap(), sink);
+    let listen = a.addr;
+    let hop = TopoNode {
+        hop: Hop {
+            address: a.addr,
+            public_key: public_key(key.secret()),
+        },
+        rotation: KeyRotation::of_rotation_id(key.rotation_id()),
+    };
+    let path = temp_path("real.pcap");
+    let rec = loadgen::run(&SendConfig {
+        target: Target::Topology {
+            topology: Topology::fixed(&[hop]),
+            sink,
+        },
+        rate: 4000,
+        count: Some(n),
+        mean_delay_ms: 0.2,
+        pcap: Some(path.clone()),
+        seed: Some(99),
+        ..SendConfig::default()
+    })
+    .expect("record");
+    assert!(rec.all_arrived(), "{}", rec.text());
+    a.stop();
+    let cap = pcap::read_capture(&path).unwrap();
+    assert_eq!(cap.datagrams.len() as u64, n);
+
+    // the same key on the same address with an empty replay filter, as after deleting replay/
+    let b = RealNode::start(&dir.join("b"), &key, listen, sink);
+    let cfg = |timing, metrics: String| ReplayConfig {
+        timing,
+        sink: Some(sink),
+        metrics: Some(metrics),
+        drain: Duration::from_millis(700),
+        ..ReplayConfig::default()
+    };
+    let r = loadgen::replay(&cap, &cfg(Timing::TopSpeed, b.metrics_url())).unwrap();
+    let k = r.sink.as_ref().expect("sink report");
+    assert_eq!(r.packets_sent, n);
+    assert_eq!((k.expected, k.received, k.acks), (n, n, n), "{}", r.text());
+    assert_eq!(k.latency_us.count, n, "a latency sample per message");
+    assert!(k.latency_us.min > 0 && k.latency_us.p50 <= k.latency_us.max);
+    assert!(k.ack_latency_us.p50 >= k.latency_us.p50, "{}", r.text());
+    assert_eq!(r.node_drops, Some(BTreeMap::new()), "{}", r.text());
+    assert!(r.warnings.is_empty(), "{:?}", r.warnings);
+
+    // again at the node that has now seen it: nothing arrives, the replay drops are counted
+    let again = loadgen::replay(&cap, &cfg(Timing::Pps(4000.0), b.metrics_url())).unwrap();
+    let k = again.sink.as_ref().unwrap();
+    assert_eq!(again.packets_sent, n);
+    assert_eq!((k.received, k.acks), (0, 0), "{}", again.text());
+    let drops = again.node_drops.as_ref().unwrap();
+    assert_eq!(drops.get("replayed"), Some(&n), "{}", again.text());
+    assert_eq!(again.warnings.len(), 2, "{:?}", again.warnings);
+    assert!(again.warnings[0].contains("dropped 200 of the 200 datagrams as replayed"));
+    assert!(again.warnings[1].contains("nothing reached the sink"));
+    assert!(again.warnings.iter().all(|w| w.contains("mixplane init")));
+    b.stop();
+
+    // --pps at a fresh node keeps the rate and delivers everything
+    let c = RealNode::start(&dir.join("c"), &key, listen, sink);
+    let target = 1000.0;
+    let r = loadgen::replay(&cap, &cfg(Timing::Pps(target), c.metrics_url())).unwrap();
+    let k = r.sink.as_ref().unwrap();
+    assert_eq!((k.received, k.acks), (n, n), "{}", r.text());
+    assert_eq!(k.latency_us.count, n);
+    assert!(r.warnings.is_empty(), "{:?}", r.warnings);
+    let ratio = r.achieved_pps / target;
+    assert!((0.8..1.2).contains(&ratio), "{}", r.text());
+    c.stop();
+    let _ = std::fs::remove_file(path);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn builders_out_of_order_still_send_in_sequence() {
+    // several builders with small chunks finish out of order; the capture must hold message i
+    // in frame i (a replay's sink relies on it)
+    let path = temp_path("order.pcap");
+    let cfg = SendConfig {
+        builders: 3,
+        chunk: 4,
+        rate: 0,
+        pcap: Some(path.clone()),
+        keep_sent: true,
+        ..demo(240, 0)
+    };
+    let r = loadgen::run(&cfg).expect("run");
+    assert!(r.all_arrived(), "{}", r.text());
+    let seqs: Vec<u64> = r.sent_log.iter().map(|s| s.seq).collect();
+    assert_eq!(seqs, (0..240).collect::<Vec<u64>>());
+    let _ = std::fs::remove_file(path);
+}
+
+#[test]
+fn a_run_behind_its_schedule_still_ends_on_time() {
+    // far more than the builders can make: the run must stop at --duration, not when the
+    // schedule's packets are all sent
+    let cfg = SendConfig {
+        count: None,
+        duration: Some(Duration::from_millis(500)),
+        ..demo(0, 1_000_000)
+    };
+    let t = Instant::now();
+    let r = loadgen::run(&cfg).expect("run");
+    assert!(r.sent > 0);
+    assert!(r.send_secs < 0.8, "sent for {} s", r.send_secs);
+    assert!(t.elapsed() < Duration::from_secs(8), "{:?}", t.elapsed());
+    assert!(r.text().contains("could not keep up"), "{}", r.text());
 }

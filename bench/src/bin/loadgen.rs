@@ -1,17 +1,22 @@
 //! `mixplane-loadgen`: a load generator, recorder and replayer for Nym mix nodes.
 //!
 //! ```sh
-//! # a local mixnet (3 mix layers + exit, real nodes on loopback, fresh keys), 300 packets
+//! # a local mixnet (3 mix layers + exit, real nodes on loopback, fresh keys), 10 s at 20k pps
+//! # (`send` is the default subcommand)
+//! mixplane-loadgen --demo --rate 20000 --duration 10
 //! mixplane-loadgen send --demo --count 300 --rate 2000
 //! # 10 s of Poisson traffic with a size-class mix, figures as JSON
 //! mixplane-loadgen send --demo --duration 10 --rate 5000 --poisson \
 //!     --mix regular=90,ack=5,ext8=5 --mean-delay-ms 2 --json
-//! # an external mixnet: the exit must deliver final-hop messages to --sink
-//! mixplane-loadgen send --topology topo.json --sink 10.0.0.9:7000 --rate 1000 --count 100000
+//! # an external mixnet (nym-api skimmed nodes JSON): the gateways must deliver final-hop
+//! # messages to --sink
+//! mixplane-loadgen send --topology skimmed.json --sink 10.0.0.9:7000 --rate 1000 --count 100000
 //! # record what is sent (pcap, or pcapng if the name ends in .pcapng)
-//! mixplane-loadgen record --demo --count 1000 --rate 1000 --pcap run.pcap
-//! # replay a capture: original timing, --pps N, --multiplier X or --topspeed; --loop N
-//! mixplane-loadgen replay --pcap run.pcap --to 127.0.0.1:1789 --topspeed --loop 3
+//! mixplane-loadgen record --topology node.json --sink 127.0.0.1:7000 --count 1000 --pcap run.pcap
+//! # replay a capture: original timing, --pps N, --multiplier X or --topspeed; --loop N;
+//! # measure at the sink and check the node's replay drops
+//! mixplane-loadgen replay --pcap run.pcap --topspeed --sink 127.0.0.1:7000 \
+//!     --metrics http://127.0.0.1:9100/metrics
 //! ```
 //!
 //! # Packets
@@ -26,33 +31,26 @@
 //!
 //! # Topology file (`--topology`)
 //!
-//! JSON: a list of mix layers, each a list of nodes, and an optional exit (alias `gateway`) that
-//! every route ends at; a route is one random node per layer, then the exit (5 hops at most).
-//! `public_key` is the node's X25519 Sphinx key in base58 or 64 hex digits; `rotation_id`
-//! (default 1) of a route's first hop sets the frame's key-rotation byte.
-//!
-//! ```json
-//! {"layers": [[{"address": "10.0.0.1:1789", "public_key": "<base58|hex>", "rotation_id": 1}],
-//!             [{"address": "10.0.0.2:1789", "public_key": "<base58|hex>"}],
-//!             [{"address": "10.0.0.3:1789", "public_key": "<base58|hex>"}]],
-//!  "exit": {"address": "10.0.0.4:1789", "public_key": "<base58|hex>"}}
-//! ```
+//! nym-api's skimmed-nodes JSON (`/v1/unstable/nym-nodes/skimmed`, the format of `mixplane
+//! run`'s `[topology] file`): a route is a random mix node of layer 1, 2 and 3, then a random
+//! exit gateway (entry gateways if there is no exit gateway).
 //!
 //! # Repeatable replays
 //!
-//! A node remembers every packet it has processed (its replay filter, keyed per Sphinx key) and
-//! drops a packet it has seen, so replaying a capture against the node that received it shows
-//! only replay drops. `--demo` nodes get fresh keys on every start, so an old capture replayed
-//! at them fails the MAC instead. To replay repeatably: record against a node, then for every
-//! replay start a fresh node that loads the same key file but not its persisted replay filter
-//! (delete its replay directory, or run it without one). The replayer cannot see the target's
-//! drop counters; read them from the node's metrics.
+//! A node remembers every packet it has processed (its replay filter, keyed per Sphinx key, and
+//! persisted in its replay/ directory) and drops a packet it has seen, so replaying a capture
+//! against the node that received it delivers nothing. `replay --metrics URL` reads the node's
+//! `mixplane_packets_dropped_total{reason="replayed"}` before and after and `--sink ADDR`
+//! counts what arrives; either prints a warning when the capture was replayed. To replay
+//! repeatably: `mixplane init` a new directory (fresh key) and record against that node, or stop
+//! the node, delete its replay/ directory and start it again before each replay. `--demo`
+//! nodes get fresh keys on every start, so a demo capture replayed anywhere fails the MAC.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::bail;
+use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 use mixplane_bench::loadgen::{
     self, DemoOptions, Mix, ReplayConfig, SendConfig, Target, Timing, Topology,
@@ -63,12 +61,15 @@ use mixplane_dataplane::io::IoBackendKind;
 #[derive(Parser)]
 #[command(
     name = "mixplane-loadgen",
-    about = "Load generator, recorder and replayer for Nym mix nodes",
-    after_help = "Topology file (--topology): JSON {\"layers\": [[{\"address\": \"IP:PORT\", \"public_key\": \"<base58|hex>\", \"rotation_id\": 1}, ...], ...], \"exit\": {...}}; see the binary's doc comment or bench/README.md."
+    about = "Load generator, recorder and replayer for Nym mix nodes (send is the default subcommand)",
+    args_conflicts_with_subcommands = true,
+    after_help = "Topology file (--topology): nym-api skimmed-nodes JSON; routes take a mix node of layers 1, 2, 3 and an exit (else entry) gateway."
 )]
 struct Cli {
     #[command(subcommand)]
-    cmd: Cmd,
+    cmd: Option<Cmd>,
+    #[command(flatten)]
+    send: SendArgs,
 }
 
 #[derive(Subcommand)]
@@ -79,6 +80,93 @@ enum Cmd {
     Record(SendArgs),
     /// Replay a capture's UDP payloads (tcpreplay-style).
     Replay(ReplayArgs),
+    /// Only build packets (no network): the builders' throughput.
+    Build(BuildArgs),
+}
+
+#[derive(Args)]
+struct BuildArgs {
+    /// Packets to build per builder thread.
+    #[arg(long, default_value_t = 20_000)]
+    count: u64,
+    /// Builder threads.
+    #[arg(long, default_value_t = 1)]
+    builders: usize,
+    /// Packets per batched build call.
+    #[arg(long, default_value_t = 128)]
+    chunk: usize,
+    /// Size-class mix.
+    #[arg(long, default_value = "regular")]
+    mix: Mix,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Builds packets for 4-hop routes through fresh keys on `a.builders` threads.
+fn build(a: BuildArgs) -> anyhow::Result<()> {
+    use mixplane_bench::loadgen::topology::TopoNode;
+    use mixplane_dataplane::sphinx::KeyRotation;
+    use mixplane_dataplane::sphinx::build::{Hop, public_key};
+    if a.builders == 0 || a.chunk == 0 || a.count == 0 {
+        bail!("--builders, --chunk and --count must be at least 1");
+    }
+    let route: Vec<TopoNode> = (0..4u16)
+        .map(|i| TopoNode {
+            hop: Hop {
+                address: SocketAddr::from(([127, 0, 0, 1], 20_000 + i)),
+                public_key: public_key(&rand::random()),
+            },
+            rotation: KeyRotation::of_rotation_id(1),
+        })
+        .collect();
+    let topology = Topology::fixed(&route);
+    let start = std::time::Instant::now();
+    let threads: Vec<_> = (0..a.builders)
+        .map(|b| {
+            let mut f =
+                loadgen::Factory::new(topology.clone(), a.mix.clone(), 1.0, 1, 258, b as u64);
+            let (count, chunk) = (a.count, a.chunk as u64);
+            std::thread::spawn(move || -> Result<u64, mixplane_bench::Error> {
+                let mut bytes = 0u64;
+                let mut first = 0;
+                while first < count {
+                    let n = chunk.min(count - first);
+                    bytes += f
+                        .build(first, n as usize)?
+                        .iter()
+                        .map(|p| p.frame.len() as u64)
+                        .sum::<u64>();
+                    first += n;
+                }
+                Ok(bytes)
+            })
+        })
+        .collect();
+    let mut bytes = 0;
+    for t in threads {
+        bytes += t
+            .join()
+            .map_err(|_| anyhow::anyhow!("a builder panicked"))??;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let total = a.count * a.builders as u64;
+    let pps = total as f64 / secs;
+    if a.json {
+        println!(
+            "{}",
+            serde_json::json!({"packets": total, "bytes": bytes, "secs": secs, "packets_per_s": pps,
+                "builders": a.builders, "chunk": a.chunk, "hops": 4})
+        );
+    } else {
+        println!(
+            "built {total} packets (4 hops, each regular/extended one with a 4-hop SURB-ACK) on {} builder(s), chunks of {}: {secs:.3} s = {pps:.0} packets/s ({:.1} µs/packet/builder)",
+            a.builders,
+            a.chunk,
+            secs * 1e6 * a.builders as f64 / total as f64
+        );
+    }
+    Ok(())
 }
 
 #[derive(Args)]
@@ -86,10 +174,10 @@ struct SendArgs {
     /// Start a local mixnet in-process (3 mix layers + exit on loopback, fresh keys) and drive it.
     #[arg(long, conflicts_with_all = ["topology", "sink"])]
     demo: bool,
-    /// Topology file (JSON: layers of {address, public_key (base58 or hex), rotation_id}, optional exit).
+    /// Topology file: nym-api skimmed-nodes JSON.
     #[arg(long, requires = "sink")]
     topology: Option<PathBuf>,
-    /// Where the topology's exit delivers final-hop messages; the loadgen binds it.
+    /// Where the topology's gateways deliver final-hop messages; the loadgen binds it.
     #[arg(long)]
     sink: Option<SocketAddr>,
     /// Packets per second (0: flat out).
@@ -168,14 +256,19 @@ struct ReplayArgs {
     /// Local address to send from.
     #[arg(long)]
     bind: Option<SocketAddr>,
-    /// The target node's admin API (e.g. 127.0.0.1:8080): read its drop counters before and
-    /// after, and say whether it dropped the packets as replays or for another key.
+    /// Listen here for what the exit delivers: count messages and measure latency.
     #[arg(long)]
-    admin: Option<SocketAddr>,
+    sink: Option<SocketAddr>,
+    /// The target node's admin metrics URL (http://HOST:PORT/metrics): check its replay drops.
+    #[arg(long)]
+    metrics: Option<String>,
+    /// With --sink: stop waiting after this long without an arrival, ms.
+    #[arg(long, default_value_t = 1000)]
+    drain_ms: u64,
     /// Print one JSON object to stdout instead of the text report.
     #[arg(long)]
     json: bool,
-    /// No progress line and no advice.
+    /// No progress line.
     #[arg(long, short)]
     quiet: bool,
 }
@@ -190,7 +283,7 @@ fn send(a: SendArgs, record: bool) -> anyhow::Result<()> {
             io: a.io,
         }),
         (false, Some(t), Some(sink)) => Target::Topology {
-            topology: Topology::load(&t)?,
+            topology: Topology::load(&t).with_context(|| format!("topology {}", t.display()))?,
             sink,
         },
         _ => bail!("give --demo, or --topology FILE and --sink ADDR"),
@@ -224,6 +317,13 @@ fn send(a: SendArgs, record: bool) -> anyhow::Result<()> {
 
 fn replay(a: ReplayArgs) -> anyhow::Result<()> {
     let capture = pcap::read_capture(&a.pcap)?;
+    if capture.datagrams.is_empty() {
+        bail!(
+            "{} holds no UDP datagrams ({} records skipped)",
+            a.pcap.display(),
+            capture.skipped
+        );
+    }
     let timing = match (a.pps, a.multiplier, a.topspeed) {
         (Some(p), ..) => Timing::Pps(p),
         (_, _, true) => Timing::TopSpeed,
@@ -231,16 +331,6 @@ fn replay(a: ReplayArgs) -> anyhow::Result<()> {
             multiplier: m.unwrap_or(1.0),
         },
     };
-    if !a.quiet && a.admin.is_none() {
-        eprintln!(
-            "note: a node drops packets it has already processed (replay filter) and packets built for another key (bad MAC); \
-             give --admin ADDR to check. For repeatable replays, replay at a fresh node that loaded the recorded node's key file without its replay directory."
-        );
-    }
-    let before = a
-        .admin
-        .map(loadgen::node_metrics::drops_by_reason)
-        .transpose()?;
     let report = loadgen::replay(
         &capture,
         &ReplayConfig {
@@ -249,43 +339,35 @@ fn replay(a: ReplayArgs) -> anyhow::Result<()> {
             loops: a.loops,
             bind: a.bind,
             progress: !a.quiet,
+            sink: a.sink,
+            metrics: a.metrics.clone(),
+            drain: Duration::from_millis(a.drain_ms),
         },
     )?;
-    let verdict = match (a.admin, before) {
-        (Some(admin), Some(before)) => {
-            // let the node finish what is in its socket
-            std::thread::sleep(Duration::from_millis(500));
-            let after = loadgen::node_metrics::drops_by_reason(admin)?;
-            Some(loadgen::NodeVerdict::between(
-                &before,
-                &after,
-                report.packets_sent,
-            ))
-        }
-        _ => None,
-    };
     if a.json {
-        let mut v = serde_json::to_value(&report)?;
-        if let Some(n) = &verdict {
-            v["node"] = serde_json::to_value(n)?;
-        }
-        println!("{v}");
+        println!("{}", serde_json::to_string(&report)?);
     } else {
         print!("{}", report.text());
-        if let Some(n) = &verdict {
-            println!("node drops during the replay: {:?}", n.drops);
-        }
     }
-    if let Some(w) = verdict.as_ref().and_then(loadgen::NodeVerdict::warning) {
-        eprintln!("warning: {w}");
+    for w in &report.warnings {
+        eprintln!("WARNING: {w}");
+    }
+    if a.sink.is_none() && a.metrics.is_none() && !a.quiet {
+        eprintln!(
+            "note: without --sink or --metrics the replayer cannot tell whether the node dropped the packets as replays; {}",
+            loadgen::replay::REPEATABLE
+        );
     }
     Ok(())
 }
 
 fn main() -> anyhow::Result<()> {
-    match Cli::parse().cmd {
-        Cmd::Send(a) => send(a, false),
-        Cmd::Record(a) => send(a, true),
-        Cmd::Replay(a) => replay(a),
+    let cli = Cli::parse();
+    match cli.cmd {
+        None => send(cli.send, false),
+        Some(Cmd::Send(a)) => send(a, false),
+        Some(Cmd::Record(a)) => send(a, true),
+        Some(Cmd::Replay(a)) => replay(a),
+        Some(Cmd::Build(a)) => build(a),
     }
 }

@@ -11,13 +11,13 @@
 use std::net::SocketAddr;
 use std::str::FromStr;
 
-use anyhow::{Context, bail};
 use mixplane_dataplane::sphinx::build::{self, FinalPadding, Hop, PacketSpec};
 use mixplane_dataplane::sphinx::{DEFAULT_MAX_DELAY_NS, FrameHeader, SizeClass};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 
 use super::topology::{TopoNode, Topology};
+use crate::error::{Error, Result};
 
 /// Magic of a message tag.
 pub const MSG_MAGIC: [u8; 4] = *b"mlgM";
@@ -119,8 +119,8 @@ impl Default for Mix {
 }
 
 impl FromStr for Mix {
-    type Err = anyhow::Error;
-    fn from_str(s: &str) -> anyhow::Result<Mix> {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Mix> {
         let mut classes: Vec<(SizeClass, u32)> = Vec::new();
         for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
             let (name, w) = match part.split_once('=') {
@@ -128,12 +128,14 @@ impl FromStr for Mix {
                     n.trim(),
                     w.trim()
                         .parse::<u32>()
-                        .with_context(|| format!("weight of `{n}`"))?,
+                        .map_err(|e| Error::Mix(format!("weight of `{n}`: {e}")))?,
                 ),
                 None => (part, 1),
             };
             let Some(class) = SizeClass::ALL.into_iter().find(|c| c.name() == name) else {
-                bail!("unknown size class `{name}` (ack, regular, ext8, ext16, ext32)");
+                return Err(Error::Mix(format!(
+                    "unknown size class `{name}` (ack, regular, ext8, ext16, ext32)"
+                )));
             };
             if w == 0 {
                 continue;
@@ -145,7 +147,7 @@ impl FromStr for Mix {
         }
         let total: u32 = classes.iter().map(|(_, w)| w).sum();
         if total == 0 {
-            bail!("size-class mix `{s}` has no positive weight");
+            return Err(Error::Mix(format!("`{s}` has no positive weight")));
         }
         Ok(Mix { classes, total })
     }
@@ -222,7 +224,7 @@ impl Factory {
     }
 
     /// Builds packets `first .. first + n`.
-    pub fn build(&mut self, first: u64, n: usize) -> anyhow::Result<Vec<Built>> {
+    pub fn build(&mut self, first: u64, n: usize) -> Result<Vec<Built>> {
         let mut route = Vec::new();
         let mats: Vec<Material> = (0..n as u64)
             .map(|k| {
@@ -283,7 +285,7 @@ impl Factory {
         let mut acks = build::build_batch(&ack_specs).into_iter();
         let plaintexts: Vec<Vec<u8>> = mats
             .iter()
-            .map(|m| -> anyhow::Result<Vec<u8>> {
+            .map(|m| -> Result<Vec<u8>> {
                 if !needs_ack(m) {
                     return Ok(m.tag.to_vec());
                 }
@@ -294,7 +296,7 @@ impl Factory {
                     &m.tag,
                 )?)
             })
-            .collect::<anyhow::Result<_>>()?;
+            .collect::<Result<_>>()?;
         let specs: Vec<PacketSpec<'_>> = mats
             .iter()
             .zip(&plaintexts)

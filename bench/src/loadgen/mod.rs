@@ -5,7 +5,7 @@
 //! the integration tests call them directly.
 
 pub mod factory;
-pub mod node_metrics;
+pub mod metrics;
 pub mod replay;
 pub mod send;
 pub mod topology;
@@ -16,8 +16,7 @@ use hdrhistogram::Histogram;
 use serde::Serialize;
 
 pub use factory::{Built, Factory, Mix, Tag};
-pub use node_metrics::NodeVerdict;
-pub use replay::{ReplayConfig, ReplayReport, Timing, replay};
+pub use replay::{ReplayConfig, ReplayReport, SinkReport, Timing, replay};
 pub use send::{DemoOptions, Report, SendConfig, SentRecord, Target, run};
 pub use topology::Topology;
 

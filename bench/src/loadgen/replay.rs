@@ -3,15 +3,28 @@
 //! Timing is the capture's own (scaled by a multiplier), a constant packet rate, or top speed;
 //! the capture can be looped. Datagrams go to their captured destination or to one override
 //! address, in batches (`sendmmsg`, GSO for runs of equal-sized datagrams to one address).
+//!
+//! With a sink, the replayer listens where the exit delivers and measures what arrives: a
+//! loadgen recording holds message `i` in frame `i` (the sender sends in sequence order), so
+//! the latency of message `i` is its arrival minus the time frame `i` was sent in the first
+//! loop. With the node's metrics URL, it reads the node's drop counters before and after:
+//! packets the node dropped as replays mean its replay filter has seen the capture, and the
+//! report carries a warning that says how to replay repeatably.
 
+use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
-use anyhow::bail;
 use mixplane_dataplane::io::{self, IoBackendKind, Outgoing};
 use serde::Serialize;
 
-use super::{Progress, wait_until};
+use super::metrics;
+use super::send::{ReceiverCtx, RecvShared, SendTimes, receive};
+use super::{Latency, Progress, wait_until};
+use crate::error::{Error, Result, io as io_err};
 use crate::pcap::Capture;
 
 /// How fast to replay.
@@ -41,6 +54,13 @@ pub struct ReplayConfig {
     pub bind: Option<SocketAddr>,
     /// Draw a progress line on stderr.
     pub progress: bool,
+    /// Listen here for what the exit delivers, and measure it.
+    pub sink: Option<SocketAddr>,
+    /// The target node's admin metrics URL (`http://HOST:PORT/metrics`): read its drop
+    /// counters before and after the replay.
+    pub metrics: Option<String>,
+    /// With a sink: stop waiting for arrivals after this long without one.
+    pub drain: Duration,
 }
 
 impl Default for ReplayConfig {
@@ -51,8 +71,30 @@ impl Default for ReplayConfig {
             loops: 1,
             bind: None,
             progress: false,
+            sink: None,
+            metrics: None,
+            drain: Duration::from_secs(1),
         }
     }
+}
+
+/// What reached the sink during a replay.
+#[derive(Debug, Clone, Serialize)]
+pub struct SinkReport {
+    /// Where it listened.
+    pub addr: SocketAddr,
+    /// Messages a loadgen recording of this many frames delivers (one per frame).
+    pub expected: u64,
+    /// Distinct loadgen messages that arrived.
+    pub received: u64,
+    /// Distinct SURB-ACKs that arrived.
+    pub acks: u64,
+    /// Datagrams that were not loadgen messages.
+    pub foreign: u64,
+    /// Send (first loop) to sink, µs.
+    pub latency_us: Latency,
+    /// Send to SURB-ACK arrival, µs.
+    pub ack_latency_us: Latency,
 }
 
 /// What a replay did.
@@ -79,6 +121,12 @@ pub struct ReplayReport {
     /// The rate asked for (`--pps`, or the capture's mean rate times the multiplier; none for
     /// top speed).
     pub target_pps: Option<f64>,
+    /// What reached the sink (with a sink).
+    pub sink: Option<SinkReport>,
+    /// What the node dropped during the replay, by reason (with a metrics URL).
+    pub node_drops: Option<BTreeMap<String, u64>>,
+    /// Problems found: replayed packets, nothing delivered.
+    pub warnings: Vec<String>,
 }
 
 impl ReplayReport {
@@ -87,7 +135,7 @@ impl ReplayReport {
         let target = self
             .target_pps
             .map_or("top speed".to_string(), |t| format!("target {t:.0} pps"));
-        format!(
+        let mut s = format!(
             "replayed {} datagrams ({} bytes) in {:.3} s over {} loop(s) of a {}-datagram capture ({} records skipped): {:.0} pps, {:.1} Mbit/s ({target}); {} send errors\n",
             self.packets_sent,
             self.bytes_sent,
@@ -98,26 +146,50 @@ impl ReplayReport {
             self.achieved_pps,
             self.achieved_mbps,
             self.send_errors
-        )
+        );
+        if let Some(k) = &self.sink {
+            s += &format!(
+                "sink {}: {}/{} messages, {} acks, {} foreign\nlatency:  {}\nack rtt:  {}\n",
+                k.addr,
+                k.received,
+                k.expected,
+                k.acks,
+                k.foreign,
+                k.latency_us.line(),
+                k.ack_latency_us.line()
+            );
+        }
+        if let Some(d) = &self.node_drops {
+            let d: Vec<String> = d.iter().map(|(k, v)| format!("{k} {v}")).collect();
+            s += &format!(
+                "node drops during the replay: {}\n",
+                if d.is_empty() {
+                    "none".to_string()
+                } else {
+                    d.join(", ")
+                }
+            );
+        }
+        s
     }
 }
 
 const BATCH: usize = 64;
 
 /// Replays `capture` per `cfg`.
-pub fn replay(capture: &Capture, cfg: &ReplayConfig) -> anyhow::Result<ReplayReport> {
+pub fn replay(capture: &Capture, cfg: &ReplayConfig) -> Result<ReplayReport> {
     let n = capture.datagrams.len();
     if n == 0 {
-        bail!("the capture holds no UDP datagrams");
+        return Err(Error::Capture("it holds no UDP datagrams".into()));
     }
     if cfg.loops == 0 {
-        bail!("loops must be at least 1");
+        return Err(Error::Config("loops must be at least 1".into()));
     }
     let step_ns = match cfg.timing {
-        Timing::Pps(p) if p > 0.0 => 1e9 / p,
-        Timing::Pps(_) => bail!("--pps must be positive"),
-        Timing::Original { multiplier } if multiplier <= 0.0 => {
-            bail!("--multiplier must be positive")
+        Timing::Pps(p) if p > 0.0 && p.is_finite() => 1e9 / p,
+        Timing::Pps(_) => return Err(Error::Config("--pps must be positive".into())),
+        Timing::Original { multiplier } if !(multiplier > 0.0 && multiplier.is_finite()) => {
+            return Err(Error::Config("--multiplier must be positive".into()));
         }
         _ => 0.0,
     };
@@ -129,7 +201,34 @@ pub fn replay(capture: &Capture, cfg: &ReplayConfig) -> anyhow::Result<ReplayRep
             (Ipv6Addr::UNSPECIFIED, 0).into()
         }
     });
-    let (mut tx, _) = io::open(IoBackendKind::Mmsg, bind, BATCH)?;
+    let (mut tx, _) =
+        io::open(IoBackendKind::Mmsg, bind, BATCH).map_err(io_err(format!("binding {bind}")))?;
+    let before = cfg.metrics.as_deref().map(metrics::scrape).transpose()?;
+
+    // the sink: send times of the first loop by frame index, read by the receiver
+    let epoch = Instant::now();
+    let table = Arc::new(SendTimes::new());
+    let shared = Arc::new(RecvShared::default());
+    let stop = Arc::new(AtomicBool::new(false));
+    let receiver = match cfg.sink {
+        Some(addr) => {
+            let (sink_io, local) = io::open(IoBackendKind::Mmsg, addr, BATCH)
+                .map_err(io_err(format!("binding the sink {addr}")))?;
+            let ctx = ReceiverCtx {
+                run: None,
+                epoch,
+                table: table.clone(),
+                shared: shared.clone(),
+                stop: stop.clone(),
+            };
+            let t = std::thread::Builder::new()
+                .name("replay-sink".into())
+                .spawn(move || receive(sink_io, ctx))
+                .map_err(io_err("starting the sink thread"))?;
+            Some((t, local))
+        }
+        None => None,
+    };
 
     // Offsets (ns from the start of a loop) of the capture's datagrams, and a loop's length:
     // the span of the capture plus one mean gap, so looped replays keep the capture's rate.
@@ -168,12 +267,19 @@ pub fn replay(capture: &Capture, cfg: &ReplayConfig) -> anyhow::Result<ReplayRep
             }
             let now = Instant::now();
             out.clear();
+            let first = i;
             while i < n && out.len() < BATCH && due(i) <= now {
                 out.push(Outgoing {
                     to: dest(i),
                     data: capture.payload(i),
                 });
                 i += 1;
+            }
+            if l == 0 && receiver.is_some() {
+                let t = epoch.elapsed().as_nanos() as u64;
+                for k in first..i {
+                    table.set(k as u64, t);
+                }
             }
             let st = tx.send(&out);
             sent += st.sent as u64;
@@ -191,7 +297,55 @@ pub fn replay(capture: &Capture, cfg: &ReplayConfig) -> anyhow::Result<ReplayRep
         }
     }
     let elapsed = start.elapsed().as_secs_f64();
+
+    // drain: until every message arrived and nothing more has for a moment, or nothing has
+    // for `cfg.drain`
+    let sink = match receiver {
+        Some((thread, addr)) => {
+            let mut last = (0, 0);
+            let mut changed = Instant::now();
+            loop {
+                let now = (shared.messages.load(Relaxed), shared.acks.load(Relaxed));
+                if now != last {
+                    last = now;
+                    changed = Instant::now();
+                }
+                let idle = changed.elapsed();
+                if idle >= cfg.drain
+                    || (now.0 >= n as u64 && idle >= Duration::from_millis(100).min(cfg.drain))
+                {
+                    break;
+                }
+                progress.tick(|el| {
+                    format!(
+                        "{:.0} s: sent {sent}, draining: received {}, acks {}",
+                        el.as_secs_f64(),
+                        now.0,
+                        now.1
+                    )
+                });
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            stop.store(true, Relaxed);
+            let r = thread.join().map_err(|_| Error::Panicked("sink"))?;
+            Some(SinkReport {
+                addr,
+                expected: n as u64,
+                received: r.messages,
+                acks: r.acks,
+                foreign: r.foreign,
+                latency_us: Latency::of(&r.hist),
+                ack_latency_us: Latency::of(&r.ack_hist),
+            })
+        }
+        None => None,
+    };
     progress.finish();
+    let node_drops = match (&before, cfg.metrics.as_deref()) {
+        (Some(b), Some(url)) => Some(b.delta(&metrics::scrape(url)?).0),
+        _ => None,
+    };
+    let warnings = warnings(sent, sink.as_ref(), node_drops.as_ref());
     Ok(ReplayReport {
         capture_packets: n as u64,
         capture_skipped: capture.skipped,
@@ -203,5 +357,48 @@ pub fn replay(capture: &Capture, cfg: &ReplayConfig) -> anyhow::Result<ReplayRep
         achieved_pps: sent as f64 / elapsed.max(1e-9),
         achieved_mbps: bytes as f64 * 8.0 / 1e6 / elapsed.max(1e-9),
         target_pps,
+        sink,
+        node_drops,
+        warnings,
     })
+}
+
+/// How to replay repeatably (part of the replay warnings).
+pub const REPEATABLE: &str = "for a repeatable replay, replay at a node whose replay filter has not seen the capture: \
+    `mixplane init` a new directory and record against that node (a fresh key), or stop the node, delete its replay/ \
+    directory and start it again (same key, empty filter) before each replay";
+
+fn warnings(
+    sent: u64,
+    sink: Option<&SinkReport>,
+    drops: Option<&BTreeMap<String, u64>>,
+) -> Vec<String> {
+    let mut w = Vec::new();
+    let drop = |r: &str| drops.and_then(|d| d.get(r)).copied().unwrap_or(0);
+    let replayed = drop("replayed");
+    if replayed > 0 {
+        w.push(format!(
+            "the node dropped {replayed} of the {sent} datagrams as replayed packets: its replay filter has already seen them; {REPEATABLE}"
+        ));
+    }
+    let bad_mac = drop("bad_mac");
+    if bad_mac > 0 {
+        w.push(format!(
+            "the node dropped {bad_mac} datagrams with a bad MAC: they were built for another key (another node's capture, or a --demo run's, whose keys are new on every start)"
+        ));
+    }
+    if let Some(k) = sink {
+        if sent > 0 && k.received == 0 {
+            w.push(format!(
+                "nothing reached the sink {}: the node has most likely processed these packets before and dropped them as replays (or they were built for another key, or its exit delivers elsewhere); {REPEATABLE}",
+                k.addr
+            ));
+        } else if k.received < k.expected {
+            w.push(format!(
+                "only {} of {} messages reached the sink {}",
+                k.received, k.expected, k.addr
+            ));
+        }
+    }
+    w
 }

@@ -20,7 +20,6 @@ use std::sync::mpsc;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use anyhow::{Context, bail};
 use hdrhistogram::Histogram;
 use mixplane_dataplane::counters::NodeDrop;
 use mixplane_dataplane::io::{self, IoBackendKind, Outgoing, UdpIo};
@@ -35,6 +34,7 @@ use serde::Serialize;
 use super::factory::{Built, Factory, Mix, Tag};
 use super::topology::{TopoNode, Topology};
 use super::{Latency, Progress, latency_histogram, wait_until};
+use crate::error::{Error, Result, io as io_err};
 use crate::pcap::PcapRecorder;
 
 /// Where the packets go.
@@ -263,6 +263,13 @@ impl Report {
             self.acks_expected,
             self.foreign
         );
+        if self.target_rate_pps > 0 && self.send_rate_pps < 0.95 * self.target_rate_pps as f64 {
+            let _ = writeln!(
+                s,
+                "note:     sent at {:.0}% of the asked rate: the builders or the socket could not keep up (more --builders, or a lower --rate)",
+                100.0 * self.send_rate_pps / self.target_rate_pps as f64
+            );
+        }
         let _ = writeln!(s, "latency:  {}", self.latency_us.line());
         let _ = writeln!(s, "ack rtt:  {}", self.ack_latency_us.line());
         let classes: Vec<String> = self
@@ -288,7 +295,7 @@ impl Report {
 
 /// Send times by sequence number, in lazily allocated segments: written by the sender, read by
 /// the receiver, without locks. A slot holds `ns since epoch + 1` (0: not sent yet).
-struct SendTimes {
+pub(super) struct SendTimes {
     segs: Box<[OnceLock<Box<[AtomicU64]>>]>,
 }
 
@@ -297,7 +304,7 @@ const SEG_LEN: usize = 1 << SEG_BITS;
 const MAX_SEGS: usize = 1 << 14; // 2^30 packets per run
 
 impl SendTimes {
-    fn new() -> SendTimes {
+    pub(super) fn new() -> SendTimes {
         SendTimes {
             segs: (0..MAX_SEGS).map(|_| OnceLock::new()).collect(),
         }
@@ -307,14 +314,14 @@ impl SendTimes {
         self.segs.get((seq >> SEG_BITS) as usize)
     }
 
-    fn set(&self, seq: u64, ns: u64) {
+    pub(super) fn set(&self, seq: u64, ns: u64) {
         if let Some(seg) = self.seg(seq) {
             let s = seg.get_or_init(|| (0..SEG_LEN).map(|_| AtomicU64::new(0)).collect());
             s[seq as usize & (SEG_LEN - 1)].store(ns + 1, Release);
         }
     }
 
-    fn get(&self, seq: u64) -> Option<u64> {
+    pub(super) fn get(&self, seq: u64) -> Option<u64> {
         let s = self.seg(seq)?.get()?;
         match s[seq as usize & (SEG_LEN - 1)].load(Acquire) {
             0 => None,
@@ -325,20 +332,21 @@ impl SendTimes {
 
 /// What the receiver publishes while it runs.
 #[derive(Default)]
-struct RecvShared {
-    messages: AtomicU64,
-    acks: AtomicU64,
+pub(super) struct RecvShared {
+    pub(super) messages: AtomicU64,
+    pub(super) acks: AtomicU64,
     /// ns since epoch of the last arrival of this run's datagrams.
-    last_ns: AtomicU64,
+    pub(super) last_ns: AtomicU64,
 }
 
-struct Received {
-    hist: Histogram<u64>,
-    ack_hist: Histogram<u64>,
-    classes: [u64; 5],
-    foreign: u64,
-    messages: u64,
-    acks: u64,
+/// What the sink saw.
+pub(super) struct Received {
+    pub(super) hist: Histogram<u64>,
+    pub(super) ack_hist: Histogram<u64>,
+    pub(super) classes: [u64; 5],
+    pub(super) foreign: u64,
+    pub(super) messages: u64,
+    pub(super) acks: u64,
 }
 
 fn class_index(c: SizeClass) -> usize {
@@ -348,15 +356,21 @@ fn class_index(c: SizeClass) -> usize {
         .expect("class in ALL")
 }
 
-struct ReceiverCtx {
-    run: u32,
-    epoch: Instant,
-    table: Arc<SendTimes>,
-    shared: Arc<RecvShared>,
-    stop: Arc<AtomicBool>,
+/// What the sink thread needs.
+pub(super) struct ReceiverCtx {
+    /// Only count messages of this run (None: of any run).
+    pub(super) run: Option<u32>,
+    /// The clock of the send times in `table`.
+    pub(super) epoch: Instant,
+    /// Send times by sequence number.
+    pub(super) table: Arc<SendTimes>,
+    pub(super) shared: Arc<RecvShared>,
+    pub(super) stop: Arc<AtomicBool>,
 }
 
-fn receive(mut io: Box<dyn UdpIo>, ctx: ReceiverCtx) -> Received {
+/// Reads the sink until `ctx.stop`: counts distinct messages and acks, and records the latency
+/// of each from its send time in `ctx.table`.
+pub(super) fn receive(mut io: Box<dyn UdpIo>, ctx: ReceiverCtx) -> Received {
     let mut datagrams = Vec::new();
     let mut msgs = HashSet::new();
     let mut acks = HashSet::new();
@@ -379,18 +393,19 @@ fn receive(mut io: Box<dyn UdpIo>, ctx: ReceiverCtx) -> Received {
         for d in &datagrams {
             let tag = sink::parse(&arena[d.offset..d.offset + d.len])
                 .and_then(|m| Tag::parse(m.message))
-                .filter(|t| t.run == ctx.run);
+                .filter(|t| ctx.run.is_none_or(|r| t.run == r));
             let Some(tag) = tag else {
                 r.foreign += 1;
                 continue;
             };
             ours = true;
+            let key = (tag.run, tag.seq);
             let (set, hist) = if tag.ack {
                 (&mut acks, &mut r.ack_hist)
             } else {
                 (&mut msgs, &mut r.hist)
             };
-            if !set.insert(tag.seq) {
+            if !set.insert(key) {
                 continue; // a duplicate
             }
             if !tag.ack {
@@ -423,7 +438,7 @@ fn start_demo(
     expected: u64,
     mix: &Mix,
     rng: &mut StdRng,
-) -> anyhow::Result<Demo> {
+) -> Result<Demo> {
     let held = (expected.saturating_mul(2)).clamp(4096, 1 << 18) as usize;
     let mut nodes = Vec::new();
     let mut route = Vec::new();
@@ -446,8 +461,7 @@ fn start_demo(
                 ..NodeConfig::default()
             },
             Arc::new(NodeKeys::single(key)),
-        )
-        .context("starting a demo node")?;
+        )?;
         route.push(TopoNode {
             hop: Hop {
                 address: node.local_addr(),
@@ -457,12 +471,12 @@ fn start_demo(
         });
         nodes.push(node);
     }
-    let exit = route.pop();
+    let gateways = route.pop().into_iter().collect();
     Ok(Demo {
         nodes,
         topology: Topology {
             layers: route.into_iter().map(|n| vec![n]).collect(),
-            exit,
+            gateways,
         },
     })
 }
@@ -511,9 +525,8 @@ fn pcap_writer(
     rx: mpsc::Receiver<Captured>,
     wall0: Duration,
     local: SocketAddr,
-) -> anyhow::Result<u64> {
-    let mut rec =
-        PcapRecorder::create(&path).with_context(|| format!("creating {}", path.display()))?;
+) -> Result<u64> {
+    let mut rec = PcapRecorder::create(&path)?;
     let mut sources: HashMap<SocketAddr, SocketAddr> = HashMap::new();
     for (t, batch) in rx {
         let ts = wall0 + Duration::from_nanos(t);
@@ -554,10 +567,81 @@ impl Schedule {
 
 const SEND_BATCH: usize = 64;
 
+/// Chunks from the builders, handed out in sequence order (builders finish out of order), so
+/// that frames are sent, and recorded, in sequence order: frame `i` of a capture carries
+/// message `i`, which is how a replay's sink finds a message's send time.
+struct InOrder {
+    rx: mpsc::Receiver<(u64, Result<Vec<Built>>)>,
+    next: u64,
+    held: BTreeMap<u64, Vec<Built>>,
+}
+
+enum Next {
+    Chunk(Vec<Built>),
+    Empty,
+    Done,
+    Failed(Error),
+}
+
+impl InOrder {
+    fn ready(&mut self) -> Option<Vec<Built>> {
+        let c = self.held.remove(&self.next)?;
+        self.next += c.len() as u64;
+        Some(c)
+    }
+
+    fn take(&mut self, got: (u64, Result<Vec<Built>>)) -> Option<Next> {
+        match got {
+            (first, Ok(c)) => {
+                self.held.insert(first, c);
+                None
+            }
+            (_, Err(e)) => Some(Next::Failed(e)),
+        }
+    }
+
+    /// The next chunk in order, waiting for it.
+    fn recv(&mut self) -> Next {
+        loop {
+            if let Some(c) = self.ready() {
+                return Next::Chunk(c);
+            }
+            match self.rx.recv() {
+                Ok(got) => {
+                    if let Some(n) = self.take(got) {
+                        return n;
+                    }
+                }
+                Err(_) => return Next::Done,
+            }
+        }
+    }
+
+    /// The next chunk in order if it has been built.
+    fn try_recv(&mut self) -> Next {
+        loop {
+            if let Some(c) = self.ready() {
+                return Next::Chunk(c);
+            }
+            match self.rx.try_recv() {
+                Ok(got) => {
+                    if let Some(n) = self.take(got) {
+                        return n;
+                    }
+                }
+                Err(mpsc::TryRecvError::Empty) => return Next::Empty,
+                Err(mpsc::TryRecvError::Disconnected) => return Next::Done,
+            }
+        }
+    }
+}
+
 /// Runs `send` (with `cfg.pcap`, `record`) and reports.
-pub fn run(cfg: &SendConfig) -> anyhow::Result<Report> {
+pub fn run(cfg: &SendConfig) -> Result<Report> {
     if cfg.builders == 0 || cfg.chunk == 0 {
-        bail!("builders and chunk must be at least 1");
+        return Err(Error::Config(
+            "builders and chunk must be at least 1".into(),
+        ));
     }
     let seed = cfg.seed.unwrap_or_else(rand::random);
     let mut rng = StdRng::seed_from_u64(seed);
@@ -577,7 +661,7 @@ pub fn run(cfg: &SendConfig) -> anyhow::Result<Report> {
         Target::Topology { sink, .. } => *sink,
     };
     let (sink_io, sink_addr) = io::open(IoBackendKind::Mmsg, sink_bind, 64)
-        .with_context(|| format!("binding the sink {sink_bind}"))?;
+        .map_err(io_err(format!("binding the sink {sink_bind}")))?;
     let (demo, topology, target_name) = match &cfg.target {
         Target::Demo(opts) => {
             let d = start_demo(opts, sink_addr, expected, &cfg.mix, &mut rng)?;
@@ -615,18 +699,17 @@ fn drive(
     sink_io: Box<dyn UdpIo>,
     topology: Topology,
     target: String,
-) -> anyhow::Result<Report> {
+) -> Result<Report> {
     let hops = topology.route_len();
+    if hops == 0 {
+        return Err(Error::Topology("no hops".into()));
+    }
     let first_hops_v4 = topology
-        .layers
-        .first()
-        .map_or_else(|| vec![topology.exit.expect("route")], |l| l.clone())
+        .first_hops()
         .iter()
         .all(|n| n.hop.address.is_ipv4());
     let all_loopback = topology
-        .layers
-        .first()
-        .map_or_else(|| vec![topology.exit.expect("route")], |l| l.clone())
+        .first_hops()
         .iter()
         .all(|n| n.hop.address.ip().is_loopback());
     let bind = cfg.bind.unwrap_or(match (first_hops_v4, all_loopback) {
@@ -636,16 +719,18 @@ fn drive(
         (false, false) => SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), 0),
     });
     let (mut tx, local) = io::open(IoBackendKind::Mmsg, bind, SEND_BATCH)
-        .with_context(|| format!("binding the sender {bind}"))?;
+        .map_err(io_err(format!("binding the sender {bind}")))?;
 
     let epoch = Instant::now();
-    let wall0 = SystemTime::now().duration_since(UNIX_EPOCH)?;
+    let wall0 = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_err(|e| Error::Config(format!("the clock is before 1970: {e}")))?;
     let table = Arc::new(SendTimes::new());
     let shared = Arc::new(RecvShared::default());
     let stop_rx = Arc::new(AtomicBool::new(false));
     let receiver = {
         let ctx = ReceiverCtx {
-            run: run_id,
+            run: Some(run_id),
             epoch,
             table: table.clone(),
             shared: shared.clone(),
@@ -653,7 +738,8 @@ fn drive(
         };
         std::thread::Builder::new()
             .name("loadgen-sink".into())
-            .spawn(move || receive(sink_io, ctx))?
+            .spawn(move || receive(sink_io, ctx))
+            .map_err(io_err("starting the sink thread"))?
     };
 
     // builders
@@ -661,7 +747,7 @@ fn drive(
     let next_seq = Arc::new(AtomicU64::new(0));
     let build_ns = Arc::new(AtomicU64::new(0));
     let built = Arc::new(AtomicU64::new(0));
-    let (chunk_tx, chunk_rx) = mpsc::sync_channel::<anyhow::Result<Vec<Built>>>(4 * cfg.builders);
+    let (chunk_tx, chunk_rx) = mpsc::sync_channel::<(u64, Result<Vec<Built>>)>(4 * cfg.builders);
     let mut builders = Vec::new();
     for b in 0..cfg.builders {
         let mut factory = Factory::new(
@@ -696,11 +782,12 @@ fn drive(
                         ns.fetch_add(t.elapsed().as_nanos() as u64, Relaxed);
                         nb.fetch_add(n, Relaxed);
                         let failed = r.is_err();
-                        if tx.send(r).is_err() || failed {
+                        if tx.send((first, r)).is_err() || failed {
                             break;
                         }
                     }
-                })?,
+                })
+                .map_err(io_err("starting a builder thread"))?,
         );
     }
     drop(chunk_tx);
@@ -712,7 +799,8 @@ fn drive(
             let path = path.clone();
             let w = std::thread::Builder::new()
                 .name("loadgen-pcap".into())
-                .spawn(move || pcap_writer(path, r, wall0, local))?;
+                .spawn(move || pcap_writer(path, r, wall0, local))
+                .map_err(io_err("starting the pcap writer thread"))?;
             (Some(t), Some(w))
         }
         None => (None, None),
@@ -740,10 +828,15 @@ fn drive(
     let mut build_error = None;
     let mut sent_log = Vec::new();
     // wait for the first chunk so that start-up does not count against the rate
-    match chunk_rx.recv() {
-        Ok(Ok(c)) => pending.extend(c),
-        Ok(Err(e)) => build_error = Some(e),
-        Err(_) => {}
+    let mut chunks = InOrder {
+        rx: chunk_rx,
+        next: 0,
+        held: BTreeMap::new(),
+    };
+    match chunks.recv() {
+        Next::Chunk(c) => pending.extend(c),
+        Next::Failed(e) => build_error = Some(e),
+        Next::Empty | Next::Done => {}
     }
     let start = Instant::now();
     let end = cfg.duration.map(|d| start + d);
@@ -751,14 +844,19 @@ fn drive(
     let mut done = build_error.is_some();
     while !done {
         if pending.is_empty() {
-            match chunk_rx.recv() {
-                Ok(Ok(c)) => pending.extend(c),
-                Ok(Err(e)) => {
+            match chunks.recv() {
+                Next::Chunk(c) => pending.extend(c),
+                Next::Failed(e) => {
                     build_error = Some(e);
                     break;
                 }
-                Err(_) => break,
+                Next::Empty | Next::Done => break,
             }
+        }
+        // a run behind its schedule (builders or the socket slower than the rate) still ends
+        // on time
+        if end.is_some_and(|e| Instant::now() >= e) {
+            break;
         }
         if cfg.rate > 0 {
             let due = schedule.due(start);
@@ -766,21 +864,19 @@ fn drive(
                 break;
             }
             wait_until(due);
-        } else if end.is_some_and(|e| Instant::now() >= e) {
-            break;
         }
         let now = Instant::now();
         while batch.len() < SEND_BATCH {
             if pending.is_empty() {
-                match chunk_rx.try_recv() {
-                    Ok(Ok(c)) => pending.extend(c),
-                    Ok(Err(e)) => {
+                match chunks.try_recv() {
+                    Next::Chunk(c) => pending.extend(c),
+                    Next::Failed(e) => {
                         build_error = Some(e);
                         done = true;
                         break;
                     }
-                    Err(mpsc::TryRecvError::Empty) => break,
-                    Err(mpsc::TryRecvError::Disconnected) => {
+                    Next::Empty => break,
+                    Next::Done => {
                         done = true;
                         break;
                     }
@@ -845,7 +941,7 @@ fn drive(
         });
     }
     stop_build.store(true, Relaxed);
-    drop(chunk_rx);
+    drop(chunks);
     for b in builders {
         let _ = b.join();
     }
@@ -882,20 +978,16 @@ fn drive(
     }
     progress.finish();
     stop_rx.store(true, Relaxed);
-    let recv = receiver
-        .join()
-        .map_err(|_| anyhow::anyhow!("sink thread panicked"))?;
+    let recv = receiver.join().map_err(|_| Error::Panicked("sink"))?;
     let pcap = match (writer, &cfg.pcap) {
         (Some(w), Some(path)) => Some(PcapSummary {
             path: path.display().to_string(),
-            frames: w
-                .join()
-                .map_err(|_| anyhow::anyhow!("pcap writer panicked"))??,
+            frames: w.join().map_err(|_| Error::Panicked("pcap writer"))??,
         }),
         _ => None,
     };
     if let Some(e) = build_error {
-        return Err(e.context("building packets"));
+        return Err(e);
     }
 
     let received = recv.messages;
