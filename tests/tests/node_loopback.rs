@@ -428,3 +428,51 @@ fn replay_filter_survives_a_restart() {
     node.node.shutdown().unwrap();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Under a burst the socket overflows; every datagram is either received or counted as a
+/// kernel drop, including drops at the end of the burst (no later datagram reports them).
+fn overflow_is_accounted(io: IoBackendKind) {
+    use mixplane_dataplane::counters::NodeDrop;
+    use std::sync::atomic::Ordering::Relaxed;
+    let mut rng = StdRng::seed_from_u64(8);
+    let node = TestNode::start(&mut rng, io, None);
+    let to = node.node.local_addr();
+    let client = UdpSocket::bind("127.0.0.1:0").unwrap();
+    // framed garbage: each one costs the node an X25519 before its MAC fails
+    let mut g: Vec<u8> = (0..2417).map(|_| rng.random()).collect();
+    FrameHeader::v8(SizeClass::Regular, node.rotation).write(&mut g);
+    let sent = 40_000u64;
+    for _ in 0..sent {
+        client.send_to(&g, to).unwrap();
+    }
+    let accounted = || {
+        node.counters()
+            .iter()
+            .map(|c| c.rx_datagrams.load(Relaxed) + c.node_drops(NodeDrop::KernelRxOverflow))
+            .sum::<u64>()
+    };
+    let end = Instant::now() + Duration::from_secs(10);
+    while accounted() < sent && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let drops: u64 = node
+        .counters()
+        .iter()
+        .map(|c| c.node_drops(NodeDrop::KernelRxOverflow))
+        .sum();
+    eprintln!("{io:?}: {drops} of {sent} dropped by the kernel");
+    assert_eq!(accounted(), sent, "received + kernel drops = sent");
+    node.node.shutdown().unwrap();
+}
+
+#[test]
+fn socket_overflow_is_accounted_mmsg() {
+    overflow_is_accounted(IoBackendKind::Mmsg);
+}
+
+#[test]
+fn socket_overflow_is_accounted_io_uring() {
+    if uring_available() {
+        overflow_is_accounted(IoBackendKind::Uring);
+    }
+}

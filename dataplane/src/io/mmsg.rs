@@ -6,7 +6,7 @@ use std::net::UdpSocket;
 use std::os::fd::AsRawFd;
 use std::time::Duration;
 
-use super::socket::{CmsgBuf, rx_control};
+use super::socket::{CmsgBuf, DropPoller, rx_control};
 use super::tx::{TxMessages, is_gso_refusal};
 use super::{Datagram, MAX_DATAGRAM, Outgoing, SendStats, UdpIo, split_gro};
 
@@ -21,6 +21,7 @@ pub struct MmsgIo {
     tx: TxMessages,
     gso: bool,
     rx_overflows: u64,
+    kernel_drops: DropPoller,
 }
 
 // SAFETY: the raw pointers inside the iovec/msghdr vectors are scratch: they are rewritten to
@@ -53,6 +54,7 @@ impl MmsgIo {
             tx: TxMessages::new(),
             gso: true,
             rx_overflows: 0,
+            kernel_drops: DropPoller::default(),
         }
     }
 
@@ -149,7 +151,7 @@ impl UdpIo for MmsgIo {
     }
 
     fn rx_overflows(&self) -> u64 {
-        self.rx_overflows
+        self.rx_overflows.max(self.kernel_drops.get(&self.sock))
     }
 
     fn send(&mut self, batch: &[Outgoing<'_>]) -> SendStats {

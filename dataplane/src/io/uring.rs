@@ -26,7 +26,7 @@ use std::time::Duration;
 
 use io_uring::{IoUring, cqueue, opcode, squeue, types};
 
-use super::socket::{CmsgBuf, rx_control};
+use super::socket::{CmsgBuf, DropPoller, rx_control};
 use super::tx::{TxMessages, is_gso_refusal};
 use super::{Datagram, MAX_DATAGRAM, Outgoing, SendStats, UdpIo, split_gro};
 
@@ -122,6 +122,7 @@ pub struct UringIo {
     tx: TxMessages,
     gso: bool,
     rx_overflows: u64,
+    kernel_drops: DropPoller,
     /// Receive completions with an error other than running out of buffers.
     rx_errors: u64,
 }
@@ -182,6 +183,7 @@ impl UringIo {
             tx: TxMessages::new(),
             gso: true,
             rx_overflows: 0,
+            kernel_drops: DropPoller::default(),
             rx_errors: 0,
         };
         io.give_back_buffers();
@@ -361,7 +363,7 @@ impl UdpIo for UringIo {
     }
 
     fn rx_overflows(&self) -> u64 {
-        self.rx_overflows
+        self.rx_overflows.max(self.kernel_drops.get(&self.sock))
     }
 
     fn send(&mut self, batch: &[Outgoing<'_>]) -> SendStats {
