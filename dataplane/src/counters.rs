@@ -22,11 +22,13 @@ pub enum NodeDrop {
     KernelRxOverflow,
     /// The next hop is not a node of the topology (routing filter on).
     UnknownNextHop,
+    /// The next hop cannot be sent to: port 0, an unspecified, multicast or broadcast address.
+    UnroutableNextHop,
 }
 
 impl NodeDrop {
     /// Every reason, in counter order.
-    pub const ALL: [NodeDrop; 7] = [
+    pub const ALL: [NodeDrop; 8] = [
         NodeDrop::SlabFull,
         NodeDrop::WheelFull,
         NodeDrop::SendFailed,
@@ -34,6 +36,7 @@ impl NodeDrop {
         NodeDrop::NoSink,
         NodeDrop::KernelRxOverflow,
         NodeDrop::UnknownNextHop,
+        NodeDrop::UnroutableNextHop,
     ];
 
     /// Stable snake_case name for metrics.
@@ -46,6 +49,7 @@ impl NodeDrop {
             NodeDrop::NoSink => "no_sink",
             NodeDrop::KernelRxOverflow => "kernel_rx_overflow",
             NodeDrop::UnknownNextHop => "unknown_next_hop",
+            NodeDrop::UnroutableNextHop => "unroutable_next_hop",
         }
     }
 

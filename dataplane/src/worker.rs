@@ -228,8 +228,10 @@ fn handle(
 ) {
     match v {
         Verdict::Drop(r) => counters.drop_sphinx(*r),
-        Verdict::Forward(f) if allowed.is_some_and(|a| !a.contains(&f.next_hop)) => {
-            counters.drop_node(NodeDrop::UnknownNextHop, 1);
+        Verdict::Forward(f) if next_hop_ok(allowed, f.next_hop).is_err() => {
+            if let Err(r) = next_hop_ok(allowed, f.next_hop) {
+                counters.drop_node(r, 1);
+            }
         }
         Verdict::Forward(f) => {
             if hold(
@@ -247,9 +249,9 @@ fn handle(
         }
         Verdict::Deliver(d) => {
             if let Some(ack) = &d.surb_ack
-                && allowed.is_some_and(|a| !a.contains(&ack.next_hop))
+                && let Err(r) = next_hop_ok(allowed, ack.next_hop)
             {
-                counters.drop_node(NodeDrop::UnknownNextHop, 1);
+                counters.drop_node(r, 1);
             } else if let Some(ack) = &d.surb_ack
                 && hold(
                     counters,
@@ -282,6 +284,25 @@ fn handle(
                 WorkerCounters::add(&counters.delivered, 1);
             }
         }
+    }
+}
+
+/// Whether a packet may be sent to `to`: a routable unicast address with a port, and, when the
+/// routing filter is on, a node of the topology.
+fn next_hop_ok(
+    allowed: Option<&std::collections::HashSet<SocketAddr>>,
+    to: SocketAddr,
+) -> Result<(), NodeDrop> {
+    let unroutable = to.port() == 0
+        || to.ip().is_unspecified()
+        || to.ip().is_multicast()
+        || matches!(to.ip(), std::net::IpAddr::V4(v4) if v4.is_broadcast());
+    if unroutable {
+        Err(NodeDrop::UnroutableNextHop)
+    } else if allowed.is_some_and(|a| !a.contains(&to)) {
+        Err(NodeDrop::UnknownNextHop)
+    } else {
+        Ok(())
     }
 }
 
@@ -344,4 +365,37 @@ fn carve<'a>(arena: &'a mut [u8], datagrams: &[Datagram]) -> Vec<&'a mut [u8]> {
         base = d.offset + d.len;
     }
     frames
+}
+
+#[cfg(test)]
+mod next_hop_tests {
+    use super::*;
+
+    #[test]
+    fn unroutable_and_unknown_next_hops_are_refused() {
+        let ok: SocketAddr = "192.0.2.1:1789".parse().unwrap();
+        assert_eq!(next_hop_ok(None, ok), Ok(()));
+        for bad in [
+            "192.0.2.1:0",
+            "0.0.0.0:1789",
+            "[::]:1789",
+            "224.0.0.1:1789",
+            "[ff02::1]:1789",
+            "255.255.255.255:1789",
+        ] {
+            let a: SocketAddr = bad.parse().unwrap();
+            assert_eq!(
+                next_hop_ok(None, a),
+                Err(NodeDrop::UnroutableNextHop),
+                "{bad}"
+            );
+        }
+        let known: std::collections::HashSet<SocketAddr> = [ok].into();
+        assert_eq!(next_hop_ok(Some(&known), ok), Ok(()));
+        let other: SocketAddr = "192.0.2.2:1789".parse().unwrap();
+        assert_eq!(
+            next_hop_ok(Some(&known), other),
+            Err(NodeDrop::UnknownNextHop)
+        );
+    }
 }

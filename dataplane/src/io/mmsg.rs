@@ -7,7 +7,7 @@ use std::os::fd::AsRawFd;
 use std::time::Duration;
 
 use super::socket::{CmsgBuf, DropPoller, rx_control};
-use super::tx::{TxMessages, is_gso_refusal};
+use super::tx::{GsoPolicy, TxMessages};
 use super::{Datagram, MAX_DATAGRAM, Outgoing, SendStats, UdpIo, split_gro};
 
 /// recvmmsg/sendmmsg I/O on one socket.
@@ -19,7 +19,7 @@ pub struct MmsgIo {
     rx_hdr: Vec<libc::mmsghdr>,
     rx_cmsg: Vec<CmsgBuf>,
     tx: TxMessages,
-    gso: bool,
+    gso: GsoPolicy,
     rx_overflows: u64,
     kernel_drops: DropPoller,
 }
@@ -52,7 +52,7 @@ impl MmsgIo {
             rx_hdr: vec![zeroed_mmsghdr(); batch],
             rx_cmsg: vec![CmsgBuf::default(); batch],
             tx: TxMessages::new(),
-            gso: true,
+            gso: GsoPolicy::default(),
             rx_overflows: 0,
             kernel_drops: DropPoller::default(),
         }
@@ -159,7 +159,7 @@ impl UdpIo for MmsgIo {
         if batch.is_empty() {
             return stats;
         }
-        let m = self.tx.build(batch, self.gso);
+        let m = self.tx.build(batch, self.gso.max_seg);
         let mut done = 0;
         let mut gso_failed = false;
         while done < m {
@@ -180,7 +180,9 @@ impl UdpIo for MmsgIo {
                 if e.raw_os_error() == Some(libc::EINTR) {
                     continue;
                 }
-                if self.gso && self.tx.datagrams(done) > 1 && is_gso_refusal(e.raw_os_error()) {
+                if self.tx.datagrams(done) > 1
+                    && self.gso.learn(e.raw_os_error(), self.tx.runs[done].2)
+                {
                     gso_failed = true;
                     break;
                 }
@@ -196,9 +198,7 @@ impl UdpIo for MmsgIo {
             }
         }
         if gso_failed {
-            tracing::warn!("UDP GSO rejected by the kernel; sending datagrams one by one");
-            self.gso = false;
-            // resend what has not gone out yet
+            // resend what has not gone out yet, under the updated policy
             let rest = self.tx.runs[done].0;
             let more = self.send(&batch[rest..]);
             stats.sent += more.sent;

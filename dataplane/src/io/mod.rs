@@ -122,14 +122,19 @@ pub(crate) fn split_gro(offset: usize, len: usize, gso: usize, out: &mut Vec<Dat
 }
 
 /// Groups a send batch into GSO runs: consecutive datagrams to the same address where all but
-/// the last have the same length, within the kernel's limits. Calls `f(start, end, seg_len)`.
-pub(crate) fn gso_runs(batch: &[Outgoing<'_>], gso: bool, mut f: impl FnMut(usize, usize, usize)) {
+/// the last have the same length, within the kernel's limits, for segments of at most
+/// `max_seg` bytes (0: no GSO). Calls `f(start, end, seg_len)`.
+pub(crate) fn gso_runs(
+    batch: &[Outgoing<'_>],
+    max_seg: usize,
+    mut f: impl FnMut(usize, usize, usize),
+) {
     let mut i = 0;
     while i < batch.len() {
         let seg = batch[i].data.len();
         let mut j = i + 1;
         let mut bytes = seg;
-        if gso {
+        if seg <= max_seg {
             while j < batch.len()
                 && j - i < MAX_GSO_SEGMENTS
                 && batch[j].to == batch[i].to
@@ -220,10 +225,10 @@ mod tests {
             Outgoing { to: b, data: &big },
         ];
         let mut runs = Vec::new();
-        gso_runs(&batch, true, |s, e, l| runs.push((s, e, l)));
+        gso_runs(&batch, usize::MAX, |s, e, l| runs.push((s, e, l)));
         assert_eq!(runs, vec![(0, 3, 100), (3, 4, 100), (4, 5, 100)]);
         runs.clear();
-        gso_runs(&batch, false, |s, e, l| runs.push((s, e, l)));
+        gso_runs(&batch, 0, |s, e, l| runs.push((s, e, l)));
         assert_eq!(runs.len(), 5);
         let many: Vec<_> = (0..70)
             .map(|_| Outgoing {
@@ -232,7 +237,7 @@ mod tests {
             })
             .collect();
         runs.clear();
-        gso_runs(&many, true, |s, e, l| runs.push((s, e, l)));
+        gso_runs(&many, usize::MAX, |s, e, l| runs.push((s, e, l)));
         assert_eq!(runs, vec![(0, 64, 50), (64, 70, 50)]);
     }
 }

@@ -193,6 +193,8 @@ pub fn kernel_drops(sock: &UdpSocket) -> Option<u64> {
 #[derive(Debug, Default)]
 pub(crate) struct DropPoller {
     last: std::cell::Cell<Option<std::time::Instant>>,
+    /// The kernel's last reading (a u32 that wraps).
+    raw: std::cell::Cell<u32>,
     value: std::cell::Cell<u64>,
 }
 
@@ -203,13 +205,28 @@ impl DropPoller {
             .get()
             .is_none_or(|t| t.elapsed() >= std::time::Duration::from_millis(100));
         if due {
+            let first = self.last.get().is_none();
             self.last.set(Some(std::time::Instant::now()));
             if let Some(d) = kernel_drops(sock) {
-                self.value.set(self.value.get().max(d));
+                let d = d as u32;
+                // the kernel's counter is 32 bits: add what it moved since the last reading
+                let moved = if first {
+                    d
+                } else {
+                    d.wrapping_sub(self.raw.get())
+                };
+                self.raw.set(d);
+                self.value.set(self.value.get() + u64::from(moved));
             }
         }
         self.value.get()
     }
+}
+
+/// Turns GRO off on a test receiver, so it reads datagrams one by one.
+#[cfg(test)]
+pub(crate) fn set_gso_off_for_test(sock: &UdpSocket) {
+    set_gro(sock, false).unwrap();
 }
 
 #[cfg(test)]

@@ -37,11 +37,12 @@ impl TxMessages {
         }
     }
 
-    /// Builds the messages for `batch`, with GSO runs if `gso`; returns how many.
-    pub(crate) fn build(&mut self, batch: &[Outgoing<'_>], gso: bool) -> usize {
+    /// Builds the messages for `batch`, with GSO runs of segments up to `max_seg` bytes (0: no
+    /// GSO); returns how many.
+    pub(crate) fn build(&mut self, batch: &[Outgoing<'_>], max_seg: usize) -> usize {
         self.runs.clear();
         let runs = &mut self.runs;
-        gso_runs(batch, gso, |s, e, l| runs.push((s, e, l)));
+        gso_runs(batch, max_seg, |s, e, l| runs.push((s, e, l)));
         let m = self.runs.len();
         self.iov.clear();
         self.iov.extend(batch.iter().map(|o| libc::iovec {
@@ -91,8 +92,64 @@ impl TxMessages {
     }
 }
 
-/// Whether a send error on a multi-datagram message means the kernel refused GSO (the caller
-/// then turns GSO off and sends the rest one by one).
-pub(crate) fn is_gso_refusal(errno: Option<i32>) -> bool {
-    matches!(errno, Some(libc::EIO) | Some(libc::EINVAL))
+/// When to send a run of datagrams to one address as one GSO message.
+#[derive(Debug)]
+pub(crate) struct GsoPolicy {
+    /// Segments up to this many bytes go in GSO messages (0: GSO off).
+    pub(crate) max_seg: usize,
+}
+
+impl Default for GsoPolicy {
+    fn default() -> Self {
+        GsoPolicy {
+            max_seg: usize::MAX,
+        }
+    }
+}
+
+impl GsoPolicy {
+    /// Learns from a failed multi-datagram message of `seg`-byte segments; returns true if the
+    /// error was about GSO (its datagrams should then be sent again one by one).
+    ///
+    /// * `EMSGSIZE`: a segment plus headers exceeds the route's MTU (GSO cannot fragment; a
+    ///   single datagram of that size is fragmented normally): no GSO for segments this large.
+    /// * `EIO`, `EINVAL` from a multi-segment message: the kernel or device refuses GSO.
+    pub(crate) fn learn(&mut self, errno: Option<i32>, seg: usize) -> bool {
+        match errno {
+            Some(libc::EMSGSIZE) if seg > 0 && seg <= self.max_seg => {
+                tracing::info!(
+                    segment = seg,
+                    "UDP GSO segments this large exceed the path MTU; sending them one by one"
+                );
+                self.max_seg = seg - 1;
+                true
+            }
+            Some(libc::EIO) | Some(libc::EINVAL) if self.max_seg > 0 => {
+                tracing::warn!("UDP GSO rejected by the kernel; sending datagrams one by one");
+                self.max_seg = 0;
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn policy_learns_from_gso_errors_only() {
+        let mut p = GsoPolicy::default();
+        assert!(!p.learn(Some(libc::ECONNREFUSED), 2417));
+        assert_eq!(p.max_seg, usize::MAX);
+        assert!(p.learn(Some(libc::EMSGSIZE), 2417));
+        assert_eq!(p.max_seg, 2416);
+        // smaller segments still go in GSO messages
+        assert!(p.learn(Some(libc::EMSGSIZE), 1600));
+        assert_eq!(p.max_seg, 1599);
+        assert!(p.learn(Some(libc::EIO), 500));
+        assert_eq!(p.max_seg, 0);
+        assert!(!p.learn(Some(libc::EINVAL), 500));
+    }
 }

@@ -13,6 +13,11 @@
 //!   with one `io_uring_enter`; `send` returns when all of them completed, so the caller's data
 //!   only has to live for the call.
 //!
+//! The arena that [`UdpIo::arena_mut`] hands the worker spans every buffer, including those the
+//! kernel may be filling at that moment; the worker only reads and writes the ranges `recv`
+//! returned, which the kernel no longer touches. (Handing out one slice per buffer would make
+//! that a type-level guarantee; the trait's one-arena shape does not allow it yet.)
+//!
 //! [`UringIo::new`] fails (and `Auto` falls back to recvmmsg/sendmmsg) when the ring, the
 //! buffer ring or multishot receive cannot be set up: seccomp-filtered containers, kernels
 //! older than 6.0.
@@ -27,7 +32,7 @@ use std::time::Duration;
 use io_uring::{IoUring, cqueue, opcode, squeue, types};
 
 use super::socket::{CmsgBuf, DropPoller, rx_control};
-use super::tx::{TxMessages, is_gso_refusal};
+use super::tx::{GsoPolicy, TxMessages};
 use super::{Datagram, MAX_DATAGRAM, Outgoing, SendStats, UdpIo, split_gro};
 
 /// The buffer group id of the provided-buffer ring.
@@ -54,6 +59,8 @@ struct BufRingMem {
     ptr: *mut types::BufRingEntry,
     layout: std::alloc::Layout,
     entries: u16,
+    /// Never free the memory (the kernel may still use it).
+    leak: bool,
 }
 
 impl BufRingMem {
@@ -73,6 +80,7 @@ impl BufRingMem {
             ptr,
             layout,
             entries,
+            leak: false,
         })
     }
 
@@ -98,8 +106,12 @@ impl BufRingMem {
 
 impl Drop for BufRingMem {
     fn drop(&mut self) {
-        // SAFETY: allocated in `new` with this layout; the ring that used it is gone (the field
-        // order of `UringIo` drops the ring first).
+        if self.leak {
+            return;
+        }
+        // SAFETY: allocated in `new` with this layout; `UringIo`'s Drop either saw the
+        // multishot receive end (no request of the ring can pick a buffer any more) or set
+        // `leak`.
         unsafe { std::alloc::dealloc(self.ptr.cast(), self.layout) }
     }
 }
@@ -120,7 +132,7 @@ pub struct UringIo {
     /// Receive completions met while waiting for sends, handled by the next `recv`.
     pending: VecDeque<(i32, u32)>,
     tx: TxMessages,
-    gso: bool,
+    gso: GsoPolicy,
     rx_overflows: u64,
     kernel_drops: DropPoller,
     /// Receive completions with an error other than running out of buffers.
@@ -181,7 +193,7 @@ impl UringIo {
             armed: false,
             pending: VecDeque::new(),
             tx: TxMessages::new(),
-            gso: true,
+            gso: GsoPolicy::default(),
             rx_overflows: 0,
             kernel_drops: DropPoller::default(),
             rx_errors: 0,
@@ -193,6 +205,8 @@ impl UringIo {
         io.ring.completion().sync();
         if let Some(c) = io.ring.completion().next() {
             if c.user_data() == RECV && c.result() < 0 {
+                // the request is over: nothing to cancel when `io` drops
+                io.armed = false;
                 return Err(io::Error::from_raw_os_error(-c.result()));
             }
             io.pending.push_back((c.result(), c.flags()));
@@ -294,11 +308,15 @@ impl UringIo {
         let (gso, ovfl) = if control.is_empty() {
             (0, None)
         } else {
+            // the cmsg walk reads `cmsghdr` fields: give it an 8-byte aligned copy
+            let mut aligned = CmsgBuf::default();
+            let n = control.len().min(aligned.0.len());
+            aligned.0[..n].copy_from_slice(&control[..n]);
             // SAFETY: msghdr is plain old data; all-zero is valid.
             let mut h: libc::msghdr = unsafe { std::mem::zeroed() };
-            h.msg_control = control.as_ptr() as *mut libc::c_void;
-            h.msg_controllen = control.len() as _;
-            // SAFETY: `h` describes `control`, bytes the kernel wrote, within `buf`.
+            h.msg_control = aligned.0.as_mut_ptr().cast();
+            h.msg_controllen = n as _;
+            // SAFETY: `h` describes `aligned`, a copy of the bytes the kernel wrote.
             unsafe { rx_control(&h) }
         };
         if let Some(o) = ovfl {
@@ -351,7 +369,12 @@ impl UdpIo for UringIo {
             }
             self.reap(&mut tx_done);
         } else if !self.ring.submission().is_empty() {
-            self.ring.submit()?;
+            match self.ring.submit() {
+                Ok(_) => {}
+                // the re-arm stays queued for the next call; the completions are handled now
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EINTR) | Some(libc::EBUSY)) => {}
+                Err(e) => return Err(e),
+            }
         }
         debug_assert!(tx_done.is_empty(), "sends complete within send()");
         self.drain_pending(out);
@@ -371,11 +394,11 @@ impl UdpIo for UringIo {
         if batch.is_empty() {
             return stats;
         }
-        let m = self.tx.build(batch, self.gso);
+        let m = self.tx.build(batch, self.gso.max_seg);
         let fd = types::Fd(self.sock.as_raw_fd());
         let mut next = 0; // next message to queue
         let mut in_flight = 0;
-        let mut refused: Option<usize> = None; // first message the kernel refused GSO for
+        let mut refused: Vec<usize> = Vec::new(); // messages whose GSO the kernel refused
         let mut tx_done = Vec::new();
         while next < m || in_flight > 0 {
             {
@@ -416,20 +439,20 @@ impl UdpIo for UringIo {
                 let n = self.tx.datagrams(k);
                 if res >= 0 {
                     stats.sent += n;
-                } else if self.gso && n > 1 && is_gso_refusal(Some(-res)) {
-                    refused = Some(refused.map_or(k, |r| r.min(k)));
+                } else if n > 1 && self.gso.learn(Some(-res), self.tx.runs[k].2) {
+                    refused.push(k);
                 } else {
                     stats.failed += n;
                     tracing::debug!(error = %io::Error::from_raw_os_error(-res), "send failed");
                 }
             }
         }
-        if let Some(first) = refused {
-            tracing::warn!("UDP GSO rejected by the kernel; sending datagrams one by one");
-            self.gso = false;
-            // resend every refused message's datagrams, one each
+        if !refused.is_empty() {
+            // resend just the refused messages' datagrams, under the updated policy (the
+            // others went out or failed for their own reasons)
             let runs = self.tx.runs.clone();
-            for &(s, e, _) in runs.iter().skip(first).filter(|r| r.1 - r.0 > 1) {
+            for k in refused {
+                let (s, e, _) = runs[k];
                 let more = self.send(&batch[s..e]);
                 stats.sent += more.sent;
                 stats.failed += more.failed;
@@ -459,6 +482,13 @@ impl Drop for UringIo {
                     }
                 }
             }
+        }
+        if self.armed {
+            // The receive may still be live when the ring closes (asynchronously): leak the
+            // buffers and the buffer ring rather than let the kernel write into freed memory.
+            tracing::warn!("io_uring receive not cancelled in time; leaking its buffers");
+            std::mem::forget(std::mem::take(&mut self.bufs));
+            self.buf_ring.leak = true;
         }
     }
 }
@@ -569,6 +599,37 @@ mod tests {
                 assert_eq!(u32::from_le_bytes(buf[..4].try_into().unwrap()), i);
             }
         }
+    }
+
+    #[test]
+    fn a_refused_gso_message_is_resent_alone_and_the_others_only_once() {
+        let Some((mut u, _)) = uring(8) else { return };
+        let rx = bind_udp("127.0.0.1:0".parse().unwrap()).unwrap();
+        crate::io::socket::set_gso_off_for_test(&rx);
+        rx.set_read_timeout(Some(Duration::from_millis(300)))
+            .unwrap();
+        let good = rx.local_addr().unwrap();
+        // port 0: the kernel refuses a GSO send there (EINVAL), and a single one too
+        let bad: std::net::SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let d = [7u8; 1000];
+        let batch = [
+            Outgoing { to: bad, data: &d },
+            Outgoing { to: bad, data: &d },
+            Outgoing { to: good, data: &d },
+            Outgoing { to: good, data: &d },
+        ];
+        let st = u.send(&batch);
+        assert_eq!((st.sent, st.failed), (2, 2), "{st:?}");
+        assert_eq!(u.gso.max_seg, 0, "the refusal was taken as one");
+        let mut buf = [0u8; 2048];
+        let mut got = 0;
+        while rx.recv(&mut buf).is_ok() {
+            got += 1;
+        }
+        assert_eq!(
+            got, 2,
+            "the good run arrives once, not again after the refusal"
+        );
     }
 
     #[test]
