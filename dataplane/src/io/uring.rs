@@ -132,6 +132,8 @@ pub struct UringIo {
     /// Receive completions met while waiting for sends, handled by the next `recv`.
     pending: VecDeque<(i32, u32)>,
     tx: TxMessages,
+    /// Send completions of the current `send`, `(message, result)`.
+    tx_done: Vec<(u64, i32)>,
     gso: GsoPolicy,
     rx_overflows: u64,
     kernel_drops: DropPoller,
@@ -193,6 +195,7 @@ impl UringIo {
             armed: false,
             pending: VecDeque::new(),
             tx: TxMessages::new(),
+            tx_done: Vec::with_capacity(SQ_ENTRIES as usize),
             gso: GsoPolicy::default(),
             rx_overflows: 0,
             kernel_drops: DropPoller::default(),
@@ -399,7 +402,8 @@ impl UdpIo for UringIo {
         let mut next = 0; // next message to queue
         let mut in_flight = 0;
         let mut refused: Vec<usize> = Vec::new(); // messages whose GSO the kernel refused
-        let mut tx_done = Vec::new();
+        // reused between calls: no allocation per send
+        let mut tx_done = std::mem::take(&mut self.tx_done);
         while next < m || in_flight > 0 {
             {
                 let mut sq = self.ring.submission();
@@ -447,6 +451,8 @@ impl UdpIo for UringIo {
                 }
             }
         }
+        tx_done.clear();
+        self.tx_done = tx_done;
         if !refused.is_empty() {
             // resend just the refused messages' datagrams, under the updated policy (the
             // others went out or failed for their own reasons)
