@@ -117,7 +117,8 @@ fn sqr(a: &Fe) -> Fe {
             c[i + j + 1] = _mm512_madd52hi_epu64(c[i + j + 1], a.0[i], a.0[j]);
         }
     }
-    for v in c.iter_mut() {
+    // Cross products land in columns 1..=8 only.
+    for v in c[1..9].iter_mut() {
         *v = _mm512_add_epi64(*v, *v);
     }
     for i in 0..5 {
@@ -125,17 +126,6 @@ fn sqr(a: &Fe) -> Fe {
         c[2 * i + 1] = _mm512_madd52hi_epu64(c[2 * i + 1], a.0[i], a.0[i]);
     }
     reduce_product(c)
-}
-
-/// `n` successive squarings.
-#[inline]
-#[target_feature(enable = "avx512f,avx512ifma")]
-fn sqr_n(a: &Fe, n: u32) -> Fe {
-    let mut t = sqr(a);
-    for _ in 1..n {
-        t = sqr(&t);
-    }
-    t
 }
 
 /// `a + b` for reduced inputs.
@@ -198,32 +188,57 @@ fn cswap(mask: __mmask8, a: &mut Fe, b: &mut Fe) {
     }
 }
 
+/// `f` applied to each group's element, groups interleaved instruction by instruction.
+macro_rules! each {
+    (|$g:ident| $e:expr) => {
+        core::array::from_fn(|$g| $e)
+    };
+}
+
+/// `a^(2^n)` in every group.
+#[inline]
+#[target_feature(enable = "avx512f,avx512ifma")]
+fn sqr_n<const G: usize>(a: &[Fe; G], n: u32) -> [Fe; G] {
+    let mut t: [Fe; G] = each!(|g| sqr(&a[g]));
+    for _ in 1..n {
+        t = each!(|g| sqr(&t[g]));
+    }
+    t
+}
+
+/// `a * b` in every group.
+#[inline]
+#[target_feature(enable = "avx512f,avx512ifma")]
+fn mul_g<const G: usize>(a: &[Fe; G], b: &[Fe; G]) -> [Fe; G] {
+    each!(|g| mul(&a[g], &b[g]))
+}
+
 /// `z^(p-2) = z^(2^255 - 21)` by the usual fixed chain (254 squarings, 11 multiplications).
 #[inline]
 #[target_feature(enable = "avx512f,avx512ifma")]
-fn invert(z: &Fe) -> Fe {
-    let t0 = sqr(z); // 2
+fn invert<const G: usize>(z: &[Fe; G]) -> [Fe; G] {
+    let t0 = sqr_n(z, 1); // 2
     let t1 = sqr_n(&t0, 2); // 8
-    let t1 = mul(z, &t1); // 9
-    let t0 = mul(&t0, &t1); // 11
-    let t2 = sqr(&t0); // 22
-    let t1 = mul(&t1, &t2); // 2^5 - 1
+    let t1 = mul_g(z, &t1); // 9
+    let t0 = mul_g(&t0, &t1); // 11
+    let t2 = sqr_n(&t0, 1); // 22
+    let t1 = mul_g(&t1, &t2); // 2^5 - 1
     let t2 = sqr_n(&t1, 5);
-    let t1 = mul(&t2, &t1); // 2^10 - 1
+    let t1 = mul_g(&t2, &t1); // 2^10 - 1
     let t2 = sqr_n(&t1, 10);
-    let t2 = mul(&t2, &t1); // 2^20 - 1
+    let t2 = mul_g(&t2, &t1); // 2^20 - 1
     let t3 = sqr_n(&t2, 20);
-    let t2 = mul(&t3, &t2); // 2^40 - 1
+    let t2 = mul_g(&t3, &t2); // 2^40 - 1
     let t2 = sqr_n(&t2, 10);
-    let t1 = mul(&t2, &t1); // 2^50 - 1
+    let t1 = mul_g(&t2, &t1); // 2^50 - 1
     let t2 = sqr_n(&t1, 50);
-    let t2 = mul(&t2, &t1); // 2^100 - 1
+    let t2 = mul_g(&t2, &t1); // 2^100 - 1
     let t3 = sqr_n(&t2, 100);
-    let t2 = mul(&t3, &t2); // 2^200 - 1
+    let t2 = mul_g(&t3, &t2); // 2^200 - 1
     let t2 = sqr_n(&t2, 50);
-    let t1 = mul(&t2, &t1); // 2^250 - 1
+    let t1 = mul_g(&t2, &t1); // 2^250 - 1
     let t1 = sqr_n(&t1, 5); // 2^255 - 32
-    mul(&t1, &t0) // 2^255 - 21
+    mul_g(&t1, &t0) // 2^255 - 21
 }
 
 /// Fully reduces a "reduced"-form element to its canonical representative below p.
@@ -277,81 +292,96 @@ fn le_words(b: &[u8; 32]) -> [u64; 4] {
     core::array::from_fn(|i| u64::from_le_bytes(b[8 * i..8 * i + 8].try_into().unwrap()))
 }
 
-/// Eight X25519 computations, one per lane.
+/// `8 G` X25519 computations, one per lane: `G` groups of eight lanes run their ladders
+/// interleaved, operation by operation, so that one group's long dependency chains (a field
+/// multiplication is a chain of multiply-adds and carries) overlap with the other's work.
 ///
 /// # Safety
 /// The CPU must support AVX-512 F and IFMA (checked by [`super::Backend::is_supported`]).
 #[target_feature(enable = "avx512f,avx512ifma")]
-pub(super) unsafe fn x25519_lanes(
-    scalars: &[[u8; 32]; LANES],
-    points: &[[u8; 32]; LANES],
-    out: &mut [[u8; 32]; LANES],
+pub(super) unsafe fn x25519_lanes<const G: usize, const N: usize>(
+    scalars: &[[u8; 32]; N],
+    points: &[[u8; 32]; N],
+    out: &mut [[u8; 32]; N],
 ) {
+    const { assert!(N == G * LANES, "N lanes are G groups of eight") };
     // Transpose the inputs: scalar word w of every lane, point limb k of every lane.
-    let mut sw = [[0u64; LANES]; 4];
-    let mut ul = [[0u64; LANES]; 5];
-    for l in 0..LANES {
-        let mut s = scalars[l];
+    let mut sw = [[[0u64; LANES]; 4]; G];
+    let mut ul = [[[0u64; LANES]; 5]; G];
+    for (n, (scalar, point)) in scalars.iter().zip(points).enumerate() {
+        let (g, l) = (n / LANES, n % LANES);
+        let mut s = *scalar;
         s[0] &= 248;
         s[31] &= 127;
         s[31] |= 64;
         let w = le_words(&s);
         for i in 0..4 {
-            sw[i][l] = w[i];
+            sw[g][i][l] = w[i];
         }
-        let mut u = le_words(&points[l]);
+        let mut u = le_words(point);
         u[3] &= (1 << 63) - 1; // RFC 7748: ignore the top bit of u
-        ul[0][l] = u[0] & MASK52;
-        ul[1][l] = ((u[0] >> 52) | (u[1] << 12)) & MASK52;
-        ul[2][l] = ((u[1] >> 40) | (u[2] << 24)) & MASK52;
-        ul[3][l] = ((u[2] >> 28) | (u[3] << 36)) & MASK52;
-        ul[4][l] = u[3] >> 16;
+        ul[g][0][l] = u[0] & MASK52;
+        ul[g][1][l] = ((u[0] >> 52) | (u[1] << 12)) & MASK52;
+        ul[g][2][l] = ((u[1] >> 40) | (u[2] << 24)) & MASK52;
+        ul[g][3][l] = ((u[2] >> 28) | (u[3] << 36)) & MASK52;
+        ul[g][4][l] = u[3] >> 16;
     }
-    let sw = sw.map(|v| from_lanes(v));
-    let x1 = Fe(ul.map(|v| from_lanes(v)));
+    let sw: [[__m512i; 4]; G] = each!(|g| sw[g].map(|v| from_lanes(v)));
+    let x1: [Fe; G] = each!(|g| Fe(ul[g].map(|v| from_lanes(v))));
 
     let one = fe_const([1, 0, 0, 0, 0]);
-    let mut x2 = one;
-    let mut z2 = fe_const([0; 5]);
+    let mut x2 = [one; G];
+    let mut z2 = [fe_const([0; 5]); G];
     let mut x3 = x1;
-    let mut z3 = one;
-    let mut swap: __mmask8 = 0;
+    let mut z3 = [one; G];
+    let mut swap: [__mmask8; G] = [0; G];
     for t in (0..255).rev() {
         let bit = splat(1u64 << (t % 64));
-        let k_t = _mm512_test_epi64_mask(sw[t / 64], bit);
-        swap ^= k_t;
-        cswap(swap, &mut x2, &mut x3);
-        cswap(swap, &mut z2, &mut z3);
-        swap = k_t;
+        for g in 0..G {
+            let k_t = _mm512_test_epi64_mask(sw[g][t / 64], bit);
+            swap[g] ^= k_t;
+            cswap(swap[g], &mut x2[g], &mut x3[g]);
+            cswap(swap[g], &mut z2[g], &mut z3[g]);
+            swap[g] = k_t;
+        }
 
-        let a = add(&x2, &z2);
-        let b = sub(&x2, &z2);
-        let c = add(&x3, &z3);
-        let d = sub(&x3, &z3);
-        let aa = sqr(&a);
-        let bb = sqr(&b);
-        let da = mul(&d, &a);
-        let cb = mul(&c, &b);
-        let e = sub(&aa, &bb);
-        x3 = sqr(&add(&da, &cb));
-        z3 = mul(&x1, &sqr(&sub(&da, &cb)));
-        x2 = mul(&aa, &bb);
-        z2 = mul(&e, &mul_a24_add(&e, &aa));
+        let a: [Fe; G] = each!(|g| add(&x2[g], &z2[g]));
+        let b: [Fe; G] = each!(|g| sub(&x2[g], &z2[g]));
+        let c: [Fe; G] = each!(|g| add(&x3[g], &z3[g]));
+        let d: [Fe; G] = each!(|g| sub(&x3[g], &z3[g]));
+        let aa: [Fe; G] = each!(|g| sqr(&a[g]));
+        let bb: [Fe; G] = each!(|g| sqr(&b[g]));
+        let da: [Fe; G] = each!(|g| mul(&d[g], &a[g]));
+        let cb: [Fe; G] = each!(|g| mul(&c[g], &b[g]));
+        let e: [Fe; G] = each!(|g| sub(&aa[g], &bb[g]));
+        let s: [Fe; G] = each!(|g| add(&da[g], &cb[g]));
+        let dif: [Fe; G] = each!(|g| sub(&da[g], &cb[g]));
+        x3 = each!(|g| sqr(&s[g]));
+        let dif2: [Fe; G] = each!(|g| sqr(&dif[g]));
+        z3 = each!(|g| mul(&x1[g], &dif2[g]));
+        x2 = each!(|g| mul(&aa[g], &bb[g]));
+        let f: [Fe; G] = each!(|g| mul_a24_add(&e[g], &aa[g]));
+        z2 = each!(|g| mul(&e[g], &f[g]));
     }
-    cswap(swap, &mut x2, &mut x3);
-    cswap(swap, &mut z2, &mut z3);
+    for g in 0..G {
+        cswap(swap[g], &mut x2[g], &mut x3[g]);
+        cswap(swap[g], &mut z2[g], &mut z3[g]);
+    }
 
-    let r = canonical(&mul(&x2, &invert(&z2)));
-    let limbs = r.0.map(|v| to_lanes(v));
-    for (l, o) in out.iter_mut().enumerate() {
-        let w = [
-            limbs[0][l] | (limbs[1][l] << 52),
-            (limbs[1][l] >> 12) | (limbs[2][l] << 40),
-            (limbs[2][l] >> 24) | (limbs[3][l] << 28),
-            (limbs[3][l] >> 36) | (limbs[4][l] << 16),
-        ];
-        for i in 0..4 {
-            o[8 * i..8 * i + 8].copy_from_slice(&w[i].to_le_bytes());
+    let zi = invert(&z2);
+    for g in 0..G {
+        let r = canonical(&mul(&x2[g], &zi[g]));
+        let limbs = r.0.map(|v| to_lanes(v));
+        for (l, o) in out[g * LANES..(g + 1) * LANES].iter_mut().enumerate() {
+            let w = [
+                limbs[0][l] | (limbs[1][l] << 52),
+                (limbs[1][l] >> 12) | (limbs[2][l] << 40),
+                (limbs[2][l] >> 24) | (limbs[3][l] << 28),
+                (limbs[3][l] >> 36) | (limbs[4][l] << 16),
+            ];
+            for i in 0..4 {
+                o[8 * i..8 * i + 8].copy_from_slice(&w[i].to_le_bytes());
+            }
         }
     }
 }

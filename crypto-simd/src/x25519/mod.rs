@@ -5,11 +5,13 @@
 //! attacker-chosen point of small order cannot affect any other lane's result.
 //!
 //! Backends: [`Backend::Portable`] always works. On x86_64, [`Backend::Ifma`] (AVX-512 IFMA,
-//! eight lanes per kernel call) and [`Backend::Avx2`] (four lanes) run that many independent,
+//! eight lanes per vector) and [`Backend::Avx2`] (four lanes) run that many independent,
 //! constant-time Montgomery ladders side by side, one lane per vector element; each lives in its
-//! own module and is only entered after runtime detection ([`Backend::is_supported`]). Batches of
-//! any length go through the kernel in full chunks, and the tail is padded with dummy lanes in
-//! stack buffers. [`Backend::best`] picks the fastest supported backend, which can be overridden
+//! own module and is only entered after runtime detection ([`Backend::is_supported`]). The IFMA
+//! kernel runs two vectors' worth (sixteen lanes) interleaved while the batch has them, so that
+//! one group's multiply-add chains overlap with the other's work, then single groups of eight.
+//! Batches of any length go through the kernel in full chunks, and the tail is padded with dummy
+//! lanes in stack buffers. [`Backend::best`] picks the fastest supported backend, which can be overridden
 //! with the `MIXPLANE_X25519_BACKEND` environment variable (`portable`, `avx2`, `ifma`) for tests
 //! and benchmarks. Every backend's output is bit-identical to `x25519_dalek::x25519`.
 
@@ -59,10 +61,10 @@ impl Backend {
         }
     }
 
-    /// Lanes processed together by one call of the backend's kernel.
+    /// Lanes processed together by one call of the backend's widest kernel.
     pub fn lanes(self) -> usize {
         match self {
-            Backend::Ifma => 8,
+            Backend::Ifma => 16,
             Backend::Avx2 => 4,
             Backend::Portable => 1,
         }
@@ -145,9 +147,17 @@ pub fn x25519_batch(
     match backend {
         #[cfg(target_arch = "x86_64")]
         Backend::Ifma => {
+            // Two groups of eight lanes at a time while there are sixteen, then one group.
+            let split = scalars.len() / 16 * 16;
+            let (s2, s1) = scalars.split_at(split);
+            let (p2, p1) = points.split_at(split);
+            let (o2, o1) = out.split_at_mut(split);
             // SAFETY: asserted above that the CPU supports this backend's features
             // (AVX-512 F/VL/IFMA).
-            unsafe { batch_lanes::<{ ifma::LANES }>(scalars, points, out, ifma::x25519_lanes) }
+            unsafe {
+                batch_lanes::<16>(s2, p2, o2, ifma::x25519_lanes::<2, 16>);
+                batch_lanes::<{ ifma::LANES }>(s1, p1, o1, ifma::x25519_lanes::<1, 8>);
+            }
         }
         #[cfg(target_arch = "x86_64")]
         Backend::Avx2 => {

@@ -291,7 +291,8 @@ fn batch_lengths_1_to_17_mixed_lanes() {
     let escalars = edge_scalars();
     let mut rng = Rng(5);
     for backend in backends() {
-        for n in 1..=17usize {
+        // 1..=17, then lengths around the IFMA kernel's two-group chunks of sixteen.
+        for n in (1..=17usize).chain([23, 24, 25, 32, 33, 40]) {
             for round in 0..4 {
                 // Mix edge lanes and random lanes at varying positions.
                 let scalars: Vec<_> = (0..n)
@@ -402,7 +403,7 @@ fn backend_names_and_parsing() {
         Backend::from_name(""),
         Err(BackendError::Unknown("".into()))
     );
-    assert_eq!(Backend::Ifma.lanes(), 8);
+    assert_eq!(Backend::Ifma.lanes(), 16);
     assert_eq!(Backend::Avx2.lanes(), 4);
     assert_eq!(Backend::Portable.lanes(), 1);
     assert!(Backend::Portable.is_supported());
