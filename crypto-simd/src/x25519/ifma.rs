@@ -349,19 +349,20 @@ pub(super) unsafe fn x25519_lanes<const G: usize, const N: usize>(
         let b: [Fe; G] = each!(|g| sub(&x2[g], &z2[g]));
         let c: [Fe; G] = each!(|g| add(&x3[g], &z3[g]));
         let d: [Fe; G] = each!(|g| sub(&x3[g], &z3[g]));
+        // Ordered so that no operation needs the result of the one just before it.
         let aa: [Fe; G] = each!(|g| sqr(&a[g]));
         let bb: [Fe; G] = each!(|g| sqr(&b[g]));
         let da: [Fe; G] = each!(|g| mul(&d[g], &a[g]));
         let cb: [Fe; G] = each!(|g| mul(&c[g], &b[g]));
-        let e: [Fe; G] = each!(|g| sub(&aa[g], &bb[g]));
-        let s: [Fe; G] = each!(|g| add(&da[g], &cb[g]));
-        let dif: [Fe; G] = each!(|g| sub(&da[g], &cb[g]));
-        x3 = each!(|g| sqr(&s[g]));
-        let dif2: [Fe; G] = each!(|g| sqr(&dif[g]));
-        z3 = each!(|g| mul(&x1[g], &dif2[g]));
         x2 = each!(|g| mul(&aa[g], &bb[g]));
+        let e: [Fe; G] = each!(|g| sub(&aa[g], &bb[g]));
         let f: [Fe; G] = each!(|g| mul_a24_add(&e[g], &aa[g]));
+        let dif: [Fe; G] = each!(|g| sub(&da[g], &cb[g]));
+        let s: [Fe; G] = each!(|g| add(&da[g], &cb[g]));
+        let dif2: [Fe; G] = each!(|g| sqr(&dif[g]));
+        x3 = each!(|g| sqr(&s[g]));
         z2 = each!(|g| mul(&e[g], &f[g]));
+        z3 = each!(|g| mul(&x1[g], &dif2[g]));
     }
     for g in 0..G {
         cswap(swap[g], &mut x2[g], &mut x3[g]);
