@@ -13,6 +13,7 @@
 #![warn(missing_docs)]
 
 pub mod blake2b;
+pub mod chacha20;
 pub mod cpu;
 pub mod lioness;
 pub mod x25519;

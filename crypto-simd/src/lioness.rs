@@ -3,11 +3,9 @@
 //!
 //! A block is `left (32 bytes) || right (the rest)`. Encryption runs four rounds:
 //! `R ^= S(k1 ^ L)`, `L ^= H(k2, R)`, `R ^= S(k3 ^ L)`, `L ^= H(k4, R)`; decryption runs them
-//! backwards. BLAKE2b is [`crate::blake2b`] (AVX2 where available); ChaCha20 dispatches to its AVX2/AVX-512 backend at run time (the workspace builds
-//! chacha20 with `--cfg chacha20_avx512`).
+//! backwards. BLAKE2b is [`crate::blake2b`] (AVX2 or AVX-512 multi-buffer where available); ChaCha20 is
+//! [`crate::chacha20`] (sixteen blocks at a time on AVX-512, else the `chacha20` crate).
 
-use chacha20::ChaCha20;
-use chacha20::cipher::{KeyIvInit, StreamCipher};
 use zeroize::Zeroize;
 
 /// Length of a Lioness key.
@@ -33,43 +31,8 @@ fn stream_round(left: &[u8; 32], key_half: &[u8; 32], right: &mut [u8]) {
     for (k, l) in key.iter_mut().zip(left) {
         *k ^= l;
     }
-    let mut cipher = ChaCha20::new(&key.into(), &[0u8; 12].into());
-    apply_whole_blocks(&mut cipher, right);
+    crate::chacha20::xor_keystream(&key, right);
     key.zeroize();
-}
-
-/// ChaCha20 blocks per call of the chacha20 crate's widest AVX-512 path.
-const PAR_BLOCKS: usize = 16;
-
-/// XORs the keystream into `data`, asking the cipher only for runs of whole blocks that its
-/// vector paths handle well.
-///
-/// The chacha20 crate generates a lone last block (partial or not), or a pair, with narrow
-/// vectors whose rotate intrinsics are not inlined; for a Sphinx payload that one block cost
-/// about as much as the other thirty. Here everything but the last run of up to sixteen blocks
-/// goes through the crate's sixteen-block path directly, and that last run (at least three
-/// blocks, so it takes the four-blocks-per-vector path) is generated into a scratch buffer of
-/// which only the bytes needed are used. The keystream is the same, byte for byte.
-///
-/// The scratch buffer is not zeroized: keystream is not key material (ChaCha20 output does not
-/// reveal the key), and the part used is the XOR of bytes that are in `data` before and after.
-fn apply_whole_blocks(cipher: &mut ChaCha20, data: &mut [u8]) {
-    let blocks = data.len().div_ceil(64);
-    let mut tail = blocks % PAR_BLOCKS;
-    if tail == 0 && !data.len().is_multiple_of(64) {
-        tail = PAR_BLOCKS;
-    }
-    let (head, rest) = data.split_at_mut((blocks - tail) * 64);
-    cipher.apply_keystream(head);
-    if tail == 0 {
-        return;
-    }
-    let mut ks = [0u8; 64 * PAR_BLOCKS];
-    let run = &mut ks[..tail.max(3) * 64];
-    cipher.apply_keystream(run);
-    for (d, k) in rest.iter_mut().zip(run.iter()) {
-        *d ^= k;
-    }
 }
 
 fn hash_round(left: &mut [u8; 32], key: &[u8; 64], right: &[u8]) {
@@ -252,19 +215,6 @@ mod tests {
             prop_assert_ne!(&block, &data);
             decrypt(&k, &mut block).unwrap();
             prop_assert_eq!(block, data);
-        }
-    }
-
-    #[test]
-    fn whole_block_runs_give_the_crates_keystream_at_every_length() {
-        let key = [7u8; 32];
-        for len in 0..=64 * 3 * PAR_BLOCKS + 70 {
-            let data: Vec<u8> = (0..len).map(|i| (i * 13) as u8).collect();
-            let mut want = data.clone();
-            ChaCha20::new(&key.into(), &[0u8; 12].into()).apply_keystream(&mut want);
-            let mut got = data.clone();
-            apply_whole_blocks(&mut ChaCha20::new(&key.into(), &[0u8; 12].into()), &mut got);
-            assert_eq!(got, want, "len {len}");
         }
     }
 
