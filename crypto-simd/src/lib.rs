@@ -1,10 +1,11 @@
 //! Batched, SIMD-accelerated cryptography for the mixplane dataplane.
 //!
 //! This crate owns every primitive on the per-packet path whose speed depends on the CPU:
-//! X25519 over whole batches of packets ([`x25519`]) and the Lioness wide-block cipher that
-//! Sphinx payloads use ([`lioness`]). Each primitive has a portable implementation that always
-//! works and, where it pays, vector backends chosen once at run time by CPU detection
-//! ([`cpu`]). Vector code lives in its own module per backend; `#[target_feature]` functions are
+//! X25519 over whole batches of packets ([`x25519`]), the Lioness wide-block cipher that
+//! Sphinx payloads use ([`lioness`]) and the two primitives under it, multi-buffer keyed
+//! BLAKE2b ([`blake2b`]) and ChaCha20 ([`chacha20`]). Each primitive has a portable
+//! implementation that always works and, where it pays, vector backends chosen once at run
+//! time by CPU detection ([`cpu`]). Vector code lives in its own module per backend; `#[target_feature]` functions are
 //! only reached after detection said the features are there.
 //!
 //! Boundaries: no I/O, no packet formats, no allocation on the batch paths. Sphinx framing and
