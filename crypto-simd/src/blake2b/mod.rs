@@ -2,10 +2,11 @@
 //! Nym's payload encryption (`Blake2bMac<U32>` in RustCrypto terms).
 //!
 //! One message at a time, [`mac32`] uses the RustCrypto `blake2` crate. Four messages of equal
-//! length at a time, [`mac32_x4`] runs a multi-buffer AVX2 compression (module `avx2`): each 256-bit
-//! vector holds the same state word of four messages, so every instruction does four messages'
-//! work with no shuffles between lanes. It falls back to four single calls without AVX2 or when
-//! the lengths differ. [`mac32_x8`] does the same for eight messages with AVX-512 (module `avx512`).
+//! length at a time, [`mac32_x4`] runs a multi-buffer AVX2 compression (module `avx2`): each
+//! 256-bit vector holds the same state word of four messages, so every instruction does four
+//! messages' work with no shuffles between lanes. It falls back to four single calls without
+//! AVX2 or when the lengths differ. [`mac32_x8`] does the same for eight messages with AVX-512
+//! (module `avx512`).
 
 #[cfg(target_arch = "x86_64")]
 mod avx2;
