@@ -38,14 +38,53 @@ fn g(v: &mut [__m512i; 16], a: usize, b: usize, c: usize, d: usize, x: __m512i, 
     }
 }
 
-/// Loads word `i` of eight blocks into one vector (lane j = block j).
+/// Loads word `i` of eight blocks into one vector (lane j = block j): two 8×8 transposes of
+/// 64-bit words (`vpunpck{l,h}qdq`, then two rounds of `vshufi64x2`), 48 shuffles per block.
 #[inline]
 #[target_feature(enable = "avx512f")]
 fn transpose(blocks: [&[u8; BLOCK]; LANES], m: &mut [__m512i; 16]) {
-    for (i, w) in m.iter_mut().enumerate() {
-        let r =
-            |j: usize| i64::from_le_bytes(blocks[j][8 * i..8 * i + 8].try_into().expect("8 bytes"));
-        *w = _mm512_set_epi64(r(7), r(6), r(5), r(4), r(3), r(2), r(1), r(0));
+    for half in 0..2 {
+        // r[j] = words 8 * half .. 8 * half + 8 of block j.
+        let r: [__m512i; LANES] = std::array::from_fn(|j| {
+            let row: &[u8; 64] = blocks[j][64 * half..64 * half + 64]
+                .try_into()
+                .expect("64 bytes");
+            // SAFETY: `row` is 64 readable bytes; loadu has no alignment requirement.
+            unsafe { _mm512_loadu_si512(row.as_ptr().cast()) }
+        });
+        // t[2k] / t[2k+1]: even / odd words of blocks 2k and 2k+1, interleaved.
+        let t: [__m512i; LANES] = std::array::from_fn(|x| {
+            let (a, b) = (r[x & !1], r[x | 1]);
+            if x % 2 == 0 {
+                _mm512_unpacklo_epi64(a, b)
+            } else {
+                _mm512_unpackhi_epi64(a, b)
+            }
+        });
+        // Then gather 128-bit lanes: `u(a, b, false)` takes lanes 0 and 2 of `a` and of `b`,
+        // `u(a, b, true)` lanes 1 and 3.
+        let u = |a: __m512i, b: __m512i, odd: bool| {
+            if odd {
+                _mm512_shuffle_i64x2::<0b11_01_11_01>(a, b)
+            } else {
+                _mm512_shuffle_i64x2::<0b10_00_10_00>(a, b)
+            }
+        };
+        // u0/u1: words (0, 4) / (2, 6) of blocks 0..4; u4/u5: the same for blocks 4..8.
+        let (u0, u1) = (u(t[0], t[2], false), u(t[0], t[2], true));
+        let (u4, u5) = (u(t[4], t[6], false), u(t[4], t[6], true));
+        // u2/u3: words (1, 5) / (3, 7) of blocks 0..4; u6/u7: blocks 4..8.
+        let (u2, u3) = (u(t[1], t[3], false), u(t[1], t[3], true));
+        let (u6, u7) = (u(t[5], t[7], false), u(t[5], t[7], true));
+        let base = 8 * half;
+        m[base] = u(u0, u4, false);
+        m[base + 4] = u(u0, u4, true);
+        m[base + 2] = u(u1, u5, false);
+        m[base + 6] = u(u1, u5, true);
+        m[base + 1] = u(u2, u6, false);
+        m[base + 5] = u(u2, u6, true);
+        m[base + 3] = u(u3, u7, false);
+        m[base + 7] = u(u3, u7, true);
     }
 }
 
