@@ -106,7 +106,9 @@ fn print_comparison() {
 }
 
 fn bench(c: &mut Criterion) {
-    print_comparison();
+    if !mixplane_bench::profiling() {
+        print_comparison();
+    }
     let (scalars, points) = inputs();
     let mut out = vec![[0u8; 32]; BATCH];
     let mut g = c.benchmark_group("x25519_batch64");

@@ -49,6 +49,12 @@ pub fn per_item_pair(
     (ta, tb)
 }
 
+/// Whether the bench runs under criterion's `--profile-time` (for a profiler): the benches then
+/// skip their printed comparisons, so that a profile shows only the benchmark loops.
+pub fn profiling() -> bool {
+    std::env::args().any(|a| a == "--profile-time")
+}
+
 /// Microseconds as f64.
 pub fn us(d: Duration) -> f64 {
     d.as_secs_f64() * 1e6
