@@ -69,7 +69,7 @@ impl ExpandedSecret {
         next[32..32 + INFO_LEN].copy_from_slice(EXPANDED_SECRET_INFO);
         pad_end(&mut next, 32 + INFO_LEN + 1, 64 + 32 + INFO_LEN + 1);
         for i in 0..EXPANDED_LEN / 32 {
-            let t = if i == 0 {
+            let mut t = if i == 0 {
                 key.mac_blocks(&first)
             } else {
                 next[..32].copy_from_slice(&self.0[32 * (i - 1)..32 * i]);
@@ -77,6 +77,7 @@ impl ExpandedSecret {
                 key.mac_blocks(&next)
             };
             self.0[32 * i..32 * i + 32].copy_from_slice(&t);
+            t.zeroize();
         }
         prk.zeroize();
         next.zeroize();
@@ -137,6 +138,7 @@ pub fn header_mac(key: &[u8; 16], data: &[u8]) -> [u8; 16] {
     let mut full = k.finish(&inner);
     let mac = full[..16].try_into().expect("32 >= 16");
     full.zeroize();
+    inner.zeroize();
     tail.zeroize();
     mac
 }
@@ -205,7 +207,9 @@ impl HmacState {
         let mut outer = self.outer;
         compress256(&mut outer, std::slice::from_ref(&block));
         block.zeroize();
-        digest(&outer)
+        let out = digest(&outer);
+        outer.zeroize();
+        out
     }
 
     /// HMAC of a message already laid out in padded blocks (see [`pad_end`]).
