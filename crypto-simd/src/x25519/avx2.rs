@@ -15,7 +15,8 @@
 //!
 //! Constant time: every lane runs the same instruction stream, the conditional swap is an
 //! XOR-and-mask with a per-lane mask built from the scalar bit, nothing branches on or indexes
-//! memory by secret data, and no work is shared between lanes.
+//! memory by secret data (the multiplication tables are read at fixed offsets), and no work is
+//! shared between lanes.
 
 use std::arch::x86_64::*;
 

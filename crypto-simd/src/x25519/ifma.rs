@@ -1,4 +1,5 @@
-//! The AVX-512 IFMA backend: eight independent Montgomery ladders side by side.
+//! The AVX-512 IFMA backend: eight independent Montgomery ladders side by side per vector, and
+//! one or two such groups per kernel call (two run interleaved, operation by operation).
 //!
 //! Field elements are held in radix 2^52: five limbs, and each limb is one `__m512i` whose eight
 //! 64-bit elements belong to eight different lanes (independent X25519 computations). Products

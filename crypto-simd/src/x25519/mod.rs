@@ -11,9 +11,9 @@
 //! kernel runs two vectors' worth (sixteen lanes) interleaved while the batch has them, so that
 //! one group's multiply-add chains overlap with the other's work, then single groups of eight.
 //! Batches of any length go through the kernel in full chunks, and the tail is padded with dummy
-//! lanes in stack buffers. [`Backend::best`] picks the fastest supported backend, which can be overridden
-//! with the `MIXPLANE_X25519_BACKEND` environment variable (`portable`, `avx2`, `ifma`) for tests
-//! and benchmarks. Every backend's output is bit-identical to `x25519_dalek::x25519`.
+//! lanes in stack buffers. [`Backend::best`] picks the fastest supported backend, which can be
+//! overridden with the `MIXPLANE_X25519_BACKEND` environment variable (`portable`, `avx2`,
+//! `ifma`) for tests and benchmarks. Every backend's output is bit-identical to `x25519_dalek::x25519`.
 
 #[cfg(target_arch = "x86_64")]
 mod avx2;
