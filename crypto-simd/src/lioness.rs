@@ -101,9 +101,15 @@ pub fn decrypt_batch_in_groups<const N: usize>(
     // up to four open groups, each collecting up to N indices of one length
     const OPEN: usize = 4;
     let mut groups: [(usize, [usize; N], usize); OPEN] = [(0, [0; N], 0); OPEN];
+    // A part-filled group still goes through the multi-buffer hash (its empty lanes repeat a
+    // real one) once that beats hashing its blocks one by one: from three blocks (the
+    // `lioness_timing` example: two blocks break even, three gain 1.37x with groups of eight
+    // on the AMD EPYC of bench/RESULTS.md; the 4-way hash's per-message cost, from
+    // `blake2b_timing`, puts its break-even between two and three blocks too).
+    let min_vector = 3;
     let flush = |blocks: &mut [&mut [u8]], idx: &[usize]| {
-        if let Ok(full) = <[usize; N]>::try_from(idx) {
-            decrypt_group(keys, blocks, full);
+        if idx.len() >= min_vector {
+            decrypt_group::<N>(keys, blocks, idx);
         } else {
             for &i in idx {
                 let _ = decrypt(keys[i], blocks[i]);
@@ -164,19 +170,33 @@ fn mac32_group<const N: usize>(keys: [&[u8; 64]; N], data: [&[u8]; N]) -> [[u8; 
     out
 }
 
-/// `N` blocks of equal length (> 32 bytes), distinct indices.
-fn decrypt_group<const N: usize>(
-    keys: &[&[u8; KEY_LEN]],
-    blocks: &mut [&mut [u8]],
-    idx: [usize; N],
-) {
-    let ks = idx.map(|i| split_key(keys[i]));
-    // take the blocks out of the slice so they can be borrowed together
-    let mut taken: [&mut [u8]; N] = idx.map(|i| std::mem::take(&mut blocks[i]));
+/// The blocks at `idx` (one to `N` distinct indices, all of one length above 32 bytes), with the
+/// hash rounds of all of them in one `N`-way multi-buffer hash. Lanes beyond `idx.len()` hash the
+/// first block again and their tags are dropped, so the result equals [`decrypt`] per block.
+fn decrypt_group<const N: usize>(keys: &[&[u8; KEY_LEN]], blocks: &mut [&mut [u8]], idx: &[usize]) {
+    let n = idx.len();
+    assert!((1..=N).contains(&n), "one to N blocks per group");
+    let ks: [_; N] = std::array::from_fn(|j| split_key(keys[idx[if j < n { j } else { 0 }]]));
+    // take the blocks out of the slice so they can be borrowed together; unused lanes stay empty
+    let mut taken: [&mut [u8]; N] = std::array::from_fn(|j| {
+        if j < n {
+            std::mem::take(&mut blocks[idx[j]])
+        } else {
+            &mut []
+        }
+    });
     {
-        let mut halves = taken.each_mut().map(|b| b.split_at_mut(LEFT_LEN));
+        let mut halves = taken.each_mut().map(|b| {
+            if b.is_empty() {
+                (Default::default(), Default::default())
+            } else {
+                b.split_at_mut(LEFT_LEN)
+            }
+        });
         let hash = |halves: &mut [(&mut [u8], &mut [u8]); N], k: [&[u8; 64]; N]| {
-            let tags = mac32_group(k, std::array::from_fn(|j| &*halves[j].1));
+            let data = std::array::from_fn(|j| &*halves[if j < n { j } else { 0 }].1);
+            let tags = mac32_group(k, data);
+            // an unused lane's left half is empty, so its tag goes nowhere
             for (h, t) in halves.iter_mut().zip(tags) {
                 for (l, x) in h.0.iter_mut().zip(t) {
                     *l ^= x;
@@ -184,7 +204,7 @@ fn decrypt_group<const N: usize>(
             }
         };
         let stream = |halves: &mut [(&mut [u8], &mut [u8]); N], k: [&[u8; 32]; N]| {
-            for (h, k) in halves.iter_mut().zip(k) {
+            for (h, k) in halves.iter_mut().zip(k).take(n) {
                 let left: &[u8; 32] = (&*h.0).try_into().expect("32-byte left half");
                 stream_round(left, k, h.1);
             }
@@ -194,7 +214,7 @@ fn decrypt_group<const N: usize>(
         hash(&mut halves, ks.map(|k| k.1));
         stream(&mut halves, ks.map(|k| k.0));
     }
-    for (i, b) in idx.into_iter().zip(taken) {
+    for (&i, b) in idx.iter().zip(taken) {
         blocks[i] = b;
     }
 }
@@ -266,6 +286,35 @@ mod tests {
         assert_eq!(got[1], vec![9u8; 20]);
         assert_eq!(got[0], want[0]);
         assert_eq!(got[17], want[17]);
+    }
+
+    #[test]
+    fn part_filled_groups_equal_one_by_one() {
+        // every count of one length from 1 to 17: full groups plus a remainder of each size,
+        // so both the padded multi-buffer path and the one-by-one path run, for both widths
+        for count in 1..=17usize {
+            let keys: Vec<[u8; KEY_LEN]> = (0..count)
+                .map(|j| std::array::from_fn(|i| (i as u8) ^ (j as u8).wrapping_mul(13)))
+                .collect();
+            let data: Vec<Vec<u8>> = (0..count)
+                .map(|j| (0..301).map(|i| (i as u8).wrapping_add(j as u8)).collect())
+                .collect();
+            let mut want = data.clone();
+            for (w, k) in want.iter_mut().zip(&keys) {
+                decrypt(k, w).unwrap();
+            }
+            let key_refs: Vec<&[u8; KEY_LEN]> = keys.iter().collect();
+            for groups in [4, 8] {
+                let mut got = data.clone();
+                let mut views: Vec<&mut [u8]> = got.iter_mut().map(|v| v.as_mut_slice()).collect();
+                if groups == 4 {
+                    decrypt_batch_in_groups::<4>(&key_refs, &mut views).unwrap();
+                } else {
+                    decrypt_batch_in_groups::<8>(&key_refs, &mut views).unwrap();
+                }
+                assert_eq!(got, want, "{count} blocks, groups of {groups}");
+            }
+        }
     }
 
     #[test]
