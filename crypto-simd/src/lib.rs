@@ -3,7 +3,8 @@
 //! This crate owns every primitive on the per-packet path whose speed depends on the CPU:
 //! X25519 over whole batches of packets ([`x25519`]), the Lioness wide-block cipher that
 //! Sphinx payloads use ([`lioness`]) and the two primitives under it, multi-buffer keyed
-//! BLAKE2b ([`blake2b`]) and ChaCha20 ([`chacha20`]). Each primitive has a portable
+//! BLAKE2b ([`blake2b`]) and ChaCha20 ([`chacha20`]), and multi-buffer SHA-256 compression
+//! ([`sha256`]) for the key schedules of sixteen packets at once. Each primitive has a portable
 //! implementation that always works and, where it pays, vector backends chosen once at run
 //! time by CPU detection ([`cpu`]). Vector code lives in its own module per backend; `#[target_feature]` functions are
 //! only reached after detection said the features are there.
@@ -17,4 +18,5 @@ pub mod blake2b;
 pub mod chacha20;
 pub mod cpu;
 pub mod lioness;
+pub mod sha256;
 pub mod x25519;

@@ -8,6 +8,8 @@ use ctr::cipher::{KeyIvInit, StreamCipher};
 use sha2::block_api::compress256;
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
+pub mod batch;
+
 /// HKDF info for the per-hop expansion (sphinx-packet's fixed legacy string); the salt is empty.
 pub const EXPANDED_SECRET_INFO: &[u8] =
     b"Dwste mou enan moxlo arketa makru kai ena upomoxlio gia na ton topothetisw kai tha kinisw thn gh.";
@@ -90,9 +92,13 @@ impl ExpandedSecret {
 /// HKDF-SHA256 with [`PAYLOAD_KEY_SALT`] and [`PAYLOAD_KEY_INFO`], on the same fixed-size path
 /// as [`ExpandedSecret::expand_into`] (the salt's HMAC states computed once per process).
 pub fn payload_key_from_seed(seed: &[u8; 16], out: &mut [u8; PAYLOAD_KEY_LEN]) {
+    hkdf_fixed(payload_salt(), seed, PAYLOAD_KEY_INFO, out);
+}
+
+/// The prepared [`PAYLOAD_KEY_SALT`], once per process.
+fn payload_salt() -> &'static HmacState {
     static SALT: OnceLock<HmacState> = OnceLock::new();
-    let salt = SALT.get_or_init(|| HmacState::new(PAYLOAD_KEY_SALT));
-    hkdf_fixed(salt, seed, PAYLOAD_KEY_INFO, out);
+    SALT.get_or_init(|| HmacState::new(PAYLOAD_KEY_SALT))
 }
 
 /// The longest `info` [`hkdf_fixed`] takes.

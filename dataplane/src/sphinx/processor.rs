@@ -17,7 +17,7 @@ use super::{
 const ALPHA: usize = 0;
 const GAMMA: usize = 32;
 const BETA: usize = 48;
-const BETA_LEN: usize = 300;
+const BETA_LEN: usize = kdf::batch::BETA_LEN;
 const SLOT_LEN: usize = 60;
 /// Sphinx version whose SURB replies stay sealed until their creator opens them.
 const SINGLE_SEED_SURB_VERSION: u16 = 260;
@@ -127,6 +127,10 @@ pub struct Processor {
     routing: [u8; ROUTING_STREAM_LEN],
     payload_keys: Vec<[u8; PAYLOAD_KEY_LEN]>,
     survivors: Vec<usize>,
+    /// Scratch for the batched key schedule (about 11 KiB, boxed to keep `Processor` small).
+    hop_keys: Box<kdf::batch::HopKeysX16>,
+    /// Indices into `payload_keys` of the keys still to derive from seeds.
+    seeded: Vec<usize>,
 }
 
 impl Processor {
@@ -141,6 +145,8 @@ impl Processor {
             routing: [0; ROUTING_STREAM_LEN],
             payload_keys: Vec::new(),
             survivors: Vec::new(),
+            hop_keys: Box::default(),
+            seeded: Vec::new(),
         }
     }
 
@@ -199,27 +205,52 @@ impl Processor {
         }
         self.dh.run(self.config.backend);
 
-        // Stage 1b: HKDF and MAC; frames that do not name their key get a second try.
+        // Stage 1b: HKDF and MAC, sixteen packets at a time where the multi-buffer SHA-256
+        // pays; frames that do not name their key get a second try.
         self.retry.clear();
-        for j in 0..self.dh.index.len() {
-            let i = self.dh.index[j];
-            let frame = frames[i].as_mut();
-            let s = &mut self.slots[i];
-            match check_secret_and_mac(&self.dh.out[j], frame, s) {
-                Ok(()) => out[i] = Verdict::Forward(placeholder()),
-                Err(DropReason::BadMac) => match keys.fallback(s.header.key_rotation, s.key) {
-                    Some(next) => {
-                        let key = keys.get(next).expect("fallback names a live key");
-                        s.key = next;
-                        s.rotation_id = key.rotation_id();
-                        self.retry
-                            .push(i, key.secret(), &alpha_of(frame, s.header.len()));
-                    }
-                    None => out[i] = Verdict::Drop(DropReason::BadMac),
-                },
-                Err(r) => out[i] = Verdict::Drop(r),
+        let jobs = self.dh.index.len();
+        let mut j0 = 0;
+        while j0 < jobs {
+            let chunk = (jobs - j0).min(16);
+            let batched = kdf::batch::pays(chunk);
+            if batched {
+                self.hop_keys.clear();
+                for j in j0..j0 + chunk {
+                    let i = self.dh.index[j];
+                    let frame = frames[i].as_mut();
+                    let h = self.slots[i].header.len();
+                    self.hop_keys
+                        .push(&self.dh.out[j], &frame[h + BETA..h + BETA + BETA_LEN]);
+                }
+                self.hop_keys.run();
             }
+            for (lane, j) in (j0..j0 + chunk).enumerate() {
+                let i = self.dh.index[j];
+                let frame = frames[i].as_mut();
+                let s = &mut self.slots[i];
+                let checked = if batched {
+                    check_batched_lane(&self.dh.out[j], frame, s, &self.hop_keys, lane)
+                } else {
+                    check_secret_and_mac(&self.dh.out[j], frame, s)
+                };
+                match checked {
+                    Ok(()) => out[i] = Verdict::Forward(placeholder()),
+                    Err(DropReason::BadMac) => match keys.fallback(s.header.key_rotation, s.key) {
+                        Some(next) => {
+                            let key = keys.get(next).expect("fallback names a live key");
+                            s.key = next;
+                            s.rotation_id = key.rotation_id();
+                            self.retry
+                                .push(i, key.secret(), &alpha_of(frame, s.header.len()));
+                        }
+                        None => out[i] = Verdict::Drop(DropReason::BadMac),
+                    },
+                    Err(r) => out[i] = Verdict::Drop(r),
+                }
+            }
+            j0 += chunk;
         }
+        self.hop_keys.clear();
         if !self.retry.index.is_empty() {
             self.retry.run(self.config.backend);
             for j in 0..self.retry.index.len() {
@@ -276,14 +307,38 @@ impl Processor {
                 continue;
             }
             let s = &self.slots[i];
-            let mut key = [0u8; PAYLOAD_KEY_LEN];
-            payload_key(s, &mut key);
-            self.payload_keys.push(key);
-            key.zeroize();
+            if has_legacy_payload_key(s) {
+                self.payload_keys.push(*s.secret.legacy_payload_key());
+            } else {
+                // derived from the seed below
+                self.seeded.push(self.payload_keys.len());
+                self.payload_keys.push([0u8; PAYLOAD_KEY_LEN]);
+            }
             self.survivors.push(i);
             let at = s.header.len() + SPHINX_HEADER_LEN;
             payloads.push(&mut frame.as_mut()[at..]);
         }
+        // Seeded payload keys (versions 259 and 260), sixteen at a time where that pays.
+        for chunk in self.seeded.chunks(16) {
+            if kdf::batch::pays(chunk.len()) {
+                let mut seeds = [&[0u8; 16]; 16];
+                for (seed, &k) in seeds.iter_mut().zip(chunk) {
+                    *seed = self.slots[self.survivors[k]].secret.payload_key_seed();
+                }
+                let mut derived = [[0u8; PAYLOAD_KEY_LEN]; 16];
+                kdf::batch::payload_keys_x16(&seeds[..chunk.len()], &mut derived);
+                for (&k, d) in chunk.iter().zip(&derived) {
+                    self.payload_keys[k] = *d;
+                }
+                derived.zeroize();
+            } else {
+                for &k in chunk {
+                    let seed = self.slots[self.survivors[k]].secret.payload_key_seed();
+                    kdf::payload_key_from_seed(seed, &mut self.payload_keys[k]);
+                }
+            }
+        }
+        self.seeded.clear();
         {
             let keys: Vec<&[u8; PAYLOAD_KEY_LEN]> = self.payload_keys.iter().collect();
             lioness::decrypt_batch(&keys, &mut payloads)
@@ -318,6 +373,27 @@ fn alpha_of(frame: &[u8], h: usize) -> [u8; 32] {
     frame[h + ALPHA..h + ALPHA + 32]
         .try_into()
         .expect("frame length checked")
+}
+
+/// [`check_secret_and_mac`] for a packet whose schedule ran in lane `lane` of `hop_keys`.
+fn check_batched_lane(
+    shared: &[u8; 32],
+    frame: &[u8],
+    s: &mut Slot,
+    hop_keys: &kdf::batch::HopKeysX16,
+    lane: usize,
+) -> Result<(), DropReason> {
+    if bool::from(shared.ct_eq(&[0u8; 32])) {
+        return Err(DropReason::ZeroSharedSecret);
+    }
+    hop_keys.expanded_into(lane, &mut s.secret);
+    let h = s.header.len();
+    let gamma = &frame[h + GAMMA..h + BETA];
+    if bool::from(hop_keys.mac(lane).ct_eq(gamma)) {
+        Ok(())
+    } else {
+        Err(DropReason::BadMac)
+    }
 }
 
 /// Rejects a zero shared secret, expands it and verifies the header MAC.
@@ -384,14 +460,10 @@ fn unwrap_routing(
     }
 }
 
-/// This hop's payload (Lioness) key: the legacy 192 bytes for versions 1, 257 and 258, else
-/// derived from the 16-byte seed.
-fn payload_key(s: &Slot, out: &mut [u8; PAYLOAD_KEY_LEN]) {
-    if matches!(s.version, 1 | 257 | 258) {
-        out.copy_from_slice(s.secret.legacy_payload_key());
-    } else {
-        kdf::payload_key_from_seed(s.secret.payload_key_seed(), out);
-    }
+/// Whether this hop's payload (Lioness) key is the legacy 192 bytes of the expansion (versions
+/// 1, 257 and 258); later versions derive it from the 16-byte seed.
+fn has_legacy_payload_key(s: &Slot) -> bool {
+    matches!(s.version, 1 | 257 | 258)
 }
 
 /// Builds the verdict of a packet whose payload has been decrypted.

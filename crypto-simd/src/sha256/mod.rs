@@ -1,0 +1,138 @@
+//! Multi-buffer SHA-256 compression: sixteen independent states advanced by one block each.
+//!
+//! The data is *word-sliced*: a state is `[[u32; 16]; 8]` (word `w` of lane `l` at
+//! `[w][l]`) and a block is `[[u32; 16]; 16]` (message word `t` of lane `l` at `[t][l]`, the
+//! big-endian words of the 64-byte block as numbers). In that layout the AVX-512 backend (module
+//! `avx512`) loads each row as one vector and runs all sixteen compressions with no shuffles;
+//! callers whose messages are mostly the same in every lane (the HKDF and HMAC shapes of a Sphinx
+//! hop: constant info strings, padding and lengths, with only keys and chaining values differing)
+//! fill the constant words once instead of transposing whole messages.
+//!
+//! [`compress_x16`] picks the AVX-512 code when the CPU has AVX-512 F; otherwise (and in
+//! [`compress_x16_portable`]) each lane goes through the `sha2` crate's compression function,
+//! which uses SHA-NI where the CPU has it.
+
+#[cfg(target_arch = "x86_64")]
+mod avx512;
+
+use sha2::block_api::compress256;
+
+/// Lanes per call.
+pub const LANES: usize = 16;
+
+/// Sixteen SHA-256 states, word-sliced: `state[w][l]` is word `w` of lane `l`.
+pub type StateX16 = [[u32; LANES]; 8];
+/// Sixteen message blocks, word-sliced: `block[t][l]` is big-endian word `t` of lane `l`'s block.
+pub type BlockX16 = [[u32; LANES]; 16];
+
+/// The SHA-256 initial state.
+pub const IV: [u32; 8] = [
+    0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19,
+];
+
+/// The round constants.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+pub(crate) const K: [u32; 64] = [
+    0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5,
+    0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe, 0x9bdc06a7, 0xc19bf174,
+    0xe49b69c1, 0xefbe4786, 0x0fc19dc6, 0x240ca1cc, 0x2de92c6f, 0x4a7484aa, 0x5cb0a9dc, 0x76f988da,
+    0x983e5152, 0xa831c66d, 0xb00327c8, 0xbf597fc7, 0xc6e00bf3, 0xd5a79147, 0x06ca6351, 0x14292967,
+    0x27b70a85, 0x2e1b2138, 0x4d2c6dfc, 0x53380d13, 0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85,
+    0xa2bfe8a1, 0xa81a664b, 0xc24b8b70, 0xc76c51a3, 0xd192e819, 0xd6990624, 0xf40e3585, 0x106aa070,
+    0x19a4c116, 0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a, 0x5b9cca4f, 0x682e6ff3,
+    0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7, 0xc67178f2,
+];
+
+/// Whether [`compress_x16`] runs the vector code on this CPU.
+pub fn x16_is_vectorised() -> bool {
+    cfg!(target_arch = "x86_64") && crate::cpu::features().avx512f
+}
+
+/// Advances each of the sixteen states by its lane's block.
+pub fn compress_x16(state: &mut StateX16, block: &BlockX16) {
+    #[cfg(target_arch = "x86_64")]
+    if x16_is_vectorised() {
+        avx512::compress_x16(state, block);
+        return;
+    }
+    compress_x16_portable(state, block);
+}
+
+/// [`compress_x16`] one lane at a time through the `sha2` crate (the reference for the vector
+/// code, and the path on CPUs without AVX-512).
+pub fn compress_x16_portable(state: &mut StateX16, block: &BlockX16) {
+    for l in 0..LANES {
+        let mut s: [u32; 8] = std::array::from_fn(|w| state[w][l]);
+        let mut b = [0u8; 64];
+        for (t, chunk) in b.chunks_exact_mut(4).enumerate() {
+            chunk.copy_from_slice(&block[t][l].to_be_bytes());
+        }
+        compress256(&mut s, &[b]);
+        for w in 0..8 {
+            state[w][l] = s[w];
+        }
+    }
+}
+
+/// The states with every lane set to `s`.
+pub fn splat_state(s: &[u32; 8]) -> StateX16 {
+    s.map(|w| [w; LANES])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use sha2::{Digest, Sha256};
+
+    fn lane_state(s: &StateX16, l: usize) -> [u32; 8] {
+        std::array::from_fn(|w| s[w][l])
+    }
+
+    proptest! {
+        #[test]
+        fn vector_equals_portable(words in proptest::collection::vec(any::<u32>(), 16 * 16 * 3 + 8 * 16)) {
+            let mut s: StateX16 = std::array::from_fn(|w| std::array::from_fn(|l| words[16 * w + l]));
+            let mut p = s;
+            for b in 0..3 {
+                let block: BlockX16 = std::array::from_fn(|t| {
+                    std::array::from_fn(|l| words[128 + 256 * b + 16 * t + l])
+                });
+                compress_x16(&mut s, &block);
+                compress_x16_portable(&mut p, &block);
+            }
+            prop_assert_eq!(s, p);
+        }
+    }
+
+    #[test]
+    fn sixteen_messages_hash_like_sha2() {
+        // one padded block per lane: message of lane l = l bytes of value l
+        let mut block: BlockX16 = [[0; LANES]; 16];
+        for l in 0..LANES {
+            let mut b = [0u8; 64];
+            b[..l].fill(l as u8);
+            b[l] = 0x80;
+            b[56..].copy_from_slice(&((l as u64) * 8).to_be_bytes());
+            for t in 0..16 {
+                block[t][l] = u32::from_be_bytes(b[4 * t..4 * t + 4].try_into().unwrap());
+            }
+        }
+        for vector in [true, false] {
+            let mut s = splat_state(&IV);
+            if vector {
+                compress_x16(&mut s, &block);
+            } else {
+                compress_x16_portable(&mut s, &block);
+            }
+            for l in 0..LANES {
+                let want = Sha256::digest(vec![l as u8; l]);
+                let got: Vec<u8> = lane_state(&s, l)
+                    .iter()
+                    .flat_map(|w| w.to_be_bytes())
+                    .collect();
+                assert_eq!(&got[..], &want[..], "lane {l}, vector {vector}");
+            }
+        }
+    }
+}

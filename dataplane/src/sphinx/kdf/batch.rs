@@ -1,0 +1,376 @@
+//! The key schedule of up to sixteen hops at once: the same HKDF and HMAC shapes as the
+//! one-at-a-time code in [`super`], on the word-sliced multi-buffer SHA-256 of
+//! [`mixplane_crypto_simd::sha256`] (AVX-512 where the CPU has it).
+//!
+//! Only the inputs differ between the packets of a batch (shared secrets, MAC keys, beta, seeds);
+//! the HKDF info strings, counters, padding and lengths are the same in every lane, so those
+//! message words are written once as whole rows and only the per-packet words are transposed.
+//! Every buffer holding key material is zeroized after use and on drop.
+
+use mixplane_crypto_simd::sha256::{self, BlockX16, LANES, StateX16, compress_x16, splat_state};
+use zeroize::Zeroize;
+
+use super::{
+    EXPANDED_LEN, EXPANDED_SECRET_INFO, ExpandedSecret, HmacState, MAX_INFO, PAYLOAD_KEY_INFO,
+    PAYLOAD_KEY_LEN, pad_end,
+};
+
+/// One 32-bit word of every lane.
+type Row = [u32; LANES];
+
+/// Length of beta, the routing information the header MAC covers.
+pub(crate) const BETA_LEN: usize = 300;
+const _: () = assert!(BETA_LEN.is_multiple_of(4));
+/// Blocks of the header MAC's inner message after the key block: beta and its padding.
+const BETA_BLOCKS: usize = (BETA_LEN + 9).div_ceil(64);
+/// Most blocks an HKDF expansion step needs: T(i-1) || info || counter, padded.
+const MAX_STEP_BLOCKS: usize = (32 + MAX_INFO + 1 + 9).div_ceil(64);
+
+/// Whether the batched schedule pays for `n` packets on this CPU: it needs the vector
+/// compression, and below eight packets one call over sixteen lanes costs more than the
+/// packets one by one (`sha256_timing`: 14.4 ns per lane and block against SHA-NI's 34.3 ns on
+/// the AMD EPYC of bench/RESULTS.md, so sixteen lanes cost about seven single blocks, plus the
+/// transposition).
+pub fn pays(n: usize) -> bool {
+    n >= 8 && sha256::x16_is_vectorised()
+}
+
+/// Sixteen HMAC-SHA256 keys with their pad blocks absorbed.
+struct HmacX16 {
+    inner: StateX16,
+    outer: StateX16,
+}
+
+impl HmacX16 {
+    /// The same key in every lane.
+    fn splat(h: &HmacState) -> HmacX16 {
+        HmacX16 {
+            inner: splat_state(&h.inner),
+            outer: splat_state(&h.outer),
+        }
+    }
+
+    /// Keys given as rows of big-endian words (at most sixteen rows: a key of at most 64 bytes
+    /// whose length is a multiple of four).
+    fn from_rows(key: &[Row]) -> HmacX16 {
+        let mut pad: BlockX16 = [[0x3636_3636; LANES]; 16];
+        for (row, k) in pad.iter_mut().zip(key) {
+            for (p, k) in row.iter_mut().zip(k) {
+                *p ^= k;
+            }
+        }
+        let mut h = HmacX16 {
+            inner: splat_state(&sha256::IV),
+            outer: splat_state(&sha256::IV),
+        };
+        compress_x16(&mut h.inner, &pad);
+        for v in pad.as_flattened_mut() {
+            *v ^= 0x3636_3636 ^ 0x5c5c_5c5c;
+        }
+        compress_x16(&mut h.outer, &pad);
+        pad.zeroize();
+        h
+    }
+
+    /// The outer hash over inner states that absorbed their whole padded messages: the HMAC
+    /// values, as eight rows of big-endian words.
+    fn finish(&self, inner: &StateX16) -> StateX16 {
+        let mut block: BlockX16 = [[0; LANES]; 16];
+        block[..8].copy_from_slice(inner);
+        block[8] = [0x8000_0000; LANES];
+        block[15] = [(64 + 32) * 8; LANES];
+        let mut out = self.outer;
+        compress_x16(&mut out, &block);
+        block.zeroize();
+        out
+    }
+}
+
+impl Drop for HmacX16 {
+    fn drop(&mut self) {
+        self.inner.zeroize();
+        self.outer.zeroize();
+    }
+}
+
+/// Writes `bytes` (a whole number of 64-byte blocks, the same in every lane) into `out` as
+/// word-sliced blocks; returns how many.
+fn splat_blocks(bytes: &[u8], out: &mut [BlockX16]) -> usize {
+    let (blocks, rest) = bytes.as_chunks::<64>();
+    debug_assert!(rest.is_empty());
+    for (b, o) in blocks.iter().zip(out.iter_mut()) {
+        for (w, row) in b.as_chunks::<4>().0.iter().zip(o.iter_mut()) {
+            *row = [u32::from_be_bytes(*w); LANES];
+        }
+    }
+    blocks.len()
+}
+
+/// HKDF-SHA256 of sixteen input keys at once, like [`super::hkdf_fixed`] in every lane: the
+/// salt's prepared states, input keys given as rows of big-endian words (at most 52 bytes),
+/// `info` of at most [`MAX_INFO`] bytes, output written as rows of big-endian words (a whole
+/// number of 32-byte blocks).
+fn hkdf_x16(salt: &HmacState, ikm: &[Row], info: &[u8], out: &mut [Row]) {
+    let ikm_len = 4 * ikm.len();
+    assert!(ikm_len <= 52 && info.len() <= MAX_INFO && out.len().is_multiple_of(8));
+    assert!(out.len() <= 255 * 8, "HKDF-SHA256 output limit");
+    // Extract: PRK = HMAC(salt, IKM), one block.
+    let salt = HmacX16::splat(salt);
+    let mut block: BlockX16 = [[0; LANES]; 16];
+    block[..ikm.len()].copy_from_slice(ikm);
+    block[ikm.len()] = [0x8000_0000; LANES];
+    block[15] = [((64 + ikm_len) * 8) as u32; LANES];
+    let mut inner = salt.inner;
+    compress_x16(&mut inner, &block);
+    block.zeroize();
+    let mut prk = salt.finish(&inner);
+    let key = HmacX16::from_rows(&prk);
+    prk.zeroize();
+
+    // T(1) = HMAC(PRK, info || 1): the same message in every lane.
+    let mut bytes = [0u8; 32 + MAX_INFO + 1 + 72];
+    bytes[..info.len()].copy_from_slice(info);
+    bytes[info.len()] = 1;
+    let len = pad_end(&mut bytes, info.len() + 1, 64 + info.len() + 1);
+    let mut first = [[[0u32; LANES]; 16]; MAX_STEP_BLOCKS];
+    let n_first = splat_blocks(&bytes[..len], &mut first);
+    // T(i) = HMAC(PRK, T(i-1) || info || i): T(i-1) fills rows 0..8 of the first block, and
+    // the counter byte changes one row.
+    bytes.fill(0);
+    bytes[32..32 + info.len()].copy_from_slice(info);
+    let at = 32 + info.len();
+    let len = pad_end(&mut bytes, at + 1, 64 + at + 1);
+    let mut next = [[[0u32; LANES]; 16]; MAX_STEP_BLOCKS];
+    let n_next = splat_blocks(&bytes[..len], &mut next);
+    let (cb, cw, shift) = (at / 64, at % 64 / 4, 8 * (3 - at % 4));
+    let counter_row = next[cb][cw][0];
+
+    for i in 0..out.len() / 8 {
+        inner = key.inner;
+        if i == 0 {
+            for b in &first[..n_first] {
+                compress_x16(&mut inner, b);
+            }
+        } else {
+            next[0][..8].copy_from_slice(&out[8 * (i - 1)..8 * i]);
+            next[cb][cw] = [counter_row | ((i as u32 + 1) << shift); LANES];
+            for b in &next[..n_next] {
+                compress_x16(&mut inner, b);
+            }
+        }
+        let mut t = key.finish(&inner);
+        out[8 * i..8 * i + 8].copy_from_slice(&t);
+        t.zeroize();
+    }
+    inner.zeroize();
+    next.zeroize();
+}
+
+/// The per-hop key schedule of up to sixteen packets: HKDF expansion of each shared secret and
+/// the header MAC over each beta. Fill with [`HopKeysX16::push`], then [`HopKeysX16::run`], then
+/// read each lane back. About 11 KiB; keep one per processor.
+pub struct HopKeysX16 {
+    n: usize,
+    shared: [Row; 8],
+    beta: [BlockX16; BETA_BLOCKS],
+    expanded: [Row; EXPANDED_LEN / 4],
+    mac: [Row; 4],
+}
+
+impl Default for HopKeysX16 {
+    fn default() -> Self {
+        HopKeysX16 {
+            n: 0,
+            shared: [[0; LANES]; 8],
+            beta: [[[0; LANES]; 16]; BETA_BLOCKS],
+            expanded: [[0; LANES]; EXPANDED_LEN / 4],
+            mac: [[0; LANES]; 4],
+        }
+    }
+}
+
+impl HopKeysX16 {
+    /// Lanes filled so far.
+    pub fn len(&self) -> usize {
+        self.n
+    }
+
+    /// Whether no lane is filled.
+    pub fn is_empty(&self) -> bool {
+        self.n == 0
+    }
+
+    /// Adds a packet: its shared secret and its beta ([`BETA_LEN`] bytes). Panics when sixteen
+    /// are already in.
+    pub fn push(&mut self, shared: &[u8; 32], beta: &[u8]) {
+        assert!(self.n < LANES, "sixteen lanes");
+        assert_eq!(beta.len(), BETA_LEN, "beta length");
+        let l = self.n;
+        for (row, w) in self.shared.iter_mut().zip(shared.as_chunks::<4>().0) {
+            row[l] = u32::from_be_bytes(*w);
+        }
+        for (k, w) in beta.as_chunks::<4>().0.iter().enumerate() {
+            self.beta[k / 16][k % 16][l] = u32::from_be_bytes(*w);
+        }
+        self.n += 1;
+    }
+
+    /// Expands every lane's shared secret and computes its header MAC. Lanes past
+    /// [`HopKeysX16::len`] compute whatever they hold and are never read.
+    pub fn run(&mut self) {
+        // the padding of the MAC's inner message (ipad block + beta), the same in every lane
+        let w = BETA_LEN / 4;
+        let last = &mut self.beta[BETA_BLOCKS - 1];
+        last[w % 16] = [0x8000_0000; LANES];
+        for row in &mut last[w % 16 + 1..] {
+            *row = [0; LANES];
+        }
+        last[15] = [((64 + BETA_LEN) * 8) as u32; LANES];
+
+        hkdf_x16(
+            HmacState::empty_salt(),
+            &self.shared,
+            EXPANDED_SECRET_INFO,
+            &mut self.expanded,
+        );
+        // the MAC key is bytes 16..32 of the expansion
+        let key = HmacX16::from_rows(&self.expanded[4..8]);
+        let mut inner = key.inner;
+        for b in &self.beta {
+            compress_x16(&mut inner, b);
+        }
+        let mut full = key.finish(&inner);
+        self.mac.copy_from_slice(&full[..4]);
+        full.zeroize();
+        inner.zeroize();
+    }
+
+    /// Lane `l`'s expanded secret.
+    pub fn expanded_into(&self, l: usize, out: &mut ExpandedSecret) {
+        assert!(l < self.n);
+        for (o, row) in out.0.as_chunks_mut::<4>().0.iter_mut().zip(&self.expanded) {
+            *o = row[l].to_be_bytes();
+        }
+    }
+
+    /// Lane `l`'s header MAC (HMAC-SHA256 truncated to 16 bytes).
+    pub fn mac(&self, l: usize) -> [u8; 16] {
+        assert!(l < self.n);
+        let mut out = [0u8; 16];
+        for (o, row) in out.as_chunks_mut::<4>().0.iter_mut().zip(&self.mac) {
+            *o = row[l].to_be_bytes();
+        }
+        out
+    }
+
+    /// Wipes every lane and empties the set.
+    pub fn clear(&mut self) {
+        self.n = 0;
+        self.shared.zeroize();
+        self.beta.zeroize();
+        self.expanded.zeroize();
+        self.mac.zeroize();
+    }
+}
+
+impl Drop for HopKeysX16 {
+    fn drop(&mut self) {
+        self.clear();
+    }
+}
+
+/// Payload keys of up to sixteen v259/v260 hops at once, like [`super::payload_key_from_seed`]
+/// per lane. `out[l]` gets the key of `seeds[l]`.
+pub fn payload_keys_x16(seeds: &[&[u8; 16]], out: &mut [[u8; PAYLOAD_KEY_LEN]]) {
+    assert!(seeds.len() <= LANES && out.len() >= seeds.len());
+    let mut ikm: [Row; 4] = [[0; LANES]; 4];
+    for (l, s) in seeds.iter().enumerate() {
+        for (row, w) in ikm.iter_mut().zip(s.as_chunks::<4>().0) {
+            row[l] = u32::from_be_bytes(*w);
+        }
+    }
+    let mut keys: [Row; PAYLOAD_KEY_LEN / 4] = [[0; LANES]; PAYLOAD_KEY_LEN / 4];
+    hkdf_x16(super::payload_salt(), &ikm, PAYLOAD_KEY_INFO, &mut keys);
+    for (l, o) in out.iter_mut().enumerate().take(seeds.len()) {
+        for (o, row) in o.as_chunks_mut::<4>().0.iter_mut().zip(&keys) {
+            *o = row[l].to_be_bytes();
+        }
+    }
+    ikm.zeroize();
+    keys.zeroize();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{header_mac, payload_key_from_seed};
+    use super::*;
+
+    #[test]
+    fn every_lane_equals_the_one_at_a_time_schedule() {
+        let mut hop = HopKeysX16::default();
+        for round in 0..3u8 {
+            for n in [1usize, 7, 8, 15, 16] {
+                hop.clear();
+                let inputs: Vec<([u8; 32], Vec<u8>)> = (0..n)
+                    .map(|l| {
+                        let s = std::array::from_fn(|i| (i as u8 * 3) ^ (l as u8 * 29) ^ round);
+                        let beta = (0..BETA_LEN).map(|i| (i * 7 + l) as u8 ^ round).collect();
+                        (s, beta)
+                    })
+                    .collect();
+                for (s, b) in &inputs {
+                    hop.push(s, b);
+                }
+                hop.run();
+                for (l, (s, b)) in inputs.iter().enumerate() {
+                    let want = ExpandedSecret::expand(s);
+                    let mut got = ExpandedSecret::default();
+                    hop.expanded_into(l, &mut got);
+                    assert_eq!(got.0, want.0, "expansion, lane {l} of {n}");
+                    assert_eq!(
+                        hop.mac(l),
+                        header_mac(want.mac_key(), b),
+                        "mac, lane {l} of {n}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn payload_keys_equal_the_one_at_a_time_derivation() {
+        for n in 1..=16usize {
+            let seeds: Vec<[u8; 16]> = (0..n)
+                .map(|l| std::array::from_fn(|i| (i as u8).wrapping_mul(11) ^ (l as u8)))
+                .collect();
+            let refs: Vec<&[u8; 16]> = seeds.iter().collect();
+            let mut got = vec![[0u8; PAYLOAD_KEY_LEN]; n];
+            payload_keys_x16(&refs, &mut got);
+            for (l, s) in seeds.iter().enumerate() {
+                let mut want = [0u8; PAYLOAD_KEY_LEN];
+                payload_key_from_seed(s, &mut want);
+                assert_eq!(got[l], want, "lane {l} of {n}");
+            }
+        }
+    }
+
+    #[test]
+    fn hkdf_x16_equals_hkdf_fixed_for_every_info_length() {
+        for info_len in (0..=MAX_INFO).step_by(7) {
+            let info: Vec<u8> = (0..info_len).map(|i| (i * 5) as u8).collect();
+            let salt = HmacState::new(&info[..info_len.min(40)]);
+            let ikm: [Row; 8] = std::array::from_fn(|w| {
+                std::array::from_fn(|l| (w * 977 + l * 31 + info_len) as u32)
+            });
+            let mut out = [[0u32; LANES]; 24];
+            hkdf_x16(&salt, &ikm, &info, &mut out);
+            for l in 0..LANES {
+                let ikm_bytes: Vec<u8> = ikm.iter().flat_map(|r| r[l].to_be_bytes()).collect();
+                let mut want = [0u8; 96];
+                super::super::hkdf_fixed(&salt, &ikm_bytes, &info, &mut want);
+                let got: Vec<u8> = out.iter().flat_map(|r| r[l].to_be_bytes()).collect();
+                assert_eq!(got, want, "info {info_len}, lane {l}");
+            }
+        }
+    }
+}
