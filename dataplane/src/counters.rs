@@ -26,6 +26,41 @@ pub enum NodeDrop {
     UnroutableNextHop,
 }
 
+/// Where a worker's time goes, per batch (measured around each part of the loop).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum WorkerPhase {
+    /// The receive call that brought a batch (time spent waiting for an empty socket is not
+    /// counted: only calls that returned datagrams).
+    Receive,
+    /// The Sphinx core over the batch (`process_batch`).
+    Process,
+    /// Acting on the verdicts: copying forward hops into the slab and the wheel, delivering
+    /// final hops.
+    Hold,
+    /// Expiring the wheel, grouping by next hop and sending.
+    Release,
+}
+
+impl WorkerPhase {
+    /// Every phase, in counter order.
+    pub const ALL: [WorkerPhase; 4] = [
+        WorkerPhase::Receive,
+        WorkerPhase::Process,
+        WorkerPhase::Hold,
+        WorkerPhase::Release,
+    ];
+
+    /// The metrics label.
+    pub fn name(self) -> &'static str {
+        match self {
+            WorkerPhase::Receive => "receive",
+            WorkerPhase::Process => "process",
+            WorkerPhase::Hold => "hold",
+            WorkerPhase::Release => "release",
+        }
+    }
+}
+
 impl NodeDrop {
     /// Every reason, in counter order.
     pub const ALL: [NodeDrop; 8] = [
@@ -93,6 +128,7 @@ pub struct WorkerCounters {
     pub batch_size: crate::histogram::AtomicHistogram,
     sphinx_drops: [AtomicU64; DropReason::ALL.len()],
     node_drops: [AtomicU64; NodeDrop::ALL.len()],
+    phase_ns: [AtomicU64; WorkerPhase::ALL.len()],
 }
 
 impl WorkerCounters {
@@ -114,6 +150,16 @@ impl WorkerCounters {
     /// Drops for a node reason so far.
     pub fn node_drops(&self, r: NodeDrop) -> u64 {
         self.node_drops[r.index()].load(Relaxed)
+    }
+
+    /// Adds time spent in a phase of the worker loop.
+    pub(crate) fn add_phase(&self, phase: WorkerPhase, ns: u64) {
+        self.phase_ns[phase as usize].fetch_add(ns, Relaxed);
+    }
+
+    /// Time spent in a phase of the worker loop so far, ns.
+    pub fn phase_ns(&self, phase: WorkerPhase) -> u64 {
+        self.phase_ns[phase as usize].load(Relaxed)
     }
 
     /// All drops so far.

@@ -14,7 +14,7 @@ use mixplane_control::metrics::PromText;
 use mixplane_control::rotation::{self, Live, Schedule, Step};
 use mixplane_control::topology::Topology;
 
-use crate::counters::{NodeDrop, WorkerCounters};
+use crate::counters::{NodeDrop, WorkerCounters, WorkerPhase};
 use crate::histogram::AtomicHistogram;
 use crate::node::{Node, NodeConfig, ReplaySet, Snapshot, replay_filter_for};
 use crate::sphinx::{DropReason, NodeKeys, SphinxKey};
@@ -430,6 +430,22 @@ pub fn metrics(workers: &[Arc<WorkerCounters>], snap: &Snapshot, started: Instan
         "mixplane_packets_dropped_total",
         "Dropped packets by reason.",
         drops,
+    );
+    let mut busy: Vec<(Vec<(&str, &str)>, f64)> = Vec::new();
+    for (w, id) in workers.iter().zip(&ids) {
+        for ph in WorkerPhase::ALL {
+            busy.push((
+                vec![("worker", id.as_str()), ("phase", ph.name())],
+                w.phase_ns(ph) as f64 * 1e-9,
+            ));
+        }
+    }
+    emit(
+        &mut p,
+        "counter",
+        "mixplane_worker_busy_seconds_total",
+        "Worker time by loop phase: receive calls that returned data, Sphinx processing, holding verdicts, releasing and sending.",
+        busy,
     );
     let rot: Vec<String> = snap.replay.iter().map(|(r, _)| r.to_string()).collect();
     let fill: Vec<(Vec<(&str, &str)>, f64)> = snap

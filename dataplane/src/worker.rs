@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 
-use crate::counters::{NodeDrop, WorkerCounters};
+use crate::counters::{NodeDrop, WorkerCounters, WorkerPhase};
 use crate::io::{Datagram, Outgoing, UdpIo};
 use crate::node::Snapshot;
 use crate::sink::{self, SinkAddr, UnixSink};
@@ -121,10 +121,13 @@ impl Worker {
                 None => Duration::from_millis(50),
             };
             if state == RUNNING {
+                let t_call = now_ns(self.epoch);
                 match self.io.recv(wait, &mut datagrams) {
                     Ok(0) => {}
                     Ok(n) => {
                         let t_rx = now_ns(self.epoch);
+                        self.counters
+                            .add_phase(WorkerPhase::Receive, t_rx.saturating_sub(t_call));
                         // pick up a new snapshot (key rotation) between batches: after the
                         // receive, so a batch is never judged by keys older than its arrival
                         let current = self.shared.load();
@@ -139,8 +142,10 @@ impl Worker {
                         let arena = self.io.arena_mut();
                         let mut frames = carve(arena, &datagrams);
                         processor.process_batch(&mut frames, &snapshot.replay, &mut verdicts);
-                        let spent = now_ns(self.epoch).saturating_sub(t_rx);
+                        let t_done = now_ns(self.epoch);
+                        let spent = t_done.saturating_sub(t_rx);
                         self.counters.unwrap_per_packet.record(spent / n as u64);
+                        self.counters.add_phase(WorkerPhase::Process, spent);
                         self.counters.batch_size.record(n as u64);
                         let allowed = snapshot.next_hops.as_deref();
                         for (frame, v) in frames.iter().zip(&verdicts) {
@@ -156,6 +161,10 @@ impl Worker {
                                 unix_sink.as_mut(),
                             );
                         }
+                        self.counters.add_phase(
+                            WorkerPhase::Hold,
+                            now_ns(self.epoch).saturating_sub(t_done),
+                        );
                     }
                     Err(e) => {
                         tracing::warn!(worker = self.id, error = %e, "receive failed");
@@ -199,6 +208,8 @@ impl Worker {
                 for h in &due {
                     slab.free(h.slot);
                 }
+                self.counters
+                    .add_phase(WorkerPhase::Release, now_ns(self.epoch).saturating_sub(now));
             }
             self.counters
                 .wheel_len

@@ -364,6 +364,11 @@ fn metrics_are_scraped_and_parsed_and_manual_rotation_works() {
     );
     assert!(get("mixplane_replay_filter_fill_ratio{rotation=\"7\"}").unwrap() > 0.0);
     assert!(get("mixplane_unwrap_seconds_per_packet_count{worker=\"0\"}").unwrap() >= 1.0);
+    // the worker timed every phase it went through: receiving, processing, holding, sending
+    for phase in ["receive", "process", "hold", "release"] {
+        let k = format!("mixplane_worker_busy_seconds_total{{worker=\"0\",phase=\"{phase}\"}}");
+        assert!(get(&k).unwrap() > 0.0, "{k}");
+    }
 
     let (code, status) = http(
         a,

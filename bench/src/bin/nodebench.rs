@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use mixplane_dataplane::counters::WorkerCounters;
+use mixplane_dataplane::counters::{WorkerCounters, WorkerPhase};
 use mixplane_dataplane::histogram::{AtomicHistogram, quantile_of};
 use mixplane_dataplane::io::{self, IoBackendKind, Outgoing, UdpIo};
 use mixplane_dataplane::node::{Node, NodeConfig};
@@ -44,6 +44,11 @@ struct Args {
     /// Send rate in the release-error phase, packets/s.
     #[arg(long, default_value_t = 2000)]
     delay_rate: u64,
+    /// Also time the unwrap over this many distinct frames per call (0: skip), e.g. the size of
+    /// the node's receive batches, whose frames no longer fit the core's L2 cache as the 64 of
+    /// the reference microbenchmark do.
+    #[arg(long, default_value_t = 0)]
+    unwrap_frames: usize,
 }
 
 const BATCH: usize = 64;
@@ -94,12 +99,13 @@ fn build_frames(
 }
 
 /// Packets per second of `Processor::process_batch` on one core over these frames.
-fn unwrap_rate(secret: &[u8; 32], frames: &[Vec<u8>]) -> f64 {
+/// Distinct frames per call come from `frames[..batch]`.
+fn unwrap_rate(secret: &[u8; 32], frames: &[Vec<u8>], batch: usize) -> f64 {
     let mut proc = Processor::new(
         Arc::new(NodeKeys::single(SphinxKey::from_secret(*secret, 1))),
         ProcessorConfig::default(),
     );
-    let template: Vec<Vec<u8>> = frames[..BATCH].to_vec();
+    let template: Vec<Vec<u8>> = frames[..batch].to_vec();
     let mut work = template.clone();
     let mut out = Vec::new();
     let mut best = f64::MAX;
@@ -113,7 +119,7 @@ fn unwrap_rate(secret: &[u8; 32], frames: &[Vec<u8>]) -> f64 {
             proc.process_batch(&mut work, &NoReplay, &mut out);
             n += 1;
         }
-        best = best.min(t.elapsed().as_secs_f64() / (n * BATCH) as f64);
+        best = best.min(t.elapsed().as_secs_f64() / (n * batch) as f64);
     }
     1.0 / best
 }
@@ -145,13 +151,23 @@ fn main() -> anyhow::Result<()> {
 
     println!("building {} regular v258 packets...", args.packets);
     let frames = build_frames(&secret, sink_addr, args.packets, |_| 0, 1)?;
-    let unwrap = unwrap_rate(&secret, &frames);
+    let unwrap = unwrap_rate(&secret, &frames, BATCH);
     println!(
         "unwrap microbenchmark (1 core, batch {BATCH}, x25519 {}): {:.0} packets/s ({:.2} µs/packet)",
         mixplane_crypto_simd::x25519::Backend::best().name(),
         unwrap,
         1e6 / unwrap
     );
+
+    if args.unwrap_frames > 0 {
+        let m = args.unwrap_frames.min(frames.len());
+        let r = unwrap_rate(&secret, &frames, m);
+        println!(
+            "unwrap over {m} distinct frames per call: {:.0} packets/s ({:.2} µs/packet)",
+            r,
+            1e6 / r
+        );
+    }
 
     // Throughput: the node's workers on the last cores, the sender on core 0.
     let ncores = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -226,6 +242,21 @@ fn main() -> anyhow::Result<()> {
     println!(
         "I/O, wheel and replay overhead: forwarding per worker is {:.1}% of the unwrap rate (target >= 85%)",
         100.0 * per_worker / unwrap
+    );
+    // Where the workers' time went (their own phase counters), per forwarded packet, next to
+    // the microbenchmark; and how the kernel batched the receives.
+    let per_packet =
+        |ph: WorkerPhase| sum(&node, |c| c.phase_ns(ph)) as f64 / fwd.max(1) as f64 / 1e3;
+    let batches = sum(&node, |c| c.batch_size.count());
+    println!(
+        "worker time per packet: receive {:.2} µs, process_batch {:.2} µs (microbenchmark {:.2}), hold {:.2} µs, release and send {:.2} µs; {} receive batches of {:.0} datagrams on average",
+        per_packet(WorkerPhase::Receive),
+        per_packet(WorkerPhase::Process),
+        1e6 / unwrap,
+        per_packet(WorkerPhase::Hold),
+        per_packet(WorkerPhase::Release),
+        batches,
+        sum(&node, |c| c.batch_size.sum()) as f64 / batches.max(1) as f64,
     );
 
     // Release error: moderate rate, random delays.
