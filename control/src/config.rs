@@ -125,7 +125,8 @@ pub struct NodeSection {
     pub cores: Vec<usize>,
     /// I/O backend: "auto" (io_uring, else recvmmsg), "io_uring" or "mmsg". Default "auto".
     pub io: String,
-    /// Most datagrams (or GRO super-packets) per receive batch. Default 64.
+    /// Datagrams per receive batch (a receive of GRO super-packets stops at the first that
+    /// reaches it). Default 64.
     pub batch: usize,
 }
 

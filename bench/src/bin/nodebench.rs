@@ -49,6 +49,9 @@ struct Args {
     /// the reference microbenchmark do.
     #[arg(long, default_value_t = 0)]
     unwrap_frames: usize,
+    /// The node's receive batch (`[node] batch`): most datagrams per receive.
+    #[arg(long, default_value_t = 64)]
+    batch: usize,
 }
 
 const BATCH: usize = 64;
@@ -175,6 +178,7 @@ fn main() -> anyhow::Result<()> {
     let node = Node::start(
         NodeConfig {
             workers: args.workers,
+            batch: args.batch,
             pin_cores: Some(cores),
             io: args.io,
             wheel_capacity: 1 << 18,

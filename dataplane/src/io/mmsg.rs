@@ -22,6 +22,9 @@ pub struct MmsgIo {
     gso: GsoPolicy,
     rx_overflows: u64,
     kernel_drops: DropPoller,
+    /// Messages asked of the next `recvmmsg`: `batch` without GRO, fewer while GRO
+    /// super-packets arrive.
+    rx_vlen: usize,
 }
 
 // SAFETY: the raw pointers inside the iovec/msghdr vectors are scratch: they are rewritten to
@@ -35,7 +38,8 @@ fn zeroed_mmsghdr() -> libc::mmsghdr {
 }
 
 impl MmsgIo {
-    /// Wraps a bound socket; `batch` is the most datagrams (or GRO super-packets) per receive.
+    /// Wraps a bound socket; `batch` is the most messages per receive, fewer while GRO
+    /// super-packets arrive (see `rx_vlen`).
     pub fn new(sock: UdpSocket, batch: usize) -> MmsgIo {
         let batch = batch.max(1);
         MmsgIo {
@@ -55,6 +59,7 @@ impl MmsgIo {
             gso: GsoPolicy::default(),
             rx_overflows: 0,
             kernel_drops: DropPoller::default(),
+            rx_vlen: batch,
         }
     }
 
@@ -82,7 +87,7 @@ impl MmsgIo {
             libc::recvmmsg(
                 self.sock.as_raw_fd(),
                 self.rx_hdr.as_mut_ptr(),
-                self.batch as libc::c_uint,
+                self.rx_vlen as libc::c_uint,
                 libc::MSG_DONTWAIT,
                 std::ptr::null_mut(),
             )
@@ -142,6 +147,14 @@ impl UdpIo for MmsgIo {
                 self.rx_overflows = self.rx_overflows.max(u64::from(o));
             }
             split_gro(i * MAX_DATAGRAM, len, gso, out);
+        }
+        if n > 0 {
+            // Ask for fewer messages next time when GRO packs many datagrams into each, so a
+            // receive brings about `batch` datagrams rather than `batch` super-packets (up to
+            // 27 regular packets each: 1,700 packets, 4 MB, processed from L3 instead of L2;
+            // measured with mixplane-nodebench: 80-81% -> 84% of the unwrap rate).
+            let per = out.len().div_ceil(n);
+            self.rx_vlen = self.batch.div_ceil(per).clamp(1, self.batch);
         }
         Ok(out.len())
     }

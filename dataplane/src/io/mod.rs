@@ -180,6 +180,58 @@ pub fn open(
 mod tests {
     use super::*;
 
+    /// Receives until `want` datagrams came or 5 s passed; returns the size of each receive.
+    fn receive_sizes(io: &mut dyn UdpIo, want: usize) -> Vec<usize> {
+        let mut sizes = Vec::new();
+        let mut dg = Vec::new();
+        let end = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while sizes.iter().sum::<usize>() < want && std::time::Instant::now() < end {
+            let n = io
+                .recv(std::time::Duration::from_millis(50), &mut dg)
+                .unwrap();
+            if n > 0 {
+                sizes.push(n);
+            }
+        }
+        sizes
+    }
+
+    #[test]
+    fn gro_receives_stop_near_the_batch_size() {
+        for kind in [IoBackendKind::Mmsg, IoBackendKind::Uring] {
+            let Ok((mut rx, to)) = open(kind, "127.0.0.1:0".parse().unwrap(), 8) else {
+                eprintln!("{kind:?} unavailable here; skipping it");
+                continue;
+            };
+            let (mut tx, _) =
+                open(IoBackendKind::Mmsg, "127.0.0.1:0".parse().unwrap(), 64).unwrap();
+            let data = [7u8; 100];
+            let run: Vec<Outgoing<'_>> = (0..20).map(|_| Outgoing { to, data: &data }).collect();
+            let gso_runs = |tx: &mut Box<dyn UdpIo>| {
+                for _ in 0..4 {
+                    assert_eq!(tx.send(&run).sent, 20);
+                }
+            };
+            // four GSO messages of 20 reach the GRO socket as four super-packets; the first
+            // receive may take them all (recvmmsg learns the packing from it) ...
+            gso_runs(&mut tx);
+            assert_eq!(receive_sizes(rx.as_mut(), 80).iter().sum::<usize>(), 80);
+            // ... after that a receive stops at the first super-packet that reaches 8
+            gso_runs(&mut tx);
+            let sizes = receive_sizes(rx.as_mut(), 80);
+            assert_eq!(sizes.iter().sum::<usize>(), 80, "{kind:?}");
+            assert!(sizes.iter().all(|&n| n <= 20), "{kind:?}: {sizes:?}");
+            // plain datagrams: the receives grow back to the batch
+            let plain = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+            for _ in 0..40 {
+                plain.send_to(&data, to).unwrap();
+            }
+            let sizes = receive_sizes(rx.as_mut(), 40);
+            assert_eq!(sizes.iter().sum::<usize>(), 40, "{kind:?}");
+            assert!(sizes.contains(&8), "{kind:?}: {sizes:?}");
+        }
+    }
+
     #[test]
     fn gro_split() {
         let mut v = Vec::new();

@@ -129,8 +129,13 @@ pub struct UringIo {
     /// The multishot receive's header: only `msg_namelen` and `msg_controllen` are read.
     rx_hdr: Box<libc::msghdr>,
     armed: bool,
-    /// Receive completions met while waiting for sends, handled by the next `recv`.
+    /// Receive completions not handed out yet: met while waiting for sends, or left over when
+    /// a `recv` reached `max_datagrams`.
     pending: VecDeque<(i32, u32)>,
+    /// A `recv` stops taking completions once it has this many datagrams (the `batch` given to
+    /// [`UringIo::new`]): GRO completions carry up to 27 regular packets each, and a whole ring
+    /// of them at once (~1,400 packets, 3.3 MB) would be processed from L3 instead of L2.
+    max_datagrams: usize,
     tx: TxMessages,
     /// Send completions of the current `send`, `(message, result)`.
     tx_done: Vec<(u64, i32)>,
@@ -194,6 +199,7 @@ impl UringIo {
             rx_hdr,
             armed: false,
             pending: VecDeque::new(),
+            max_datagrams: batch.max(1),
             tx: TxMessages::new(),
             tx_done: Vec::with_capacity(SQ_ENTRIES as usize),
             gso: GsoPolicy::default(),
@@ -331,7 +337,9 @@ impl UringIo {
     }
 
     fn drain_pending(&mut self, out: &mut Vec<Datagram>) {
-        while let Some((res, flags)) = self.pending.pop_front() {
+        while out.len() < self.max_datagrams
+            && let Some((res, flags)) = self.pending.pop_front()
+        {
             self.take(res, flags, out);
         }
     }
