@@ -14,8 +14,9 @@ use std::time::Instant;
 
 fn main() {
     println!("vector path here: {}", x16_is_vectorised());
-    let block: BlockX16 =
-        std::array::from_fn(|t| std::array::from_fn(|l| (t * 31 + l * 7) as u32 * 0x9e37_79b9));
+    let block: BlockX16 = std::array::from_fn(|t| {
+        std::array::from_fn(|l| ((t * 31 + l * 7) as u32).wrapping_mul(0x9e37_79b9))
+    });
     let bytes = [0x5au8; 64];
     let n = 100_000;
     let (mut x16, mut one) = (f64::MAX, f64::MAX);

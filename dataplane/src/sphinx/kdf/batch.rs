@@ -313,7 +313,9 @@ mod tests {
                 hop.clear();
                 let inputs: Vec<([u8; 32], Vec<u8>)> = (0..n)
                     .map(|l| {
-                        let s = std::array::from_fn(|i| (i as u8 * 3) ^ (l as u8 * 29) ^ round);
+                        let s = std::array::from_fn(|i| {
+                            (i as u8).wrapping_mul(3) ^ (l as u8).wrapping_mul(29) ^ round
+                        });
                         let beta = (0..BETA_LEN).map(|i| (i * 7 + l) as u8 ^ round).collect();
                         (s, beta)
                     })
