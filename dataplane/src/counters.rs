@@ -29,8 +29,8 @@ pub enum NodeDrop {
 /// Where a worker's time goes, per batch (measured around each part of the loop).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum WorkerPhase {
-    /// The receive call that brought a batch (time spent waiting for an empty socket is not
-    /// counted: only calls that returned datagrams).
+    /// Receive calls that returned datagrams, including any wait inside them (calls that
+    /// timed out empty are not counted).
     Receive,
     /// The Sphinx core over the batch (`process_batch`).
     Process,

@@ -307,12 +307,13 @@ impl Processor {
                 continue;
             }
             let s = &self.slots[i];
+            // copied in place (no stack temporary of the key); seeded keys are derived below
+            self.payload_keys.push([0u8; PAYLOAD_KEY_LEN]);
+            let k = self.payload_keys.len() - 1;
             if has_legacy_payload_key(s) {
-                self.payload_keys.push(*s.secret.legacy_payload_key());
+                self.payload_keys[k].copy_from_slice(s.secret.legacy_payload_key());
             } else {
-                // derived from the seed below
-                self.seeded.push(self.payload_keys.len());
-                self.payload_keys.push([0u8; PAYLOAD_KEY_LEN]);
+                self.seeded.push(k);
             }
             self.survivors.push(i);
             let at = s.header.len() + SPHINX_HEADER_LEN;
@@ -328,7 +329,7 @@ impl Processor {
                 let mut derived = [[0u8; PAYLOAD_KEY_LEN]; 16];
                 kdf::batch::payload_keys_x16(&seeds[..chunk.len()], &mut derived);
                 for (&k, d) in chunk.iter().zip(&derived) {
-                    self.payload_keys[k] = *d;
+                    self.payload_keys[k].copy_from_slice(d);
                 }
                 derived.zeroize();
             } else {
