@@ -268,16 +268,7 @@ mod tests {
         let mut views: Vec<&mut [u8]> = got.iter_mut().map(|v| v.as_mut_slice()).collect();
         decrypt_batch(&key_refs, &mut views).unwrap();
         assert_eq!(got, want);
-        for groups in [4, 8] {
-            let mut got = data.clone();
-            let mut views: Vec<&mut [u8]> = got.iter_mut().map(|v| v.as_mut_slice()).collect();
-            if groups == 4 {
-                decrypt_batch_in_groups::<4>(&key_refs, &mut views).unwrap();
-            } else {
-                decrypt_batch_in_groups::<8>(&key_refs, &mut views).unwrap();
-            }
-            assert_eq!(got, want, "groups of {groups}");
-        }
+        assert_groups_equal(&key_refs, &data, &want, "mixed lengths");
         // a short block is reported and left alone; the others are still decrypted
         let mut got = data.clone();
         got[1] = vec![9u8; 20];
@@ -304,16 +295,26 @@ mod tests {
                 decrypt(k, w).unwrap();
             }
             let key_refs: Vec<&[u8; KEY_LEN]> = keys.iter().collect();
-            for groups in [4, 8] {
-                let mut got = data.clone();
-                let mut views: Vec<&mut [u8]> = got.iter_mut().map(|v| v.as_mut_slice()).collect();
-                if groups == 4 {
-                    decrypt_batch_in_groups::<4>(&key_refs, &mut views).unwrap();
-                } else {
-                    decrypt_batch_in_groups::<8>(&key_refs, &mut views).unwrap();
-                }
-                assert_eq!(got, want, "{count} blocks, groups of {groups}");
+            assert_groups_equal(&key_refs, &data, &want, &format!("{count} blocks"));
+        }
+    }
+
+    /// Decrypts `data` in groups of four and of eight; both must give `want`.
+    fn assert_groups_equal(
+        keys: &[&[u8; KEY_LEN]],
+        data: &[Vec<u8>],
+        want: &[Vec<u8>],
+        what: &str,
+    ) {
+        for groups in [4, 8] {
+            let mut got = data.to_vec();
+            let mut views: Vec<&mut [u8]> = got.iter_mut().map(|v| v.as_mut_slice()).collect();
+            if groups == 4 {
+                decrypt_batch_in_groups::<4>(keys, &mut views).unwrap();
+            } else {
+                decrypt_batch_in_groups::<8>(keys, &mut views).unwrap();
             }
+            assert_eq!(got, want, "{what}, groups of {groups}");
         }
     }
 
