@@ -24,6 +24,7 @@ pub mod plane;
 pub mod replay;
 pub mod sink;
 pub mod slab;
+pub mod snapshot;
 pub mod sphinx;
 pub mod wheel;
 pub mod worker;

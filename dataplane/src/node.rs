@@ -4,7 +4,6 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, Ordering};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
@@ -14,8 +13,9 @@ use crate::counters::WorkerCounters;
 use crate::io::{self, IoBackendKind, UdpIo};
 use crate::replay::ReplayFilter;
 use crate::sink::SinkAddr;
-use crate::sphinx::{DEFAULT_MAX_DELAY_NS, NodeKeys, ReplayGuard};
-use crate::worker::{ABORT, DRAINING, Worker, WorkerSettings};
+use crate::snapshot::{ReplaySet, Snapshot};
+use crate::sphinx::{DEFAULT_MAX_DELAY_NS, NodeKeys};
+use crate::worker::{RunState, SharedRunState, Worker, WorkerSettings};
 
 /// Everything a node needs to run.
 #[derive(Debug, Clone)]
@@ -71,50 +71,6 @@ impl Default for NodeConfig {
     }
 }
 
-/// The replay filters of the live keys, by rotation id.
-#[derive(Clone, Default)]
-pub struct ReplaySet {
-    filters: Vec<(u32, Arc<ReplayFilter>)>,
-}
-
-impl ReplaySet {
-    /// A set over these filters.
-    pub fn new(filters: Vec<(u32, Arc<ReplayFilter>)>) -> ReplaySet {
-        ReplaySet { filters }
-    }
-
-    /// The filter for a rotation.
-    pub fn get(&self, rotation_id: u32) -> Option<&Arc<ReplayFilter>> {
-        self.filters
-            .iter()
-            .find(|(r, _)| *r == rotation_id)
-            .map(|(_, f)| f)
-    }
-
-    /// All filters.
-    pub fn iter(&self) -> impl Iterator<Item = &(u32, Arc<ReplayFilter>)> {
-        self.filters.iter()
-    }
-}
-
-impl ReplayGuard for ReplaySet {
-    fn check_and_set(&self, rotation_id: u32, tag: &[u8; 32]) -> bool {
-        // a key without a filter cannot be checked; the control plane always installs one
-        self.get(rotation_id).is_some_and(|f| f.check_and_set(tag))
-    }
-}
-
-/// What the workers read between batches.
-pub struct Snapshot {
-    /// The live keys.
-    pub keys: Arc<NodeKeys>,
-    /// One replay filter per live key.
-    pub replay: ReplaySet,
-    /// When set, forward hops and SURB-ACKs may only go to these addresses (the known nodes);
-    /// others are dropped and counted (`unknown_next_hop`).
-    pub next_hops: Option<Arc<std::collections::HashSet<SocketAddr>>>,
-}
-
 /// Errors starting a node.
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
@@ -137,7 +93,7 @@ pub enum NodeError {
 /// A running node.
 pub struct Node {
     local_addr: SocketAddr,
-    state: Arc<AtomicU8>,
+    state: Arc<SharedRunState>,
     shared: Arc<ArcSwap<Snapshot>>,
     counters: Vec<Arc<WorkerCounters>>,
     threads: Vec<JoinHandle<()>>,
@@ -224,7 +180,7 @@ impl Node {
             replay: ReplaySet::new(filters),
             next_hops: None,
         }));
-        let state = Arc::new(AtomicU8::new(crate::worker::RUNNING));
+        let state = Arc::new(SharedRunState::new(RunState::Running));
         let epoch = Instant::now();
         let cores = core_affinity::get_core_ids().unwrap_or_default();
         let listen = local_addr;
@@ -316,17 +272,13 @@ impl Node {
 
     /// Stops receiving; workers release what they hold at its deadlines, then exit.
     pub fn begin_shutdown(&self) {
-        let _ = self.state.compare_exchange(
-            crate::worker::RUNNING,
-            DRAINING,
-            Ordering::AcqRel,
-            Ordering::Acquire,
-        );
+        // from Running only: an abort stays an abort
+        self.state.transition(RunState::Running, RunState::Draining);
     }
 
     /// Makes workers exit at once.
     pub fn abort(&self) {
-        self.state.store(ABORT, Ordering::Release);
+        self.state.store(RunState::Abort);
     }
 
     /// Whether every worker has exited.

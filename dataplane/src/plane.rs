@@ -16,7 +16,8 @@ use mixplane_control::topology::Topology;
 
 use crate::counters::{NodeDrop, WorkerCounters, WorkerPhase};
 use crate::histogram::AtomicHistogram;
-use crate::node::{Node, NodeConfig, ReplaySet, Snapshot, replay_filter_for};
+use crate::node::{Node, NodeConfig, replay_filter_for};
+use crate::snapshot::{ReplaySet, Snapshot};
 use crate::sphinx::{DropReason, NodeKeys, SphinxKey};
 
 /// Key rotation and the admin API around a running node.
