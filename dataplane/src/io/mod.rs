@@ -104,6 +104,17 @@ pub trait UdpIo: Send {
     }
 }
 
+/// Calls `f` again for as long as it fails with `EINTR` (a signal arrived before the system
+/// call did anything): the one place where the backends handle interrupted calls.
+pub(crate) fn retry_if_interrupted<T>(mut f: impl FnMut() -> io::Result<T>) -> io::Result<T> {
+    loop {
+        match f() {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            result => return result,
+        }
+    }
+}
+
 /// Splits `len` bytes received with GRO segment size `gso` (0: not coalesced) into datagrams.
 pub(crate) fn split_gro(offset: usize, len: usize, gso: usize, out: &mut Vec<Datagram>) {
     if gso == 0 || gso >= len {
