@@ -14,6 +14,9 @@
 //! Boundaries: key files, topology, config and metrics export belong to `mixplane-control`;
 //! vector crypto belongs to `mixplane-crypto-simd`.
 #![deny(unsafe_op_in_unsafe_fn)]
+#![warn(unreachable_pub)]
+#![warn(missing_docs)]
+#![warn(clippy::undocumented_unsafe_blocks)]
 
 pub mod counters;
 pub mod demo;
@@ -23,8 +26,8 @@ pub mod node;
 pub mod plane;
 pub mod replay;
 pub mod sink;
-pub mod slab;
-pub mod snapshot;
+mod slab;
+mod snapshot;
 pub mod sphinx;
 pub mod wheel;
-pub mod worker;
+mod worker;

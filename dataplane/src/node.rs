@@ -261,12 +261,12 @@ impl Node {
     }
 
     /// The current snapshot.
-    pub fn snapshot(&self) -> Arc<Snapshot> {
+    pub(crate) fn snapshot(&self) -> Arc<Snapshot> {
         self.shared.load_full()
     }
 
     /// Publishes new keys and filters; workers pick them up before their next batch.
-    pub fn publish(&self, snapshot: Snapshot) {
+    pub(crate) fn publish(&self, snapshot: Snapshot) {
         self.shared.store(Arc::new(snapshot));
     }
 

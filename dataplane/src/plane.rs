@@ -255,12 +255,12 @@ impl ControlPlane {
     }
 
     /// The metrics page.
-    pub fn metrics_text(&self) -> String {
+    pub(crate) fn metrics_text(&self) -> String {
         metrics(self.node.counters(), &self.node.snapshot(), self.started)
     }
 
     /// The status document.
-    pub fn status_json(&self) -> String {
+    pub(crate) fn status_json(&self) -> String {
         let snap = self.node.snapshot();
         let k = self.lock_keys();
         let key = |m: &KeyMaterial| {
@@ -341,7 +341,11 @@ fn histogram(
 }
 
 /// Renders the node's metrics in Prometheus text format.
-pub fn metrics(workers: &[Arc<WorkerCounters>], snap: &Snapshot, started: Instant) -> String {
+pub(crate) fn metrics(
+    workers: &[Arc<WorkerCounters>],
+    snap: &Snapshot,
+    started: Instant,
+) -> String {
     let mut p = PromText::new();
     let ids: Vec<String> = (0..workers.len()).map(|i| i.to_string()).collect();
     let per = |f: &dyn Fn(&WorkerCounters) -> u64| -> Vec<(Vec<(&str, &str)>, f64)> {

@@ -41,7 +41,7 @@ impl ReplayGuard for ReplaySet {
 }
 
 /// What the workers read between batches.
-pub struct Snapshot {
+pub(crate) struct Snapshot {
     /// The live keys.
     pub keys: Arc<NodeKeys>,
     /// One replay filter per live key.

@@ -11,7 +11,7 @@ use super::tx::{GsoPolicy, TxMessages};
 use super::{Datagram, MAX_DATAGRAM, Outgoing, SendStats, UdpIo, retry_if_interrupted, split_gro};
 
 /// recvmmsg/sendmmsg I/O on one socket.
-pub struct MmsgIo {
+pub(crate) struct MmsgIo {
     sock: UdpSocket,
     batch: usize,
     arena: Vec<u8>,
@@ -40,7 +40,7 @@ fn zeroed_mmsghdr() -> libc::mmsghdr {
 impl MmsgIo {
     /// Wraps a bound socket; `batch` is the most messages per receive, fewer while GRO
     /// super-packets arrive (see `rx_vlen`).
-    pub fn new(sock: UdpSocket, batch: usize) -> MmsgIo {
+    pub(crate) fn new(sock: UdpSocket, batch: usize) -> MmsgIo {
         let batch = batch.max(1);
         MmsgIo {
             sock,
@@ -66,8 +66,9 @@ impl MmsgIo {
     fn recv_now(&mut self) -> io::Result<usize> {
         let base = self.arena.as_mut_ptr();
         for i in 0..self.batch {
-            // SAFETY: i * MAX_DATAGRAM + MAX_DATAGRAM <= arena.len(), so the pointer stays in bounds.
             self.rx_iov[i] = libc::iovec {
+                // SAFETY: i * MAX_DATAGRAM + MAX_DATAGRAM <= arena.len(), so the pointer stays
+                // in bounds.
                 iov_base: unsafe { base.add(i * MAX_DATAGRAM) }.cast(),
                 iov_len: MAX_DATAGRAM,
             };

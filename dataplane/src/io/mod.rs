@@ -9,7 +9,7 @@
 //! run of equal-sized datagrams to the same address.
 
 pub mod memory;
-pub mod mmsg;
+pub(crate) mod mmsg;
 pub mod socket;
 mod tx;
 pub mod uring;
@@ -56,9 +56,9 @@ pub struct Datagram {
 /// The largest UDP payload (and GRO super-packet) we receive.
 pub const MAX_DATAGRAM: usize = 65_536;
 /// At most this many segments in one GSO send (the kernel's UDP_MAX_SEGMENTS).
-pub const MAX_GSO_SEGMENTS: usize = 64;
+pub(crate) const MAX_GSO_SEGMENTS: usize = 64;
 /// A GSO send carries at most this many bytes.
-pub const MAX_GSO_BYTES: usize = 65_000;
+pub(crate) const MAX_GSO_BYTES: usize = 65_000;
 
 /// A datagram to send.
 #[derive(Debug, Clone, Copy)]
