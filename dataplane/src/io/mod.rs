@@ -2,7 +2,7 @@
 //! address), batched receive with UDP GRO and batched send with UDP GSO.
 //!
 //! Two backends sit behind [`UdpIo`]: io_uring ([`uring`]) and `recvmmsg`/`sendmmsg`
-//! ([`mmsg`]), the fallback for hosts where io_uring is blocked (containers often block it).
+//! (`mmsg`), the fallback for hosts where io_uring is blocked (containers often block it).
 //! Each backend receives into its own buffers; a received batch is a list of datagrams (GRO
 //! super-packets are split into their segments) that the worker hands to the Sphinx core in
 //! place. Sending takes datagrams already grouped by destination and uses one GSO message per

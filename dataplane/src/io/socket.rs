@@ -225,7 +225,7 @@ impl DropPoller {
 
 /// Turns GRO off on a test receiver, so it reads datagrams one by one.
 #[cfg(test)]
-pub(crate) fn set_gso_off_for_test(sock: &UdpSocket) {
+pub(crate) fn set_gro_off_for_test(sock: &UdpSocket) {
     set_gro(sock, false).unwrap();
 }
 

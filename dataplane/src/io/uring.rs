@@ -617,7 +617,7 @@ mod tests {
     fn a_refused_gso_message_is_resent_alone_and_the_others_only_once() {
         let Some((mut u, _)) = uring(8) else { return };
         let rx = bind_udp("127.0.0.1:0".parse().unwrap()).unwrap();
-        crate::io::socket::set_gso_off_for_test(&rx);
+        crate::io::socket::set_gro_off_for_test(&rx);
         rx.set_read_timeout(Some(Duration::from_millis(300)))
             .unwrap();
         let good = rx.local_addr().unwrap();
