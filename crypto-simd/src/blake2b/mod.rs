@@ -54,32 +54,97 @@ pub fn mac32(key: &[u8; 64], data: &[u8]) -> [u8; 32] {
     m.finalize().into_bytes().into()
 }
 
-/// Whether [`mac32_x4`] runs the vector code on this CPU.
-pub fn x4_is_vectorised() -> bool {
-    cfg!(target_arch = "x86_64") && crate::cpu::features().avx2
+/// A BLAKE2b multi-buffer implementation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Backend {
+    /// [`mac32_x8`] on AVX-512 F vectors, [`mac32_x4`] on AVX2; needs AVX-512 F (and AVX2).
+    Avx512,
+    /// [`mac32_x4`] on AVX2 vectors, [`mac32_x8`] as two such calls; needs AVX2.
+    Avx2,
+    /// One message at a time through the `blake2` crate; always available.
+    Portable,
+}
+
+impl Backend {
+    /// Every backend, fastest first.
+    pub const ALL: &'static [Backend] = &[Backend::Avx512, Backend::Avx2, Backend::Portable];
+
+    /// The backend's short name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Avx512 => "avx512",
+            Backend::Avx2 => "avx2",
+            Backend::Portable => "portable",
+        }
+    }
+
+    /// The fastest backend that `features` allow.
+    pub fn for_features(features: crate::cpu::Features) -> Backend {
+        match features {
+            f if cfg!(target_arch = "x86_64") && f.avx512f && f.avx2 => Backend::Avx512,
+            f if cfg!(target_arch = "x86_64") && f.avx2 => Backend::Avx2,
+            _ => Backend::Portable,
+        }
+    }
+
+    /// The backend in use: the fastest one the features in force ([`crate::cpu::in_force`])
+    /// allow.
+    #[inline]
+    pub fn best() -> Backend {
+        Self::for_features(crate::cpu::in_force())
+    }
+
+    /// Messages per call of the backend's widest multi-buffer hash (1: one at a time).
+    pub fn lanes(self) -> usize {
+        match self {
+            Backend::Avx512 => 8,
+            Backend::Avx2 => 4,
+            Backend::Portable => 1,
+        }
+    }
 }
 
 /// Keyed BLAKE2b-256 of four messages at once: `out[i] = mac32(keys[i], data[i])`.
 pub fn mac32_x4(keys: [&[u8; 64]; 4], data: [&[u8]; 4]) -> [[u8; 32]; 4] {
-    #[cfg(target_arch = "x86_64")]
-    if x4_is_vectorised() && data.iter().all(|d| d.len() == data[0].len()) {
-        return avx2::mac32_x4(keys, data);
-    }
-    std::array::from_fn(|i| mac32(keys[i], data[i]))
+    mac32_x4_with(Backend::best(), keys, data)
 }
 
-/// Whether [`mac32_x8`] runs the vector code on this CPU.
-pub fn x8_is_vectorised() -> bool {
-    cfg!(target_arch = "x86_64") && crate::cpu::features().avx512f
+/// [`mac32_x4`] with `backend`, which must be [`Backend::best`] or slower.
+fn mac32_x4_with(backend: Backend, keys: [&[u8; 64]; 4], data: [&[u8]; 4]) -> [[u8; 32]; 4] {
+    let equal = data.iter().all(|d| d.len() == data[0].len());
+    match backend {
+        #[cfg(target_arch = "x86_64")]
+        Backend::Avx512 | Backend::Avx2 if equal => {
+            assert!(crate::cpu::in_force().avx2, "AVX2 BLAKE2b without AVX2");
+            // SAFETY: the features in force, a subset of the CPU's, include AVX2 (asserted).
+            unsafe { avx2::mac32_x4(keys, data) }
+        }
+        _ => mac32_x4_portable(keys, data),
+    }
 }
 
 /// Keyed BLAKE2b-256 of eight messages at once: `out[i] = mac32(keys[i], data[i])`.
 pub fn mac32_x8(keys: [&[u8; 64]; 8], data: [&[u8]; 8]) -> [[u8; 32]; 8] {
-    #[cfg(target_arch = "x86_64")]
-    if x8_is_vectorised() && data.iter().all(|d| d.len() == data[0].len()) {
-        return avx512::mac32_x8(keys, data);
+    mac32_x8_with(Backend::best(), keys, data)
+}
+
+/// [`mac32_x8`] with `backend`, which must be [`Backend::best`] or slower.
+fn mac32_x8_with(backend: Backend, keys: [&[u8; 64]; 8], data: [&[u8]; 8]) -> [[u8; 32]; 8] {
+    let equal = data.iter().all(|d| d.len() == data[0].len());
+    match backend {
+        #[cfg(target_arch = "x86_64")]
+        Backend::Avx512 if equal => avx512::mac32_x8(keys, data),
+        Backend::Avx2 => {
+            let half = |h: usize| -> [[u8; 32]; 4] {
+                let k = std::array::from_fn(|i| keys[4 * h + i]);
+                let d = std::array::from_fn(|i| data[4 * h + i]);
+                mac32_x4_with(backend, k, d)
+            };
+            let (lo, hi) = (half(0), half(1));
+            std::array::from_fn(|i| if i < 4 { lo[i] } else { hi[i - 4] })
+        }
+        _ => std::array::from_fn(|i| mac32(keys[i], data[i])),
     }
-    std::array::from_fn(|i| mac32(keys[i], data[i]))
 }
 
 /// The portable path of [`mac32_x4`], for tests that compare the two.
@@ -115,9 +180,12 @@ mod tests {
                 assert_eq!(got[j], mac32(&keys[j], &msgs[j]), "len {len} lane {j}");
             }
         }
-        assert!(
-            x4_is_vectorised() || !cfg!(target_arch = "x86_64") || !crate::cpu::features().avx2
-        );
+        let want = if cfg!(target_arch = "x86_64") && crate::cpu::in_force().avx2 {
+            4
+        } else {
+            1
+        };
+        assert!(Backend::best().lanes() >= want);
     }
 
     #[test]
