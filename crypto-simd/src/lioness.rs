@@ -93,7 +93,7 @@ pub fn decrypt_batch(
 }
 
 /// [`decrypt_batch`] with groups of `N` (4 or 8) blocks of one length.
-pub fn decrypt_batch_in_groups<const N: usize>(
+fn decrypt_batch_in_groups<const N: usize>(
     keys: &[&[u8; KEY_LEN]],
     blocks: &mut [&mut [u8]],
 ) -> Result<(), BlockTooShort> {

@@ -4,9 +4,10 @@
 //! One message at a time, [`mac32`] uses the RustCrypto `blake2` crate. Four messages of equal
 //! length at a time, [`mac32_x4`] runs a multi-buffer AVX2 compression (module `avx2`): each
 //! 256-bit vector holds the same state word of four messages, so every instruction does four
-//! messages' work with no shuffles between lanes. It falls back to four single calls without
-//! AVX2 or when the lengths differ. [`mac32_x8`] does the same for eight messages with AVX-512
-//! (module `avx512`).
+//! messages' work with no shuffles between lanes. [`mac32_x8`] does the same for eight messages
+//! with AVX-512 (module `avx512`), or as two four-message calls with AVX2 only. [`Backend`] says
+//! which runs; without vector features, or when the lengths differ, the messages go one at a
+//! time.
 
 #[cfg(target_arch = "x86_64")]
 mod avx2;
@@ -147,8 +148,8 @@ fn mac32_x8_with(backend: Backend, keys: [&[u8; 64]; 8], data: [&[u8]; 8]) -> [[
     }
 }
 
-/// The portable path of [`mac32_x4`], for tests that compare the two.
-pub fn mac32_x4_portable(keys: [&[u8; 64]; 4], data: [&[u8]; 4]) -> [[u8; 32]; 4] {
+/// The portable path of [`mac32_x4`].
+fn mac32_x4_portable(keys: [&[u8; 64]; 4], data: [&[u8]; 4]) -> [[u8; 32]; 4] {
     std::array::from_fn(|i| mac32(keys[i], data[i]))
 }
 
@@ -231,6 +232,36 @@ mod tests {
                 mac32(&keys[j], &mixed[j]),
                 "unequal lengths, lane {j}"
             );
+        }
+    }
+
+    #[test]
+    fn every_allowed_backend_matches_single() {
+        let in_force = crate::cpu::in_force();
+        let keys: [[u8; 64]; 8] = std::array::from_fn(|j| key(j as u8 * 5 + 2));
+        for &backend in Backend::ALL {
+            let allowed = Backend::ALL.iter().position(|b| *b == backend)
+                >= Backend::ALL.iter().position(|b| *b == Backend::best());
+            if !allowed {
+                continue;
+            }
+            assert!(backend != Backend::Avx2 || in_force.avx2);
+            for len in [0usize, 1, 127, 128, 129, 2033] {
+                let msgs: Vec<Vec<u8>> = (0..8).map(|j| vec![(len + j) as u8; len]).collect();
+                let k8 = std::array::from_fn(|j| &keys[j]);
+                let d8 = std::array::from_fn(|j| msgs[j].as_slice());
+                let got8 = mac32_x8_with(backend, k8, d8);
+                let k4 = std::array::from_fn(|j| &keys[j]);
+                let d4 = std::array::from_fn(|j| msgs[j].as_slice());
+                let got4 = mac32_x4_with(backend, k4, d4);
+                for j in 0..8 {
+                    let want = mac32(&keys[j], &msgs[j]);
+                    assert_eq!(got8[j], want, "{} x8 len {len} lane {j}", backend.name());
+                    if j < 4 {
+                        assert_eq!(got4[j], want, "{} x4 len {len} lane {j}", backend.name());
+                    }
+                }
+            }
         }
     }
 

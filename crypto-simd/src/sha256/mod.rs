@@ -9,9 +9,8 @@
 //! fill the constant words once instead of transposing whole messages.
 //!
 //! [`compress_x16`] picks the AVX-512 code ([`Backend::Avx512`]) when the features in force
-//! ([`crate::cpu::in_force`]) include AVX-512 F; otherwise (and in
-//! [`compress_x16_portable`]) each lane goes through the `sha2` crate's compression function,
-//! which uses SHA-NI where the CPU has it.
+//! ([`crate::cpu::in_force`]) include AVX-512 F; otherwise each lane goes through the `sha2`
+//! crate's compression function, which uses SHA-NI where the CPU has it.
 
 #[cfg(target_arch = "x86_64")]
 mod avx512;
@@ -94,7 +93,7 @@ pub fn compress_x16(state: &mut StateX16, block: &BlockX16) {
 
 /// [`compress_x16`] one lane at a time through the `sha2` crate (the reference for the vector
 /// code, and the path on CPUs without AVX-512).
-pub fn compress_x16_portable(state: &mut StateX16, block: &BlockX16) {
+fn compress_x16_portable(state: &mut StateX16, block: &BlockX16) {
     for l in 0..LANES {
         let mut s: [u32; 8] = std::array::from_fn(|w| state[w][l]);
         let mut b = [0u8; 64];

@@ -72,7 +72,7 @@ impl Fe51 {
         let m = |x: u64, y: u64| u128::from(x) * u128::from(y);
         let b19: [u64; 5] = b.map(|x| 19 * x);
         let mut c = [0u128; 5];
-        for i in 0..5 {
+        for (i, &x) in a.iter().enumerate() {
             for j in 0..5 {
                 // Weight 2^(51 (i + j)); at or above 2^255 it folds down with 19.
                 let (k, y) = if i + j < 5 {
@@ -80,7 +80,7 @@ impl Fe51 {
                 } else {
                     (i + j - 5, b19[j])
                 };
-                c[k] += m(a[i], y);
+                c[k] += m(x, y);
             }
         }
         for k in 0..4 {

@@ -195,7 +195,8 @@ fn canonical_at_the_edges() {
 fn canonical_of_the_largest_limbs() {
     #[cfg(target_arch = "x86_64")]
     {
-        let mut runs: Vec<(&str, ([u64; 4], Vec<(u64, u32)>))> = Vec::new();
+        type Run = (&'static str, ([u64; 4], Vec<(u64, u32)>));
+        let mut runs: Vec<Run> = Vec::new();
         if Backend::Avx2.is_supported() {
             // SAFETY: the features in force, a subset of the CPU's, include AVX2.
             runs.push(("avx2", unsafe {

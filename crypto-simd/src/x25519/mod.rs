@@ -109,7 +109,7 @@ impl Backend {
     }
 
     /// Whether `features` allow this backend.
-    pub fn is_allowed_by(self, features: crate::cpu::Features) -> bool {
+    fn is_allowed_by(self, features: crate::cpu::Features) -> bool {
         match self {
             Backend::Ifma => cfg!(target_arch = "x86_64") && features.avx512ifma,
             Backend::Avx2 => cfg!(target_arch = "x86_64") && features.avx2,
