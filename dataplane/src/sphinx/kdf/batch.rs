@@ -32,7 +32,7 @@ const MAX_STEP_BLOCKS: usize = (32 + MAX_INFO + 1 + 9).div_ceil(64);
 /// the AMD EPYC of bench/RESULTS.md, so sixteen lanes cost about seven single blocks, plus the
 /// transposition).
 pub(crate) fn pays(n: usize) -> bool {
-    n >= 8 && sha256::x16_is_vectorised()
+    n >= 8 && sha256::Backend::best() == sha256::Backend::Avx512
 }
 
 /// Sixteen HMAC-SHA256 keys with their pad blocks absorbed.
