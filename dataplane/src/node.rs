@@ -11,7 +11,7 @@ use arc_swap::ArcSwap;
 
 use crate::counters::WorkerCounters;
 use crate::io::{self, IoBackendKind, UdpIo};
-use crate::replay::ReplayFilter;
+use crate::replay::{ReplayFilter, ReplayParams};
 use crate::sink::SinkAddr;
 use crate::snapshot::{ReplaySet, Snapshot};
 use crate::sphinx::{DEFAULT_MAX_DELAY_NS, NodeKeys};
@@ -44,6 +44,8 @@ pub struct NodeConfig {
     pub replay_expected: u64,
     /// Replay filter false-positive rate.
     pub replay_fp_rate: f64,
+    /// Key lifetime the replay filters are grown for (later segments cover what remains).
+    pub replay_key_lifetime: std::time::Duration,
     /// Directory where replay filters are persisted (None: not persisted).
     pub replay_dir: Option<PathBuf>,
     /// Where final-hop messages go.
@@ -65,6 +67,7 @@ impl Default for NodeConfig {
             slab_large: 256,
             replay_expected: 1_000_000,
             replay_fp_rate: 1e-5,
+            replay_key_lifetime: std::time::Duration::from_secs(25 * 3600),
             replay_dir: None,
             sink: None,
         }
@@ -105,31 +108,33 @@ fn replay_path(dir: &std::path::Path, rotation_id: u32) -> PathBuf {
     dir.join(format!("replay-{rotation_id}.bloom"))
 }
 
-/// Makes (or, when persisted, reloads) the replay filter for a key.
+/// Makes (or, when persisted, maps back) the replay filter for a key: file-backed in
+/// `replay_dir`, so a crash loses no recorded tag.
 pub fn replay_filter_for(
     config: &NodeConfig,
     rotation_id: u32,
 ) -> Result<Arc<ReplayFilter>, NodeError> {
-    if let Some(dir) = &config.replay_dir {
-        let p = replay_path(dir, rotation_id);
-        if p.exists() {
-            match ReplayFilter::load_from(&p, u64::from(rotation_id)) {
-                Ok(f) => {
-                    tracing::info!(path = %p.display(), "replay filter reloaded");
-                    return Ok(Arc::new(f));
-                }
-                Err(e) => {
-                    return Err(NodeError::Replay(format!(
-                        "{}: {e} (move it away to start with an empty filter)",
-                        p.display()
-                    )));
-                }
-            }
+    let params = ReplayParams {
+        initial_items: config.replay_expected,
+        false_positive_rate: config.replay_fp_rate,
+        key_lifetime: config.replay_key_lifetime,
+        ..ReplayParams::default()
+    };
+    let filter = match &config.replay_dir {
+        Some(dir) => {
+            let p = replay_path(dir, rotation_id);
+            std::fs::create_dir_all(dir)
+                .map_err(|e| NodeError::Replay(format!("{}: {e}", dir.display())))?;
+            ReplayFilter::open(&p, u64::from(rotation_id), &params).map_err(|e| {
+                NodeError::Replay(format!(
+                    "{e} (move {} away to start with an empty filter)",
+                    p.display()
+                ))
+            })?
         }
-    }
-    ReplayFilter::new(config.replay_expected, config.replay_fp_rate)
-        .map(Arc::new)
-        .map_err(|e| NodeError::Replay(e.to_string()))
+        None => ReplayFilter::in_memory(&params).map_err(|e| NodeError::Replay(e.to_string()))?,
+    };
+    Ok(Arc::new(filter))
 }
 
 impl Node {
@@ -304,14 +309,11 @@ impl Node {
     }
 }
 
-/// Writes every filter of `set` into `dir`.
+/// Syncs every file-backed filter of `set` to disk (`dir` is where they live).
 pub fn persist(dir: &std::path::Path, set: &ReplaySet) -> Result<(), NodeError> {
-    std::fs::create_dir_all(dir)
-        .map_err(|e| NodeError::Replay(format!("{}: {e}", dir.display())))?;
-    for (rot, f) in set.iter() {
-        let p = replay_path(dir, *rot);
-        f.save_to(&p, u64::from(*rot))
-            .map_err(|e| NodeError::Replay(format!("{}: {e}", p.display())))?;
+    for (_, f) in set.iter() {
+        f.sync()
+            .map_err(|e| NodeError::Replay(format!("{}: {e}", dir.display())))?;
     }
     Ok(())
 }

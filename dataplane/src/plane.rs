@@ -254,6 +254,32 @@ impl ControlPlane {
         Ok(())
     }
 
+    /// Grows the replay filters that need it (call about once a second) and warns about any
+    /// that is near its false-positive bound.
+    pub fn maintain_replay(&self, now: std::time::SystemTime) {
+        for (id, f) in self.node.snapshot().replay.iter() {
+            if let Err(e) = f.maintain(now) {
+                tracing::error!(rotation = id, error = %e, "replay filter could not grow");
+            }
+            if f.near_bound() {
+                tracing::warn!(
+                    rotation = id,
+                    bound_ratio = f.bound_ratio(),
+                    "replay filter near its false-positive bound"
+                );
+            }
+        }
+    }
+
+    /// Syncs the replay filters' files to disk (bounds what a power loss can lose).
+    pub fn sync_replay(&self) {
+        for (id, f) in self.node.snapshot().replay.iter() {
+            if let Err(e) = f.sync() {
+                tracing::error!(rotation = id, error = %e, "replay filter sync failed");
+            }
+        }
+    }
+
     /// The metrics page.
     pub(crate) fn metrics_text(&self) -> String {
         metrics(self.node.counters(), &self.node.snapshot(), self.started)
@@ -478,6 +504,37 @@ pub(crate) fn metrics(
         "mixplane_replay_filter_false_positive_estimate",
         "Estimated false-positive rate of the replay filter.",
         fp,
+    );
+    let bound: Vec<(Vec<(&str, &str)>, f64)> = snap
+        .replay
+        .iter()
+        .zip(&rot)
+        .map(|((_, f), r)| (vec![("rotation", r.as_str())], f.bound_ratio()))
+        .collect();
+    emit(
+        &mut p,
+        "gauge",
+        "mixplane_replay_filter_bound_ratio",
+        "Largest ratio of a replay filter segment's tags to its design count (above 1: over its false-positive target).",
+        bound,
+    );
+    let near: Vec<(Vec<(&str, &str)>, f64)> = snap
+        .replay
+        .iter()
+        .zip(&rot)
+        .map(|((_, f), r)| {
+            (
+                vec![("rotation", r.as_str())],
+                f64::from(u8::from(f.near_bound())),
+            )
+        })
+        .collect();
+    emit(
+        &mut p,
+        "gauge",
+        "mixplane_replay_filter_near_bound",
+        "1 when a replay filter is near its false-positive bound and cannot grow.",
+        near,
     );
     let mut keys = vec![(
         vec![("slot", "primary")],
