@@ -201,9 +201,10 @@ impl Default for SlabSection {
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct ReplaySection {
-    /// Expected packets per second, for sizing the filters. Default 1000. A filter holds
-    /// rate x lifetime packets at about 24 bits each for 1e-5: 1000 pkt/s for 25 h is 270 MB per
-    /// live key, persisted on shutdown.
+    /// Expected packets per second, for sizing the first segment of each filter. Default
+    /// 1000. A segment holds rate x lifetime packets at about 25 bits each for 1e-5: 1000
+    /// pkt/s for 25 h is 280 MB per live key, in a file-backed mapping; filters grow by
+    /// segments sized from the measured rate when traffic exceeds this.
     pub expected_packets_per_second: u64,
     /// How long a key (and its filter) lives, in hours. Default 25 (24 h + 1 h overlap).
     pub key_lifetime_hours: u64,
@@ -211,6 +212,9 @@ pub struct ReplaySection {
     pub false_positive_rate: f64,
     /// Directory for persisted filters, relative to the config file. Default "replay".
     pub dir: PathBuf,
+    /// How often the filters' files are synced to disk (`msync`), in milliseconds: what a
+    /// power loss can lose (a killed process loses nothing). Default 1000.
+    pub sync_interval_ms: u64,
 }
 
 impl Default for ReplaySection {
@@ -220,6 +224,7 @@ impl Default for ReplaySection {
             key_lifetime_hours: 25,
             false_positive_rate: 1e-5,
             dir: PathBuf::from("replay"),
+            sync_interval_ms: 1000,
         }
     }
 }

@@ -4,9 +4,7 @@
 //!
 //! `cargo run --release -p mixplane-crypto-simd --example blake2b_timing`
 
-use mixplane_crypto_simd::blake2b::{
-    mac32, mac32_x4, mac32_x8, x4_is_vectorised, x8_is_vectorised,
-};
+use mixplane_crypto_simd::blake2b::{Backend, mac32, mac32_x4, mac32_x8};
 use std::hint::black_box;
 use std::time::Instant;
 
@@ -18,11 +16,7 @@ fn main() {
     let d4: [&[u8]; 4] = std::array::from_fn(|j| &data[j][..]);
     let d8: [&[u8]; 8] = std::array::from_fn(|j| &data[j][..]);
     assert_eq!(mac32_x8([&key; 8], d8)[3], mac32(&key, &data[3]));
-    println!(
-        "vector paths here: x4 {}, x8 {}",
-        x4_is_vectorised(),
-        x8_is_vectorised()
-    );
+    println!("backend here: {}", Backend::best().name());
     let n = 20000;
     for _ in 0..3 {
         let t = Instant::now();

@@ -5,15 +5,13 @@
 //!
 //! `cargo run --release -p mixplane-crypto-simd --example sha256_timing`
 
-use mixplane_crypto_simd::sha256::{
-    BlockX16, IV, LANES, compress_x16, splat_state, x16_is_vectorised,
-};
+use mixplane_crypto_simd::sha256::{Backend, BlockX16, IV, LANES, compress_x16, splat_state};
 use sha2::block_api::compress256;
 use std::hint::black_box;
 use std::time::Instant;
 
 fn main() {
-    println!("vector path here: {}", x16_is_vectorised());
+    println!("backend here: {}", Backend::best().name());
     let block: BlockX16 = std::array::from_fn(|t| {
         std::array::from_fn(|l| ((t * 31 + l * 7) as u32).wrapping_mul(0x9e37_79b9))
     });

@@ -13,7 +13,7 @@ pub const KEY_LEN: usize = 192;
 /// Length of the left half (the BLAKE2b-256 output size, also the ChaCha20 key size).
 pub const LEFT_LEN: usize = 32;
 
-/// The block is too short for Lioness (it must be longer than 32 bytes).
+/// The block is too short for Lioness (it must be longer than 32 bytes); holds its length.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("lioness block of {0} bytes is too short (need more than {LEFT_LEN})")]
 pub struct BlockTooShort(pub usize);
@@ -74,24 +74,26 @@ pub fn decrypt(key: &[u8; KEY_LEN], block: &mut [u8]) -> Result<(), BlockTooShor
 
 /// Decrypts many blocks in place: `blocks[i]` with `keys[i]`.
 ///
-/// Blocks of equal length are decrypted eight at a time with AVX-512, else four at a time, so
-/// their BLAKE2b rounds run as one multi-buffer hash ([`crate::blake2b::mac32_x8`],
-/// [`crate::blake2b::mac32_x4`]); the rest one by one. The result is the same as calling
-/// [`decrypt`] on each block. Blocks of 32 bytes or less are left untouched and reported by
-/// index in the error (the others are still decrypted).
+/// Blocks of equal length are decrypted in groups, eight at a time with the AVX-512 BLAKE2b
+/// ([`crate::blake2b::Backend::Avx512`]), else four at a time, so their BLAKE2b rounds run as
+/// one multi-buffer hash ([`crate::blake2b::mac32_x8`], [`crate::blake2b::mac32_x4`]); the rest
+/// one by one. The result is the same as calling [`decrypt`] on each block. Blocks of 32 bytes
+/// or less are left untouched (the others are still decrypted), and the error holds the length
+/// of the first of them.
 pub fn decrypt_batch(
     keys: &[&[u8; KEY_LEN]],
     blocks: &mut [&mut [u8]],
 ) -> Result<(), BlockTooShort> {
-    if crate::blake2b::x8_is_vectorised() {
-        decrypt_batch_in_groups::<8>(keys, blocks)
-    } else {
-        decrypt_batch_in_groups::<4>(keys, blocks)
+    match crate::blake2b::Backend::best() {
+        crate::blake2b::Backend::Avx512 => decrypt_batch_in_groups::<8>(keys, blocks),
+        crate::blake2b::Backend::Avx2 | crate::blake2b::Backend::Portable => {
+            decrypt_batch_in_groups::<4>(keys, blocks)
+        }
     }
 }
 
 /// [`decrypt_batch`] with groups of `N` (4 or 8) blocks of one length.
-pub fn decrypt_batch_in_groups<const N: usize>(
+fn decrypt_batch_in_groups<const N: usize>(
     keys: &[&[u8; KEY_LEN]],
     blocks: &mut [&mut [u8]],
 ) -> Result<(), BlockTooShort> {

@@ -133,12 +133,12 @@ pub struct WorkerCounters {
 
 impl WorkerCounters {
     /// Counts a Sphinx-level drop.
-    pub fn drop_sphinx(&self, r: DropReason) {
+    pub(crate) fn drop_sphinx(&self, r: DropReason) {
         self.sphinx_drops[r.index()].fetch_add(1, Relaxed);
     }
 
     /// Counts a node-level drop.
-    pub fn drop_node(&self, r: NodeDrop, n: u64) {
+    pub(crate) fn drop_node(&self, r: NodeDrop, n: u64) {
         self.node_drops[r.index()].fetch_add(n, Relaxed);
     }
 

@@ -67,7 +67,7 @@ impl AtomicHistogram {
     /// For each bound (ascending), how many recorded values fall in buckets whose upper edge is
     /// at most that bound: Prometheus-style cumulative `le` counts (a value is counted under the
     /// first bound at or above its bucket's upper edge, so counts can lag by up to 12.5%).
-    pub fn cumulative(&self, bounds: &[u64]) -> Vec<u64> {
+    pub(crate) fn cumulative(&self, bounds: &[u64]) -> Vec<u64> {
         let snap: Vec<u64> = self.counts.iter().map(|c| c.load(Relaxed)).collect();
         bounds
             .iter()

@@ -7,13 +7,18 @@
 //!   [`sphinx::build`] is the sender side (packets for the demo, load generator and tests).
 //! * [`io`] is batched UDP: io_uring or recvmmsg/sendmmsg, with GRO and GSO.
 //! * [`wheel`] (per-worker delay wheel), [`replay`] (shared lock-free replay filter) and
-//!   [`slab`] (per-worker packet slots) are the node's data structures.
-//! * [`worker`] and [`node`] put them together: pinned workers that receive, unwrap, hold and
-//!   send; [`counters`] are what they count; [`sink`] is where final-hop messages go.
+//!   `slab` (per-worker packet slots, private) are the node's data structures.
+//! * [`node`] puts them together: pinned workers (the private `worker` module) that receive,
+//!   unwrap, hold and send, reading the keys and filters the control plane ([`plane`])
+//!   publishes as a snapshot (private `snapshot` module); [`counters`] are what they count;
+//!   [`sink`] is where final-hop messages go.
 //!
 //! Boundaries: key files, topology, config and metrics export belong to `mixplane-control`;
 //! vector crypto belongs to `mixplane-crypto-simd`.
 #![deny(unsafe_op_in_unsafe_fn)]
+#![warn(unreachable_pub)]
+#![warn(missing_docs)]
+#![warn(clippy::undocumented_unsafe_blocks)]
 
 pub mod counters;
 pub mod demo;
@@ -23,7 +28,8 @@ pub mod node;
 pub mod plane;
 pub mod replay;
 pub mod sink;
-pub mod slab;
+mod slab;
+mod snapshot;
 pub mod sphinx;
 pub mod wheel;
-pub mod worker;
+mod worker;

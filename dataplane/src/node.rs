@@ -4,7 +4,6 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, Ordering};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
@@ -12,10 +11,11 @@ use arc_swap::ArcSwap;
 
 use crate::counters::WorkerCounters;
 use crate::io::{self, IoBackendKind, UdpIo};
-use crate::replay::ReplayFilter;
+use crate::replay::{ReplayFilter, ReplayParams};
 use crate::sink::SinkAddr;
-use crate::sphinx::{DEFAULT_MAX_DELAY_NS, NodeKeys, ReplayGuard};
-use crate::worker::{ABORT, DRAINING, Worker, WorkerSettings};
+use crate::snapshot::{ReplaySet, Snapshot};
+use crate::sphinx::{DEFAULT_MAX_DELAY_NS, NodeKeys};
+use crate::worker::{RunState, SharedRunState, Worker, WorkerSettings};
 
 /// Everything a node needs to run.
 #[derive(Debug, Clone)]
@@ -44,6 +44,8 @@ pub struct NodeConfig {
     pub replay_expected: u64,
     /// Replay filter false-positive rate.
     pub replay_fp_rate: f64,
+    /// Key lifetime the replay filters are grown for (later segments cover what remains).
+    pub replay_key_lifetime: std::time::Duration,
     /// Directory where replay filters are persisted (None: not persisted).
     pub replay_dir: Option<PathBuf>,
     /// Where final-hop messages go.
@@ -65,54 +67,11 @@ impl Default for NodeConfig {
             slab_large: 256,
             replay_expected: 1_000_000,
             replay_fp_rate: 1e-5,
+            replay_key_lifetime: std::time::Duration::from_secs(25 * 3600),
             replay_dir: None,
             sink: None,
         }
     }
-}
-
-/// The replay filters of the live keys, by rotation id.
-#[derive(Clone, Default)]
-pub struct ReplaySet {
-    filters: Vec<(u32, Arc<ReplayFilter>)>,
-}
-
-impl ReplaySet {
-    /// A set over these filters.
-    pub fn new(filters: Vec<(u32, Arc<ReplayFilter>)>) -> ReplaySet {
-        ReplaySet { filters }
-    }
-
-    /// The filter for a rotation.
-    pub fn get(&self, rotation_id: u32) -> Option<&Arc<ReplayFilter>> {
-        self.filters
-            .iter()
-            .find(|(r, _)| *r == rotation_id)
-            .map(|(_, f)| f)
-    }
-
-    /// All filters.
-    pub fn iter(&self) -> impl Iterator<Item = &(u32, Arc<ReplayFilter>)> {
-        self.filters.iter()
-    }
-}
-
-impl ReplayGuard for ReplaySet {
-    fn check_and_set(&self, rotation_id: u32, tag: &[u8; 32]) -> bool {
-        // a key without a filter cannot be checked; the control plane always installs one
-        self.get(rotation_id).is_some_and(|f| f.check_and_set(tag))
-    }
-}
-
-/// What the workers read between batches.
-pub struct Snapshot {
-    /// The live keys.
-    pub keys: Arc<NodeKeys>,
-    /// One replay filter per live key.
-    pub replay: ReplaySet,
-    /// When set, forward hops and SURB-ACKs may only go to these addresses (the known nodes);
-    /// others are dropped and counted (`unknown_next_hop`).
-    pub next_hops: Option<Arc<std::collections::HashSet<SocketAddr>>>,
 }
 
 /// Errors starting a node.
@@ -137,7 +96,7 @@ pub enum NodeError {
 /// A running node.
 pub struct Node {
     local_addr: SocketAddr,
-    state: Arc<AtomicU8>,
+    state: Arc<SharedRunState>,
     shared: Arc<ArcSwap<Snapshot>>,
     counters: Vec<Arc<WorkerCounters>>,
     threads: Vec<JoinHandle<()>>,
@@ -149,31 +108,33 @@ fn replay_path(dir: &std::path::Path, rotation_id: u32) -> PathBuf {
     dir.join(format!("replay-{rotation_id}.bloom"))
 }
 
-/// Makes (or, when persisted, reloads) the replay filter for a key.
+/// Makes (or, when persisted, maps back) the replay filter for a key: file-backed in
+/// `replay_dir`, so a crash loses no recorded tag.
 pub fn replay_filter_for(
     config: &NodeConfig,
     rotation_id: u32,
 ) -> Result<Arc<ReplayFilter>, NodeError> {
-    if let Some(dir) = &config.replay_dir {
-        let p = replay_path(dir, rotation_id);
-        if p.exists() {
-            match ReplayFilter::load_from(&p, u64::from(rotation_id)) {
-                Ok(f) => {
-                    tracing::info!(path = %p.display(), "replay filter reloaded");
-                    return Ok(Arc::new(f));
-                }
-                Err(e) => {
-                    return Err(NodeError::Replay(format!(
-                        "{}: {e} (move it away to start with an empty filter)",
-                        p.display()
-                    )));
-                }
-            }
+    let params = ReplayParams {
+        initial_items: config.replay_expected,
+        false_positive_rate: config.replay_fp_rate,
+        key_lifetime: config.replay_key_lifetime,
+        ..ReplayParams::default()
+    };
+    let filter = match &config.replay_dir {
+        Some(dir) => {
+            let p = replay_path(dir, rotation_id);
+            std::fs::create_dir_all(dir)
+                .map_err(|e| NodeError::Replay(format!("{}: {e}", dir.display())))?;
+            ReplayFilter::open(&p, u64::from(rotation_id), &params).map_err(|e| {
+                NodeError::Replay(format!(
+                    "{e} (move {} away to start with an empty filter)",
+                    p.display()
+                ))
+            })?
         }
-    }
-    ReplayFilter::new(config.replay_expected, config.replay_fp_rate)
-        .map(Arc::new)
-        .map_err(|e| NodeError::Replay(e.to_string()))
+        None => ReplayFilter::in_memory(&params).map_err(|e| NodeError::Replay(e.to_string()))?,
+    };
+    Ok(Arc::new(filter))
 }
 
 impl Node {
@@ -224,7 +185,7 @@ impl Node {
             replay: ReplaySet::new(filters),
             next_hops: None,
         }));
-        let state = Arc::new(AtomicU8::new(crate::worker::RUNNING));
+        let state = Arc::new(SharedRunState::new(RunState::Running));
         let epoch = Instant::now();
         let cores = core_affinity::get_core_ids().unwrap_or_default();
         let listen = local_addr;
@@ -305,28 +266,24 @@ impl Node {
     }
 
     /// The current snapshot.
-    pub fn snapshot(&self) -> Arc<Snapshot> {
+    pub(crate) fn snapshot(&self) -> Arc<Snapshot> {
         self.shared.load_full()
     }
 
     /// Publishes new keys and filters; workers pick them up before their next batch.
-    pub fn publish(&self, snapshot: Snapshot) {
+    pub(crate) fn publish(&self, snapshot: Snapshot) {
         self.shared.store(Arc::new(snapshot));
     }
 
     /// Stops receiving; workers release what they hold at its deadlines, then exit.
     pub fn begin_shutdown(&self) {
-        let _ = self.state.compare_exchange(
-            crate::worker::RUNNING,
-            DRAINING,
-            Ordering::AcqRel,
-            Ordering::Acquire,
-        );
+        // from Running only: an abort stays an abort
+        self.state.transition(RunState::Running, RunState::Draining);
     }
 
     /// Makes workers exit at once.
     pub fn abort(&self) {
-        self.state.store(ABORT, Ordering::Release);
+        self.state.store(RunState::Abort);
     }
 
     /// Whether every worker has exited.
@@ -352,14 +309,11 @@ impl Node {
     }
 }
 
-/// Writes every filter of `set` into `dir`.
+/// Syncs every file-backed filter of `set` to disk (`dir` is where they live).
 pub fn persist(dir: &std::path::Path, set: &ReplaySet) -> Result<(), NodeError> {
-    std::fs::create_dir_all(dir)
-        .map_err(|e| NodeError::Replay(format!("{}: {e}", dir.display())))?;
-    for (rot, f) in set.iter() {
-        let p = replay_path(dir, *rot);
-        f.save_to(&p, u64::from(*rot))
-            .map_err(|e| NodeError::Replay(format!("{}: {e}", p.display())))?;
+    for (_, f) in set.iter() {
+        f.sync()
+            .map_err(|e| NodeError::Replay(format!("{}: {e}", dir.display())))?;
     }
     Ok(())
 }

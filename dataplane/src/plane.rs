@@ -16,7 +16,8 @@ use mixplane_control::topology::Topology;
 
 use crate::counters::{NodeDrop, WorkerCounters, WorkerPhase};
 use crate::histogram::AtomicHistogram;
-use crate::node::{Node, NodeConfig, ReplaySet, Snapshot, replay_filter_for};
+use crate::node::{Node, NodeConfig, replay_filter_for};
+use crate::snapshot::{ReplaySet, Snapshot};
 use crate::sphinx::{DropReason, NodeKeys, SphinxKey};
 
 /// Key rotation and the admin API around a running node.
@@ -253,13 +254,39 @@ impl ControlPlane {
         Ok(())
     }
 
+    /// Grows the replay filters that need it (call about once a second) and warns about any
+    /// that is near its false-positive bound.
+    pub fn maintain_replay(&self, now: std::time::SystemTime) {
+        for (id, f) in self.node.snapshot().replay.iter() {
+            if let Err(e) = f.maintain(now) {
+                tracing::error!(rotation = id, error = %e, "replay filter could not grow");
+            }
+            if f.near_bound() {
+                tracing::warn!(
+                    rotation = id,
+                    bound_ratio = f.bound_ratio(),
+                    "replay filter near its false-positive bound"
+                );
+            }
+        }
+    }
+
+    /// Syncs the replay filters' files to disk (bounds what a power loss can lose).
+    pub fn sync_replay(&self) {
+        for (id, f) in self.node.snapshot().replay.iter() {
+            if let Err(e) = f.sync() {
+                tracing::error!(rotation = id, error = %e, "replay filter sync failed");
+            }
+        }
+    }
+
     /// The metrics page.
-    pub fn metrics_text(&self) -> String {
+    pub(crate) fn metrics_text(&self) -> String {
         metrics(self.node.counters(), &self.node.snapshot(), self.started)
     }
 
     /// The status document.
-    pub fn status_json(&self) -> String {
+    pub(crate) fn status_json(&self) -> String {
         let snap = self.node.snapshot();
         let k = self.lock_keys();
         let key = |m: &KeyMaterial| {
@@ -340,7 +367,11 @@ fn histogram(
 }
 
 /// Renders the node's metrics in Prometheus text format.
-pub fn metrics(workers: &[Arc<WorkerCounters>], snap: &Snapshot, started: Instant) -> String {
+pub(crate) fn metrics(
+    workers: &[Arc<WorkerCounters>],
+    snap: &Snapshot,
+    started: Instant,
+) -> String {
     let mut p = PromText::new();
     let ids: Vec<String> = (0..workers.len()).map(|i| i.to_string()).collect();
     let per = |f: &dyn Fn(&WorkerCounters) -> u64| -> Vec<(Vec<(&str, &str)>, f64)> {
@@ -473,6 +504,37 @@ pub fn metrics(workers: &[Arc<WorkerCounters>], snap: &Snapshot, started: Instan
         "mixplane_replay_filter_false_positive_estimate",
         "Estimated false-positive rate of the replay filter.",
         fp,
+    );
+    let bound: Vec<(Vec<(&str, &str)>, f64)> = snap
+        .replay
+        .iter()
+        .zip(&rot)
+        .map(|((_, f), r)| (vec![("rotation", r.as_str())], f.bound_ratio()))
+        .collect();
+    emit(
+        &mut p,
+        "gauge",
+        "mixplane_replay_filter_bound_ratio",
+        "Largest ratio of a replay filter segment's tags to its design count (above 1: over its false-positive target).",
+        bound,
+    );
+    let near: Vec<(Vec<(&str, &str)>, f64)> = snap
+        .replay
+        .iter()
+        .zip(&rot)
+        .map(|((_, f), r)| {
+            (
+                vec![("rotation", r.as_str())],
+                f64::from(u8::from(f.near_bound())),
+            )
+        })
+        .collect();
+    emit(
+        &mut p,
+        "gauge",
+        "mixplane_replay_filter_near_bound",
+        "1 when a replay filter is near its false-positive bound and cannot grow.",
+        near,
     );
     let mut keys = vec![(
         vec![("slot", "primary")],

@@ -46,36 +46,106 @@
 //! only claims and `fetch_or`s when some bit is clear, so replayed and false-positive tags take
 //! no locked operation at all.
 //!
-//! # Persistence
 //!
-//! [`ReplayFilter::save_to`] writes (little-endian) magic `MXPLRPLY`, format version (u32),
-//! `k` (u32), `m` in bits (u64), the estimated item count (u64), the caller's key id (u64), the
-//! `m / 64` words, and a 64-bit checksum of everything before it; to a temporary file that is
-//! fsynced and renamed over the target (then the directory is fsynced). Words are read while
-//! other threads may keep inserting: bits set during the save may or may not be in the file.
+//! # Segments: a filter that never saturates
+//!
+//! A filter is a chain of up to 32 Bloom segments. [`ReplayFilter::check_and_set`] tests the
+//! tag in every segment and sets it only in the newest; older segments only ever answer. The
+//! first segment is sized for the configured count (expected rate x key lifetime); when the
+//! newest one nears its design count, [`ReplayFilter::maintain`] (a periodic call of the
+//! control plane, every second in the `mixplane` binary) appends a new one sized for the
+//! measured insert rate x 1.12 (at least 200 per second, as nym-node does) x the key's
+//! remaining lifetime (at least ten minutes). Nothing that was recorded is lost.
+//!
+//! The false-positive budget `p` is split geometrically: segment `i` is sized for `p / 2^(i+1)`
+//! at its design count, so a fresh tag that is checked against all of them is a false positive
+//! with probability at most `p/2 + p/4 + ... < p` however many segments there are. `maintain`
+//! switches segments early, when the newest one's count plus twice what the measured rate adds
+//! between two calls would reach its design count, so workers never push a segment past its
+//! design count while the control plane keeps calling. If it stops calling, or all segments
+//! are used, or the size limit forbids another one, the newest segment fills past its design
+//! count and [`ReplayFilter::near_bound`] turns true (the control plane exports
+//! [`ReplayFilter::bound_ratio`] and warns).
+//!
+//! Growth is the control plane's job rather than the worker's that crosses a threshold: making
+//! a segment is a file allocation and an `mmap`, which must not stall a worker, and the
+//! headroom that a once-a-second check needs costs a few seconds of inserts per segment.
+//! Workers only load one atomic (the newest segment's index) per call and bump a striped
+//! counter on each new tag.
+//!
+//! # Segments and the race argument
+//!
+//! A thread that has set bits in its newest segment then re-reads the newest index and
+//! checks the tag in every *other* published segment (`SeqCst` loads), before it scans the
+//! in-flight bucket. If two threads A and B insert one tag into different segments, either one
+//! of them sees all the other's bits in that re-check (and answers "seen"), or each read one
+//! of the other's bits before it was set, which puts each thread's claim before the other's
+//! scan, and the argument above applies unchanged. If A's re-read of the index came before B's
+//! segment was published, B read the index later, so B's re-check (after its own flips) sees
+//! all of A's bits.
+//!
+//! # Crash safety: file-backed segments
+//!
+//! With a directory configured, each key's filter lives in one file (see [`ReplayFilter::open`])
+//! whose header and segments are `mmap(MAP_SHARED)`ed: every bit a worker sets is in the
+//! kernel's page cache at once, so a killed process (`kill -9`, OOM, panic) loses nothing; the
+//! restarted node maps the same pages back. The file is `flock`ed exclusively while open, so
+//! two processes never share it. What a **power loss or kernel crash** can lose is bounded by
+//! the sync interval: [`ReplayFilter::sync`] (`msync(MS_SYNC)`) writes the dirty pages; the
+//! `mixplane` binary calls it every `replay.sync_interval_ms` (default 1000 ms) and on clean
+//! shutdown, so at most the tags of the last interval (plus the sync's own duration) can be
+//! lost; the kernel's own writeback usually writes them sooner. Each sync writes every page
+//! dirtied since the last one: at high rates that is the whole filter, so choose the interval
+//! with the disk's bandwidth in mind.
+//!
+//! Segment space is reserved with `posix_fallocate` when a segment is made, so writing bits
+//! later cannot hit a full disk (which would be a `SIGBUS`). Truncating or rewriting the file
+//! while a node has it open is not supported (the `flock` is advisory). The bit words are in
+//! host byte order; header fields are little-endian.
+//!
+//! # File format
+//!
+//! Version 2: a 64 KiB header (magic `MXPLRPLY`, format version, key rotation id, target
+//! false-positive rate, key creation time and lifetime, checksum, segment count, and per
+//! segment its offset, `m`, `k`, design count and checksum), then the segments, each aligned
+//! to 64 KiB. On open every field is checked: another key id, a truncated or extended file,
+//! bad checksums or dimensions are refused with an error, never reused. A file of version 1
+//! (the snapshot that earlier builds wrote on clean shutdown) is converted in place: its bits
+//! become the first segment.
 
 use std::fs::{self, File};
 use std::hash::BuildHasher;
-use std::io::{self, Read, Write};
+use std::io;
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-const MAGIC: [u8; 8] = *b"MXPLRPLY";
-const VERSION: u32 = 1;
-const HEADER_LEN: u64 = 40;
-const TRAILER_LEN: u64 = 8;
+mod file;
+mod mapping;
 
-/// Default limit on the filter's size in bytes (16 GiB).
+use file::{ALIGN, MAX_SEGMENTS, Meta, SegmentDesc};
+use mapping::Mapping;
+
+/// Default limit on the filter's size in bytes, all segments together (16 GiB).
 pub const DEFAULT_MAX_BYTES: u64 = 16 << 30;
 /// Largest number of bit indices per tag (a false-positive rate of about 1e-19).
 pub const MAX_K: u32 = 64;
+/// Above this [`ReplayFilter::bound_ratio`] a filter that cannot grow is [near its
+/// bound](ReplayFilter::near_bound).
+pub const NEAR_BOUND_RATIO: f64 = 0.9;
 
 const INFLIGHT_BUCKETS: usize = 512;
 const INFLIGHT_SLOTS: usize = 8;
 const INFLIGHT_SHIFT: u32 = 64 - INFLIGHT_BUCKETS.trailing_zeros();
+const COUNTER_STRIPES: usize = 16;
+/// A new segment is sized for at least this much of the remaining lifetime.
+const MIN_SEGMENT_SECS: f64 = 600.0;
 
-/// Errors from sizing, saving and loading a [`ReplayFilter`].
+/// Errors from sizing, opening, growing and syncing a [`ReplayFilter`].
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ReplayError {
     /// `expected_items` was zero.
     #[error("expected_items must be greater than zero")]
@@ -92,14 +162,20 @@ pub enum ReplayError {
         /// The limit in force.
         limit: u64,
     },
-    /// Reading or writing the file failed.
+    /// Reading, writing, mapping or syncing the file (or an anonymous mapping) failed.
     #[error("replay filter file {}: {source}", .path.display())]
     Io {
-        /// The file.
+        /// The file (empty for an in-memory filter).
         path: PathBuf,
         /// The underlying error.
         #[source]
         source: io::Error,
+    },
+    /// Another process (or another filter in this one) has the file open.
+    #[error("{}: replay filter file is in use by another process", .path.display())]
+    InUse {
+        /// The file.
+        path: PathBuf,
     },
     /// The file does not start with the replay-filter magic bytes.
     #[error("{} is not a replay-filter file (bad magic)", .path.display())]
@@ -108,14 +184,14 @@ pub enum ReplayError {
         path: PathBuf,
     },
     /// The file has a format version this build does not read.
-    #[error("{}: unsupported replay-filter format version {found} (expected {VERSION})", .path.display())]
+    #[error("{}: unsupported replay-filter format version {found}", .path.display())]
     UnsupportedVersion {
         /// The file.
         path: PathBuf,
         /// The version in the file.
         found: u32,
     },
-    /// The file was saved for another key.
+    /// The file was made for another key.
     #[error("{}: replay filter belongs to key {found:#018x}, expected {expected:#018x}", .path.display())]
     KeyMismatch {
         /// The file.
@@ -125,7 +201,7 @@ pub enum ReplayError {
         /// The key id in the file.
         found: u64,
     },
-    /// A header field is out of range.
+    /// A header field is out of range or fails its checksum.
     #[error("{}: corrupt replay-filter header: {what}", .path.display())]
     CorruptHeader {
         /// The file.
@@ -143,7 +219,7 @@ pub enum ReplayError {
         /// Actual length.
         actual: u64,
     },
-    /// The contents do not match the stored checksum.
+    /// A format-1 file's contents do not match its checksum.
     #[error("{}: replay-filter checksum mismatch (corrupt file)", .path.display())]
     ChecksumMismatch {
         /// The file.
@@ -151,19 +227,100 @@ pub enum ReplayError {
     },
 }
 
+/// How a filter is sized and grown.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReplayParams {
+    /// Design count of the first segment: the configured rate x key lifetime.
+    pub initial_items: u64,
+    /// Target false-positive rate of the whole filter, all segments together.
+    pub false_positive_rate: f64,
+    /// How long the key (and its filter) lives; later segments are sized for what remains.
+    pub key_lifetime: Duration,
+    /// Lowest insert rate (per second) a new segment is sized for. Default 200.
+    pub min_rate: f64,
+    /// Factor on the measured insert rate when sizing a new segment. Default 1.12.
+    pub rate_margin: f64,
+    /// Limit on the bytes of all segments together. Default [`DEFAULT_MAX_BYTES`].
+    pub max_bytes: u64,
+}
+
+impl Default for ReplayParams {
+    /// Nym's figures: 2000 packets/s x 25 h at 1e-5.
+    fn default() -> Self {
+        ReplayParams {
+            initial_items: 2000 * 25 * 3600,
+            false_positive_rate: 1e-5,
+            key_lifetime: Duration::from_secs(25 * 3600),
+            min_rate: 200.0,
+            rate_margin: 1.12,
+            max_bytes: DEFAULT_MAX_BYTES,
+        }
+    }
+}
+
 /// Eight in-flight slots on one cache line.
 #[repr(align(64))]
 #[derive(Default)]
 struct InflightBucket([AtomicU64; INFLIGHT_SLOTS]);
 
-/// A lock-free Bloom filter of replay tags; see the [module documentation](self).
-pub struct ReplayFilter {
-    words: Box<[AtomicU64]>,
-    m_bits: u64,
-    k: u32,
-    inflight: Box<[InflightBucket]>,
-    salt_xor: u64,
-    salt_mul: u64,
+/// One counter on its own cache line.
+#[repr(align(64))]
+#[derive(Default)]
+struct Stripe(AtomicU64);
+
+/// One Bloom segment: its bits, dimensions, design count and where its count starts.
+struct Segment {
+    map: Mapping,
+    /// Where it lies in the file (laid out the same way for in-memory filters).
+    desc: SegmentDesc,
+    /// Value of the filter's insert counter when this segment became the newest.
+    start: u64,
+}
+
+impl Segment {
+    fn words(&self) -> &[AtomicU64] {
+        &self.map.words()[..(self.desc.m_bits / 64) as usize]
+    }
+
+    /// Calls `f(word_index, bit_mask)` for the tag's `k` bits: enhanced double hashing,
+    /// `g_0 = h1, d_0 = h2, g_{i+1} = g_i + d_i, d_{i+1} = d_i + i + 1`.
+    #[inline]
+    fn for_each_bit(&self, h1: u64, h2: u64, mut f: impl FnMut(usize, u64)) {
+        let (mut g, mut d) = (h1, h2);
+        for i in 0..u64::from(self.desc.k) {
+            let bit = reduce(g, self.desc.m_bits);
+            f((bit >> 6) as usize, 1u64 << (bit & 63));
+            g = g.wrapping_add(d);
+            d = d.wrapping_add(i + 1);
+        }
+    }
+
+    #[inline]
+    fn contains(&self, h1: u64, h2: u64, order: Ordering) -> bool {
+        let words = self.words();
+        let mut all = true;
+        self.for_each_bit(h1, h2, |w, mask| {
+            all &= words[w].load(order) & mask != 0;
+        });
+        all
+    }
+
+    fn bits_set(&self) -> u64 {
+        self.words()
+            .iter()
+            .map(|w| u64::from(w.load(Ordering::Relaxed).count_ones()))
+            .sum()
+    }
+
+    /// `-(m / k) ln(1 - X / m)` for `X` set bits (Swamidass & Baldi).
+    fn len_estimate(&self) -> u64 {
+        let m = self.desc.m_bits as f64;
+        let x = self.bits_set() as f64;
+        if x >= m {
+            return u64::MAX;
+        }
+        (-(m / f64::from(self.desc.k)) * (1.0 - x / m).ln()).round() as u64
+    }
 }
 
 /// The three 64-bit values a tag provides: two index hashes and the in-flight fingerprint.
@@ -185,36 +342,87 @@ fn reduce(g: u64, m_bits: u64) -> u64 {
     ((u128::from(g) * u128::from(m_bits)) >> 64) as u64
 }
 
-fn checksum_step(h: u64, w: u64) -> u64 {
-    (h.rotate_left(23) ^ w).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+/// The false-positive budget of segment `i`: `p / 2^(i+1)`.
+fn segment_budget(p: f64, i: usize) -> f64 {
+    p / 2f64.powi(i as i32 + 1)
+}
+
+/// Items a filter of `m` bits and `k` hashes holds at false-positive rate `p`:
+/// `-(m / k) ln(1 - p^(1/k))`, at least 1.
+pub fn capacity(m_bits: u64, k: u32, p: f64) -> u64 {
+    let per = -(1.0 - p.powf(1.0 / f64::from(k))).ln() / f64::from(k);
+    ((m_bits as f64 * per).floor() as u64).max(1)
+}
+
+fn unix_secs(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// The file behind a persistent filter, locked while open.
+struct Backing {
+    path: PathBuf,
+    file: File,
+    header: Mapping,
+}
+
+/// The control plane's side of growth: the last rate sample and what went wrong.
+#[derive(Default)]
+struct GrowState {
+    last: Option<(SystemTime, u64)>,
+    rate: f64,
+    window: Duration,
+    stuck: bool,
+}
+
+/// A lock-free Bloom filter of replay tags made of growing segments; see the [module
+/// documentation](self).
+pub struct ReplayFilter {
+    segments: Box<[OnceLock<Segment>]>,
+    newest: AtomicUsize,
+    inflight: Box<[InflightBucket]>,
+    inserted: Box<[Stripe]>,
+    salt_xor: u64,
+    salt_mul: u64,
+    params: ReplayParams,
+    meta: Meta,
+    backing: Option<Backing>,
+    grow: Mutex<GrowState>,
 }
 
 impl ReplayFilter {
-    /// A filter for `expected_items` tags at `false_positive_rate`, limited to
-    /// [`DEFAULT_MAX_BYTES`]. `m = ceil(-n ln p / (ln 2)^2)` rounded up to a multiple of 64,
-    /// `k = round(m / n * ln 2)` (at least 1).
+    /// An in-memory filter whose first segment holds `expected_items` tags; the whole filter
+    /// stays within `false_positive_rate` as it grows. Other parameters are the defaults of
+    /// [`ReplayParams`].
     pub fn new(expected_items: u64, false_positive_rate: f64) -> Result<Self, ReplayError> {
         Self::with_max_bytes(expected_items, false_positive_rate, DEFAULT_MAX_BYTES)
     }
 
-    /// [`new`](Self::new) with an explicit size limit in bytes.
+    /// [`new`](Self::new) with an explicit size limit in bytes (all segments together).
     pub fn with_max_bytes(
         expected_items: u64,
         false_positive_rate: f64,
         max_bytes: u64,
     ) -> Result<Self, ReplayError> {
-        let (m_bits, k) = Self::dimensions(expected_items, false_positive_rate)?;
-        let needed = m_bits / 8;
-        if needed > max_bytes {
-            return Err(ReplayError::TooLarge {
-                needed,
-                limit: max_bytes,
-            });
-        }
-        Ok(Self::with_dimensions(m_bits, k))
+        Self::in_memory(&ReplayParams {
+            initial_items: expected_items,
+            false_positive_rate,
+            max_bytes,
+            ..ReplayParams::default()
+        })
     }
 
-    /// `(m_bits, k)` for `n` items at rate `p`, without allocating.
+    /// An in-memory (anonymously mapped) filter; lost when the process exits.
+    pub fn in_memory(params: &ReplayParams) -> Result<Self, ReplayError> {
+        let meta = Self::meta_for(0, params)?;
+        let f = Self::empty(params, meta, None);
+        let (m_bits, k) = f.first_dimensions()?;
+        let design = capacity(m_bits, k, segment_budget(params.false_positive_rate, 0));
+        f.add_segment(0, m_bits, k, design)?;
+        Ok(f)
+    }
+
+    /// `(m_bits, k)` for `n` items at rate `p`, without allocating: `m = ceil(-n ln p /
+    /// (ln 2)^2)` rounded up to a multiple of 64, `k = round(m / n * ln 2)` (at least 1).
     pub fn dimensions(
         expected_items: u64,
         false_positive_rate: f64,
@@ -244,70 +452,380 @@ impl ReplayFilter {
         Ok((m_bits, k as u32))
     }
 
-    fn with_dimensions(m_bits: u64, k: u32) -> Self {
-        debug_assert!(m_bits > 0 && m_bits.is_multiple_of(64) && (1..=MAX_K).contains(&k));
-        let words = (0..m_bits / 64).map(|_| AtomicU64::new(0)).collect();
-        let inflight = (0..INFLIGHT_BUCKETS)
-            .map(|_| InflightBucket::default())
-            .collect();
+    fn meta_for(key_id: u64, params: &ReplayParams) -> Result<Meta, ReplayError> {
+        let p = params.false_positive_rate;
+        if !(p > 0.0 && p < 1.0) {
+            return Err(ReplayError::BadFalsePositiveRate(p));
+        }
+        Ok(Meta {
+            key_id,
+            fp_rate: p,
+            created_unix: unix_secs(SystemTime::now()),
+            lifetime_secs: params.key_lifetime.as_secs(),
+        })
+    }
+
+    fn first_dimensions(&self) -> Result<(u64, u32), ReplayError> {
+        let (m_bits, k) = Self::dimensions(
+            self.params.initial_items,
+            segment_budget(self.params.false_positive_rate, 0),
+        )?;
+        if m_bits / 8 > self.params.max_bytes {
+            return Err(ReplayError::TooLarge {
+                needed: m_bits / 8,
+                limit: self.params.max_bytes,
+            });
+        }
+        Ok((m_bits, k))
+    }
+
+    fn empty(params: &ReplayParams, meta: Meta, backing: Option<Backing>) -> Self {
         let rs = std::collections::hash_map::RandomState::new();
-        Self {
-            words,
-            m_bits,
-            k,
-            inflight,
+        ReplayFilter {
+            segments: (0..MAX_SEGMENTS).map(|_| OnceLock::new()).collect(),
+            newest: AtomicUsize::new(0),
+            inflight: (0..INFLIGHT_BUCKETS)
+                .map(|_| InflightBucket::default())
+                .collect(),
+            inserted: (0..COUNTER_STRIPES).map(|_| Stripe::default()).collect(),
             salt_xor: rs.hash_one(0x5eed_u64),
             salt_mul: rs.hash_one(0xfeed_u64) | 1,
+            params: params.clone(),
+            meta,
+            backing,
+            grow: Mutex::new(GrowState::default()),
         }
     }
 
-    /// Number of bits `m`.
-    pub fn bits(&self) -> u64 {
-        self.m_bits
+    fn path(&self) -> PathBuf {
+        self.backing
+            .as_ref()
+            .map_or_else(PathBuf::new, |b| b.path.clone())
     }
 
-    /// Number of bit indices per tag `k`.
-    pub fn hashes(&self) -> u32 {
-        self.k
-    }
-
-    /// Size of the bit array in bytes.
-    pub fn size_bytes(&self) -> u64 {
-        self.m_bits / 8
-    }
-
-    /// Calls `f(word_index, bit_mask)` for the tag's `k` bits: enhanced double hashing,
-    /// `g_0 = h1, d_0 = h2, g_{i+1} = g_i + d_i, d_{i+1} = d_i + i + 1`.
-    #[inline]
-    fn for_each_bit(&self, h1: u64, h2: u64, mut f: impl FnMut(usize, u64)) {
-        let (mut g, mut d) = (h1, h2);
-        for i in 0..u64::from(self.k) {
-            let bit = reduce(g, self.m_bits);
-            f((bit >> 6) as usize, 1u64 << (bit & 63));
-            g = g.wrapping_add(d);
-            d = d.wrapping_add(i + 1);
+    fn io_err(&self) -> impl Fn(io::Error) -> ReplayError + '_ {
+        move |source| ReplayError::Io {
+            path: self.path(),
+            source,
         }
     }
 
+    fn published(&self) -> impl Iterator<Item = &Segment> {
+        let newest = self.newest.load(Ordering::Acquire);
+        self.segments[..=newest].iter().filter_map(OnceLock::get)
+    }
+
+    /// Makes segment `index` (the next one), records it in the file's header, and makes it
+    /// the newest. Only called with `index` = number of segments, by one thread at a time.
+    fn add_segment(
+        &self,
+        index: usize,
+        m_bits: u64,
+        k: u32,
+        design: u64,
+    ) -> Result<&Segment, ReplayError> {
+        let offset = match index.checked_sub(1) {
+            None => ALIGN,
+            Some(prev) => self.segments[prev].get().map_or(ALIGN, |s| s.desc.end()),
+        };
+        let desc = SegmentDesc {
+            offset,
+            m_bits,
+            k,
+            design,
+        };
+        let map = match &self.backing {
+            None => Mapping::anonymous((m_bits / 8) as usize),
+            Some(b) => b.map_new_segment(index, &desc),
+        }
+        .map_err(self.io_err())?;
+        let seg = Segment {
+            map,
+            desc,
+            start: self.inserted(),
+        };
+        let _ = self.segments[index].set(seg);
+        self.newest.store(index, Ordering::SeqCst);
+        Ok(self.segments[index].get().expect("just set"))
+    }
+}
+
+impl Backing {
+    /// Writes segment `index`'s table entry, extends the file for it (blocks reserved), maps
+    /// it, then counts it in the header. A crash between the steps leaves either the old file
+    /// or one whose extra length matches the entry, which [`file::decode`] accepts.
+    fn map_new_segment(&self, index: usize, desc: &SegmentDesc) -> io::Result<Mapping> {
+        let (at, entry) = file::encode_entry(index, desc);
+        let words = self.header.words();
+        for (w, v) in words[at..].iter().zip(entry) {
+            w.store(v.to_le(), Ordering::SeqCst);
+        }
+        let len = desc.file_len();
+        let (off, n) = (
+            libc::off_t::try_from(desc.offset).map_err(io::Error::other)?,
+            libc::off_t::try_from(len).map_err(io::Error::other)?,
+        );
+        // Reserve the blocks now: a full disk later would be a SIGBUS on a bit-set.
+        // SAFETY: a plain syscall on our own open file descriptor.
+        let r = unsafe { libc::posix_fallocate(self.file.as_raw_fd(), off, n) };
+        if r != 0 {
+            return Err(io::Error::from_raw_os_error(r));
+        }
+        let map = Mapping::shared(&self.file, desc.offset, len as usize)?;
+        words[file::W_COUNT].store((index as u64 + 1).to_le(), Ordering::SeqCst);
+        Ok(map)
+    }
+}
+
+/// Opening and creating filter files.
+impl ReplayFilter {
+    /// The filter for key `key_id` in the file at `path`: mapped back with every bit it held
+    /// (also after a crash) when the file exists, else created (in a temporary file renamed
+    /// into place, so a crash during creation leaves no half-made file). A file for another
+    /// key, of the wrong length, with a bad header, or open in another process is refused. A
+    /// format-1 file is converted (its bits become the first segment).
+    pub fn open(
+        path: impl AsRef<Path>,
+        key_id: u64,
+        params: &ReplayParams,
+    ) -> Result<Self, ReplayError> {
+        let path = path.as_ref();
+        let io_err = |source| ReplayError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        match fs::OpenOptions::new().read(true).write(true).open(path) {
+            Ok(file) => {
+                lock(path, &file)?;
+                if is_v1(&file).map_err(io_err)? {
+                    let (m_bits, k, words) = file::read_v1(path, &file, key_id, params.max_bytes)?;
+                    let f = Self::create(path, key_id, params, Some((m_bits, k)))?;
+                    let seg = f.segments[0].get().expect("made by create");
+                    for (w, v) in seg.words().iter().zip(words) {
+                        w.store(v, Ordering::Relaxed);
+                    }
+                    f.sync()?;
+                    tracing::info!(path = %path.display(), "replay filter converted from format 1");
+                    return Ok(f);
+                }
+                Self::map_existing(path, file, key_id, params)
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                Self::create(path, key_id, params, None)
+            }
+            Err(e) => Err(io_err(e)),
+        }
+    }
+
+    fn map_existing(
+        path: &Path,
+        mut file: File,
+        key_id: u64,
+        params: &ReplayParams,
+    ) -> Result<Self, ReplayError> {
+        use std::io::Read;
+        let io_err = |source| ReplayError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        let len = file.metadata().map_err(io_err)?.len();
+        let mut bytes = vec![0u8; file::HEADER_WORDS * 8];
+        let head = usize::try_from(len.min(bytes.len() as u64)).expect("small");
+        file.read_exact(&mut bytes[..head]).map_err(io_err)?;
+        let words: Vec<u64> = bytes
+            .chunks_exact(8)
+            .map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes")))
+            .collect();
+        if len < 16 || (words[0] == u64::from_le_bytes(file::MAGIC) && len < ALIGN) {
+            return Err(ReplayError::LengthMismatch {
+                path: path.to_path_buf(),
+                expected: ALIGN,
+                actual: len,
+            });
+        }
+        let (meta, descs) = file::decode(path, &words, len, key_id, params.max_bytes)?;
+        let header = Mapping::shared(&file, 0, ALIGN as usize).map_err(io_err)?;
+        header.words()[file::W_COUNT].store((descs.len() as u64).to_le(), Ordering::SeqCst);
+        let params = ReplayParams {
+            false_positive_rate: meta.fp_rate,
+            key_lifetime: Duration::from_secs(meta.lifetime_secs),
+            ..params.clone()
+        };
+        let backing = Backing {
+            path: path.to_path_buf(),
+            file,
+            header,
+        };
+        let f = Self::empty(&params, meta, Some(backing));
+        let b = f.backing.as_ref().expect("just set");
+        for (i, desc) in descs.into_iter().enumerate() {
+            let map =
+                Mapping::shared(&b.file, desc.offset, desc.file_len() as usize).map_err(io_err)?;
+            let seg = Segment {
+                map,
+                desc,
+                start: f.inserted(),
+            };
+            // The count is not stored: estimate it from the bits.
+            let n = seg.len_estimate().min(u64::MAX / 4);
+            f.inserted[0].0.fetch_add(n, Ordering::Relaxed);
+            let _ = f.segments[i].set(seg);
+            f.newest.store(i, Ordering::SeqCst);
+        }
+        tracing::info!(path = %path.display(), segments = f.segments(), items = f.inserted(), "replay filter mapped back");
+        Ok(f)
+    }
+
+    /// A new file at `path` with one segment, `first` dimensions or the params' first ones.
+    fn create(
+        path: &Path,
+        key_id: u64,
+        params: &ReplayParams,
+        first: Option<(u64, u32)>,
+    ) -> Result<Self, ReplayError> {
+        static SEQ: AtomicU64 = AtomicU64::new(0);
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+        let tmp = path.with_file_name(format!(
+            ".{}.tmp-{}-{}",
+            name.unwrap_or_default(),
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::Relaxed)
+        ));
+        let result = Self::create_at(&tmp, path, key_id, params, first);
+        if result.is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+        result
+    }
+
+    fn create_at(
+        tmp: &Path,
+        path: &Path,
+        key_id: u64,
+        params: &ReplayParams,
+        first: Option<(u64, u32)>,
+    ) -> Result<Self, ReplayError> {
+        let io_err = |p: &Path| {
+            let p = p.to_path_buf();
+            move |source| ReplayError::Io { path: p, source }
+        };
+        let meta = Self::meta_for(key_id, params)?;
+        let file = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(tmp)
+            .map_err(io_err(tmp))?;
+        lock(tmp, &file)?;
+        file.set_len(ALIGN).map_err(io_err(tmp))?;
+        let header = Mapping::shared(&file, 0, ALIGN as usize).map_err(io_err(tmp))?;
+        for (w, v) in header.words().iter().zip(file::encode_meta(&meta)) {
+            w.store(v.to_le(), Ordering::Relaxed);
+        }
+        let backing = Backing {
+            path: tmp.to_path_buf(),
+            file,
+            header,
+        };
+        let mut f = Self::empty(params, meta, Some(backing));
+        let (m_bits, k) = match first {
+            Some(d) => d,
+            None => f.first_dimensions()?,
+        };
+        let design = capacity(m_bits, k, segment_budget(params.false_positive_rate, 0));
+        f.add_segment(0, m_bits, k, design)?;
+        f.sync()?;
+        fs::rename(tmp, path).map_err(io_err(path))?;
+        let dir = match path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => Path::new("."),
+        };
+        File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io_err(dir))?;
+        if let Some(b) = f.backing.as_mut() {
+            b.path = path.to_path_buf();
+        }
+        tracing::info!(path = %path.display(), bytes = f.size_bytes(), "replay filter created");
+        Ok(f)
+    }
+
+    /// Writes every dirty page of the file-backed segments and header to disk
+    /// (`msync(MS_SYNC)`); after it returns, a power loss cannot lose the tags recorded
+    /// before the call. A no-op for in-memory filters.
+    pub fn sync(&self) -> Result<(), ReplayError> {
+        let Some(b) = &self.backing else {
+            return Ok(());
+        };
+        for s in self.published() {
+            s.map.sync().map_err(self.io_err())?;
+        }
+        b.header.sync().map_err(self.io_err())
+    }
+
+    /// The file behind the filter, if any.
+    pub fn file_path(&self) -> Option<&Path> {
+        self.backing.as_ref().map(|b| b.path.as_path())
+    }
+}
+
+/// Takes an exclusive `flock` on the file, failing at once if another holder has it.
+fn lock(path: &Path, file: &File) -> Result<(), ReplayError> {
+    // SAFETY: a plain syscall on our own open file descriptor.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+        return Ok(());
+    }
+    let e = io::Error::last_os_error();
+    if e.kind() == io::ErrorKind::WouldBlock {
+        Err(ReplayError::InUse {
+            path: path.to_path_buf(),
+        })
+    } else {
+        Err(ReplayError::Io {
+            path: path.to_path_buf(),
+            source: e,
+        })
+    }
+}
+
+/// Whether the file starts with the magic and format version 1 (a `u32` then `k`).
+fn is_v1(file: &File) -> io::Result<bool> {
+    use std::os::unix::fs::FileExt;
+    let mut h = [0u8; 12];
+    match file.read_exact_at(&mut h, 0) {
+        Ok(()) => Ok(h[..8] == file::MAGIC && h[8..12] == 1u32.to_le_bytes()),
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// The hot path.
+impl ReplayFilter {
     /// Whether the tag is (probably) present, without recording it.
     pub fn contains(&self, tag: &[u8; 32]) -> bool {
         let (h1, h2, _) = split_tag(tag);
-        let mut all = true;
-        self.for_each_bit(h1, h2, |w, mask| {
-            all &= self.words[w].load(Ordering::Relaxed) & mask != 0;
-        });
-        all
+        self.published()
+            .any(|s| s.contains(h1, h2, Ordering::Relaxed))
     }
 
     /// Records the tag and returns `true` when it was (probably) already present: a replay,
-    /// or a false positive with probability about the configured rate. Of any number of
+    /// or a false positive with probability at most the configured rate. Of any number of
     /// concurrent calls with the same tag at most one returns `false` (see the module docs).
     pub fn check_and_set(&self, tag: &[u8; 32]) -> bool {
         let (h1, h2, fp) = split_tag(tag);
+        let top = self.newest.load(Ordering::SeqCst);
+        let Some(newest) = self.segments[top].get() else {
+            return true; // unreachable: a segment is published before its index
+        };
+        let older = || self.segments[..top].iter().filter_map(OnceLock::get);
+        if older().any(|s| s.contains(h1, h2, Ordering::Relaxed)) {
+            return true;
+        }
+        let words = newest.words();
         let mut pending = [(0usize, 0u64); MAX_K as usize];
         let mut n = 0;
-        self.for_each_bit(h1, h2, |w, mask| {
-            if self.words[w].load(Ordering::SeqCst) & mask == 0 {
+        newest.for_each_bit(h1, h2, |w, mask| {
+            if words[w].load(Ordering::SeqCst) & mask == 0 {
                 pending[n] = (w, mask);
                 n += 1;
             }
@@ -322,235 +840,215 @@ impl ReplayFilter {
         });
         let mut flipped = false;
         for &(w, mask) in &pending[..n] {
-            flipped |= self.words[w].fetch_or(mask, Ordering::SeqCst) & mask == 0;
+            flipped |= words[w].fetch_or(mask, Ordering::SeqCst) & mask == 0;
         }
         let Some(mine) = claimed else {
             // Bucket full: cannot rule out a concurrent insert of the same tag.
             return true;
         };
         let seen = !flipped
+            || self.in_other_segment(top, h1, h2)
             || bucket
                 .iter()
                 .enumerate()
                 .any(|(i, slot)| i != mine && slot.load(Ordering::SeqCst) == fp);
         bucket[mine].store(0, Ordering::SeqCst);
+        if !seen {
+            self.inserted[(fp >> 3) as usize % COUNTER_STRIPES]
+                .0
+                .fetch_add(1, Ordering::Relaxed);
+        }
         seen
+    }
+
+    /// After setting bits in segment `mine`: whether another published segment (one made
+    /// meanwhile included) holds the tag; `SeqCst` loads, see the module docs.
+    fn in_other_segment(&self, mine: usize, h1: u64, h2: u64) -> bool {
+        let now = self.newest.load(Ordering::SeqCst);
+        self.segments[..=now]
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != mine)
+            .filter_map(|(_, s)| s.get())
+            .any(|s| s.contains(h1, h2, Ordering::SeqCst))
     }
 
     #[inline]
     fn inflight_bucket(&self, fp: u64) -> usize {
         ((fp ^ self.salt_xor).wrapping_mul(self.salt_mul) >> INFLIGHT_SHIFT) as usize
     }
+}
+
+/// Growth, done by the control plane.
+impl ReplayFilter {
+    /// The periodic call (about once a second) that grows the filter: measures the insert
+    /// rate since the last call and, when the newest segment would reach its design count
+    /// within two such periods, appends a segment sized for the measured rate x
+    /// [`ReplayParams::rate_margin`] (at least [`ReplayParams::min_rate`]) x the key's
+    /// remaining lifetime. Returns whether it grew. An error (or running out of segments,
+    /// which is logged) leaves the filter working and [`near_bound`](Self::near_bound) turns
+    /// true once the newest segment fills.
+    pub fn maintain(&self, now: SystemTime) -> Result<bool, ReplayError> {
+        let mut g = self.grow.lock().unwrap_or_else(|e| e.into_inner());
+        let total = self.inserted();
+        match g.last {
+            Some((t0, c0)) => {
+                if let Ok(dt) = now.duration_since(t0)
+                    && dt >= Duration::from_millis(250)
+                {
+                    g.rate = total.saturating_sub(c0) as f64 / dt.as_secs_f64();
+                    g.window = dt;
+                    g.last = Some((now, total));
+                }
+            }
+            None => g.last = Some((now, total)),
+        }
+        let rate = (g.rate * self.params.rate_margin).max(self.params.min_rate);
+        let top = self.newest.load(Ordering::SeqCst);
+        let Some(newest) = self.segments[top].get() else {
+            return Ok(false);
+        };
+        let headroom = rate * 2.0 * g.window.max(Duration::from_secs(1)).as_secs_f64();
+        let used = total.saturating_sub(newest.start);
+        if (used as f64) + headroom < newest.desc.design as f64 {
+            return Ok(false);
+        }
+        if top + 1 >= MAX_SEGMENTS {
+            if !g.stuck {
+                tracing::warn!(path = %self.path().display(), "replay filter has used all its segments");
+            }
+            g.stuck = true;
+            return Ok(false);
+        }
+        let grown = self.grow_once(top + 1, rate, headroom, now);
+        g.stuck = grown.is_err();
+        grown.map(|()| true)
+    }
+
+    fn grow_once(
+        &self,
+        index: usize,
+        rate: f64,
+        headroom: f64,
+        now: SystemTime,
+    ) -> Result<(), ReplayError> {
+        let age = unix_secs(now).saturating_sub(self.meta.created_unix);
+        let remaining = self.meta.lifetime_secs.saturating_sub(age) as f64;
+        let design = (rate * remaining.max(MIN_SEGMENT_SECS))
+            .max(4.0 * headroom)
+            .ceil() as u64;
+        let p = segment_budget(self.params.false_positive_rate, index);
+        let (m_bits, k) = Self::dimensions(design, p)?;
+        let needed = self.size_bytes() + m_bits / 8;
+        if needed > self.params.max_bytes {
+            return Err(ReplayError::TooLarge {
+                needed,
+                limit: self.params.max_bytes,
+            });
+        }
+        let design = capacity(m_bits, k, p);
+        self.add_segment(index, m_bits, k, design)?;
+        tracing::info!(
+            path = %self.path().display(),
+            segment = index,
+            design,
+            bytes = m_bits / 8,
+            rate,
+            "replay filter grew"
+        );
+        Ok(())
+    }
+}
+
+/// Sizes and metrics.
+impl ReplayFilter {
+    /// Number of bits `m`, all segments together.
+    pub fn bits(&self) -> u64 {
+        self.published().map(|s| s.desc.m_bits).sum()
+    }
+
+    /// Number of bit indices per tag `k` of the newest segment.
+    pub fn hashes(&self) -> u32 {
+        self.published().last().map_or(0, |s| s.desc.k)
+    }
+
+    /// Size of the bit arrays in bytes.
+    pub fn size_bytes(&self) -> u64 {
+        self.bits() / 8
+    }
+
+    /// Number of segments.
+    pub fn segments(&self) -> usize {
+        self.published().count()
+    }
+
+    /// Tags recorded as new (estimated from the bits for segments mapped back from a file).
+    pub fn inserted(&self) -> u64 {
+        self.inserted
+            .iter()
+            .map(|s| s.0.load(Ordering::Relaxed))
+            .fold(0, u64::saturating_add)
+    }
+
+    /// The largest ratio of a segment's recorded tags to its design count: at most about 1
+    /// while the filter grows in time; above 1 the false-positive rate exceeds its target.
+    pub fn bound_ratio(&self) -> f64 {
+        let segs: Vec<&Segment> = self.published().collect();
+        let total = self.inserted();
+        segs.iter()
+            .enumerate()
+            .map(|(i, s)| {
+                let end = segs.get(i + 1).map_or(total, |n| n.start);
+                end.saturating_sub(s.start) as f64 / s.desc.design as f64
+            })
+            .fold(0.0, f64::max)
+    }
+
+    /// Whether the filter is near its false-positive bound and cannot grow out of it: a
+    /// segment is past its design count, or the newest is past [`NEAR_BOUND_RATIO`] and the
+    /// last growth failed or no segment is left. The control plane warns on it.
+    pub fn near_bound(&self) -> bool {
+        let ratio = self.bound_ratio();
+        let stuck = self.grow.lock().unwrap_or_else(|e| e.into_inner()).stuck
+            || self.segments() >= MAX_SEGMENTS;
+        ratio > 1.0 || (stuck && ratio >= NEAR_BOUND_RATIO)
+    }
 
     /// Number of set bits (O(m / 64) loads).
     pub fn bits_set(&self) -> u64 {
-        self.words
-            .iter()
-            .map(|w| u64::from(w.load(Ordering::Relaxed).count_ones()))
-            .sum()
+        self.published().map(Segment::bits_set).sum()
     }
 
     /// Fraction of bits set, in [0, 1] (O(m / 64)).
     pub fn fill_ratio(&self) -> f64 {
-        self.bits_set() as f64 / self.m_bits as f64
+        self.bits_set() as f64 / self.bits() as f64
     }
 
-    /// Estimated number of distinct tags recorded, `-(m / k) ln(1 - X / m)` for `X` set bits
-    /// (Swamidass & Baldi); saturates when the filter is full. O(m / 64).
+    /// Estimated number of distinct tags recorded, from the set bits of each segment
+    /// (Swamidass & Baldi); saturates when a segment is full. O(m / 64).
     pub fn len_estimate(&self) -> u64 {
-        let m = self.m_bits as f64;
-        let x = self.bits_set() as f64;
-        if x >= m {
-            return u64::MAX;
-        }
-        (-(m / f64::from(self.k)) * (1.0 - x / m).ln()).round() as u64
+        self.published()
+            .map(Segment::len_estimate)
+            .fold(0, u64::saturating_add)
     }
 
-    /// Current false-positive probability for a fresh tag, `(X / m)^k`. O(m / 64).
+    /// Current false-positive probability for a fresh tag, the sum over segments of
+    /// `(X / m)^k` (an upper bound of the union). O(m / 64).
     pub fn false_positive_estimate(&self) -> f64 {
-        self.fill_ratio().powi(self.k as i32)
+        self.published()
+            .map(|s| (s.bits_set() as f64 / s.desc.m_bits as f64).powi(s.desc.k as i32))
+            .sum::<f64>()
+            .min(1.0)
     }
-
-    /// Clears every bit. Concurrent `check_and_set` calls may leave some of their bits set.
-    pub fn clear(&self) {
-        for w in self.words.iter() {
-            w.store(0, Ordering::Relaxed);
-        }
-    }
-
-    /// Saves the filter for key `key_id` atomically (temp file, fsync, rename, fsync of the
-    /// directory); see the module docs for the format.
-    pub fn save_to(&self, path: impl AsRef<Path>, key_id: u64) -> Result<(), ReplayError> {
-        let path = path.as_ref();
-        let io_err = |p: &Path| {
-            let p = p.to_path_buf();
-            move |source| ReplayError::Io { path: p, source }
-        };
-        let file_name = path
-            .file_name()
-            .ok_or_else(|| ReplayError::Io {
-                path: path.to_path_buf(),
-                source: io::Error::new(io::ErrorKind::InvalidInput, "path has no file name"),
-            })?
-            .to_string_lossy();
-        static SEQ: AtomicU64 = AtomicU64::new(0);
-        let tmp = path.with_file_name(format!(
-            ".{file_name}.tmp-{}-{}",
-            std::process::id(),
-            SEQ.fetch_add(1, Ordering::Relaxed)
-        ));
-        let result = self
-            .write_file(&tmp, key_id)
-            .map_err(io_err(&tmp))
-            .and_then(|()| {
-                fs::rename(&tmp, path).map_err(io_err(path))?;
-                #[cfg(unix)]
-                if let Some(dir) = path.parent() {
-                    let dir = if dir.as_os_str().is_empty() {
-                        Path::new(".")
-                    } else {
-                        dir
-                    };
-                    File::open(dir)
-                        .and_then(|d| d.sync_all())
-                        .map_err(io_err(dir))?;
-                }
-                Ok(())
-            });
-        if result.is_err() {
-            let _ = fs::remove_file(&tmp);
-        }
-        result
-    }
-
-    fn write_file(&self, tmp: &Path, key_id: u64) -> io::Result<()> {
-        let mut file = fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(tmp)?;
-        let mut header = Vec::with_capacity(HEADER_LEN as usize);
-        header.extend_from_slice(&MAGIC);
-        header.extend_from_slice(&VERSION.to_le_bytes());
-        header.extend_from_slice(&self.k.to_le_bytes());
-        header.extend_from_slice(&self.m_bits.to_le_bytes());
-        header.extend_from_slice(&self.len_estimate().to_le_bytes());
-        header.extend_from_slice(&key_id.to_le_bytes());
-        debug_assert_eq!(header.len() as u64, HEADER_LEN);
-        let mut sum = header_checksum(&header);
-        file.write_all(&header)?;
-        let mut buf = Vec::with_capacity(1 << 16);
-        for chunk in self.words.chunks(1 << 13) {
-            buf.clear();
-            for w in chunk {
-                let v = w.load(Ordering::Relaxed);
-                sum = checksum_step(sum, v);
-                buf.extend_from_slice(&v.to_le_bytes());
-            }
-            file.write_all(&buf)?;
-        }
-        file.write_all(&sum.to_le_bytes())?;
-        file.sync_all()
-    }
-
-    /// Loads a filter saved by [`save_to`](Self::save_to) for `expected_key_id`, refusing files
-    /// above [`DEFAULT_MAX_BYTES`]. Every inconsistency is an error, never a panic.
-    pub fn load_from(path: impl AsRef<Path>, expected_key_id: u64) -> Result<Self, ReplayError> {
-        Self::load_from_with_max_bytes(path, expected_key_id, DEFAULT_MAX_BYTES)
-    }
-
-    /// [`load_from`](Self::load_from) with an explicit size limit in bytes.
-    pub fn load_from_with_max_bytes(
-        path: impl AsRef<Path>,
-        expected_key_id: u64,
-        max_bytes: u64,
-    ) -> Result<Self, ReplayError> {
-        let path = path.as_ref();
-        let p = || path.to_path_buf();
-        let io_err = |source| ReplayError::Io { path: p(), source };
-        let mut file = File::open(path).map_err(io_err)?;
-        let actual = file.metadata().map_err(io_err)?.len();
-        let mut header = [0u8; HEADER_LEN as usize];
-        if actual < HEADER_LEN + TRAILER_LEN {
-            return Err(ReplayError::LengthMismatch {
-                path: p(),
-                expected: HEADER_LEN + TRAILER_LEN,
-                actual,
-            });
-        }
-        file.read_exact(&mut header).map_err(io_err)?;
-        let u32_at = |o: usize| u32::from_le_bytes(header[o..o + 4].try_into().expect("4 bytes"));
-        let u64_at = |o: usize| u64::from_le_bytes(header[o..o + 8].try_into().expect("8 bytes"));
-        if header[..8] != MAGIC {
-            return Err(ReplayError::BadMagic { path: p() });
-        }
-        let version = u32_at(8);
-        if version != VERSION {
-            return Err(ReplayError::UnsupportedVersion {
-                path: p(),
-                found: version,
-            });
-        }
-        let (k, m_bits, key_id) = (u32_at(12), u64_at(16), u64_at(32));
-        let corrupt = |what| ReplayError::CorruptHeader { path: p(), what };
-        if !(1..=MAX_K).contains(&k) {
-            return Err(corrupt("k out of range"));
-        }
-        if m_bits == 0 || !m_bits.is_multiple_of(64) {
-            return Err(corrupt("bit count not a positive multiple of 64"));
-        }
-        if m_bits / 8 > max_bytes {
-            return Err(ReplayError::TooLarge {
-                needed: m_bits / 8,
-                limit: max_bytes,
-            });
-        }
-        if key_id != expected_key_id {
-            return Err(ReplayError::KeyMismatch {
-                path: p(),
-                expected: expected_key_id,
-                found: key_id,
-            });
-        }
-        let expected = HEADER_LEN + m_bits / 8 + TRAILER_LEN;
-        if actual != expected {
-            return Err(ReplayError::LengthMismatch {
-                path: p(),
-                expected,
-                actual,
-            });
-        }
-        let filter = Self::with_dimensions(m_bits, k);
-        let mut sum = header_checksum(&header);
-        let mut buf = vec![0u8; 1 << 16];
-        for chunk in filter.words.chunks(1 << 13) {
-            let bytes = &mut buf[..chunk.len() * 8];
-            file.read_exact(bytes).map_err(io_err)?;
-            for (w, b) in chunk.iter().zip(bytes.chunks_exact(8)) {
-                let v = u64::from_le_bytes(b.try_into().expect("8 bytes"));
-                sum = checksum_step(sum, v);
-                w.store(v, Ordering::Relaxed);
-            }
-        }
-        let mut trailer = [0u8; 8];
-        file.read_exact(&mut trailer).map_err(io_err)?;
-        if u64::from_le_bytes(trailer) != sum {
-            return Err(ReplayError::ChecksumMismatch { path: p() });
-        }
-        Ok(filter)
-    }
-}
-
-fn header_checksum(header: &[u8]) -> u64 {
-    header.chunks_exact(8).fold(0x6d78_706c_616e_6521, |h, c| {
-        checksum_step(h, u64::from_le_bytes(c.try_into().expect("8 bytes")))
-    })
 }
 
 impl std::fmt::Debug for ReplayFilter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ReplayFilter")
-            .field("bits", &self.m_bits)
-            .field("k", &self.k)
+            .field("key_id", &self.meta.key_id)
+            .field("segments", &self.segments())
+            .field("bits", &self.bits())
+            .field("file", &self.file_path())
             .finish_non_exhaustive()
     }
 }

@@ -9,7 +9,7 @@ use std::os::unix::net::UnixDatagram;
 use std::path::PathBuf;
 
 /// Bytes in front of the message in a sink datagram.
-pub const SINK_HEADER_LEN: usize = 32 + 16 + 1;
+pub(crate) const SINK_HEADER_LEN: usize = 32 + 16 + 1;
 
 /// Where to deliver final-hop messages.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,7 +34,12 @@ impl std::str::FromStr for SinkAddr {
 }
 
 /// Writes the sink datagram header.
-pub fn write_header(out: &mut [u8], destination: &[u8; 32], identifier: &[u8; 16], sealed: bool) {
+pub(crate) fn write_header(
+    out: &mut [u8],
+    destination: &[u8; 32],
+    identifier: &[u8; 16],
+    sealed: bool,
+) {
     out[..32].copy_from_slice(destination);
     out[32..48].copy_from_slice(identifier);
     out[48] = u8::from(sealed);

@@ -6,13 +6,13 @@
 //! pool is reported so the caller can count a drop.
 
 /// Bytes in a small slot: a v8 regular frame (4 + 2413), rounded up.
-pub const SMALL_SLOT: usize = 2432;
+pub(crate) const SMALL_SLOT: usize = 2432;
 /// Bytes in a large slot: a v8 ext32 frame (4 + 33133), rounded up.
-pub const LARGE_SLOT: usize = 33_152;
+pub(crate) const LARGE_SLOT: usize = 33_152;
 
 /// A slot handle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct SlotId(u32);
+pub(crate) struct SlotId(u32);
 
 const LARGE_BIT: u32 = 1 << 31;
 
@@ -33,14 +33,14 @@ impl Pool {
 }
 
 /// The slab.
-pub struct Slab {
+pub(crate) struct Slab {
     small: Pool,
     large: Pool,
 }
 
 impl Slab {
     /// A slab with `small` small slots and `large` large slots.
-    pub fn new(small: usize, large: usize) -> Slab {
+    pub(crate) fn new(small: usize, large: usize) -> Slab {
         assert!(small < LARGE_BIT as usize && large < LARGE_BIT as usize);
         Slab {
             small: Pool::new(SMALL_SLOT, small),
@@ -50,7 +50,7 @@ impl Slab {
 
     /// Allocates a slot for `len` bytes, or `None` when the pool for that size is exhausted
     /// (or `len` is larger than a large slot).
-    pub fn alloc(&mut self, len: usize) -> Option<SlotId> {
+    pub(crate) fn alloc(&mut self, len: usize) -> Option<SlotId> {
         if len <= SMALL_SLOT {
             self.small.free.pop().map(SlotId)
         } else if len <= LARGE_SLOT {
@@ -69,13 +69,13 @@ impl Slab {
     }
 
     /// The slot's bytes (its full size).
-    pub fn get(&self, id: SlotId) -> &[u8] {
+    pub(crate) fn get(&self, id: SlotId) -> &[u8] {
         let (p, i) = self.pool_index(id);
         &p.data[i * p.slot..(i + 1) * p.slot]
     }
 
     /// The slot's bytes, mutably.
-    pub fn get_mut(&mut self, id: SlotId) -> &mut [u8] {
+    pub(crate) fn get_mut(&mut self, id: SlotId) -> &mut [u8] {
         let (large, i) = (id.0 & LARGE_BIT != 0, (id.0 & !LARGE_BIT) as usize);
         let p = if large {
             &mut self.large
@@ -86,7 +86,7 @@ impl Slab {
     }
 
     /// Returns a slot to its pool.
-    pub fn free(&mut self, id: SlotId) {
+    pub(crate) fn free(&mut self, id: SlotId) {
         if id.0 & LARGE_BIT != 0 {
             self.large.free.push(id.0 & !LARGE_BIT);
         } else {
@@ -95,7 +95,8 @@ impl Slab {
     }
 
     /// Slots in use (small, large).
-    pub fn in_use(&self) -> (usize, usize) {
+    #[cfg(test)]
+    pub(crate) fn in_use(&self) -> (usize, usize) {
         (
             self.small.data.len() / self.small.slot - self.small.free.len(),
             self.large.data.len() / self.large.slot - self.large.free.len(),

@@ -1,10 +1,12 @@
 //! One worker: its socket and I/O backend, Sphinx processor, slab, delay wheel and counters.
 //!
-//! The loop: receive a batch (waiting at most until the wheel's next deadline), hand it to the
-//! Sphinx core in place, move forward hops into slab slots and the wheel with deadlines computed
-//! from the receive time, queue SURB-ACKs and sink messages for immediate release, release what
-//! is due, and send it grouped by next hop. Nothing per packet takes a lock, allocates or makes
-//! a syscall of its own.
+//! The loop has two stages. [`LoopState::receive_and_process`] receives a batch (waiting at
+//! most until the wheel's next deadline), hands it to the Sphinx core in place, moves forward
+//! hops into slab slots and the wheel with deadlines computed from the receive time, and queues
+//! SURB-ACKs and UDP-sink messages for immediate release. [`LoopState::release`] takes what is
+//! due from the wheel and sends it grouped by next hop. Nothing per packet takes a lock or
+//! allocates; the one syscall per packet is the Unix sink's `send` of each delivered message
+//! (a UDP sink's messages go out with the batched sends).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -15,18 +17,55 @@ use arc_swap::ArcSwap;
 
 use crate::counters::{NodeDrop, WorkerCounters, WorkerPhase};
 use crate::io::{Datagram, Outgoing, UdpIo};
-use crate::node::Snapshot;
 use crate::sink::{self, SinkAddr, UnixSink};
 use crate::slab::{Slab, SlotId};
-use crate::sphinx::{Processor, ProcessorConfig, Verdict};
+use crate::snapshot::Snapshot;
+use crate::sphinx::{Deliver, Processor, ProcessorConfig, Verdict};
 use crate::wheel::{DelayWheel, WheelConfig};
 
-/// Run state shared by a node's workers.
-pub(crate) const RUNNING: u8 = 0;
-/// Stop receiving; release what the wheels hold at its deadlines, then exit.
-pub(crate) const DRAINING: u8 = 1;
-/// Exit now.
-pub(crate) const ABORT: u8 = 2;
+/// The run state shared by a node's workers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub(crate) enum RunState {
+    /// Receive, process and release.
+    Running = 0,
+    /// Stop receiving; release what the wheels hold at its deadlines, then exit.
+    Draining = 1,
+    /// Exit now.
+    Abort = 2,
+}
+
+/// A [`RunState`] shared between threads (stored in an `AtomicU8`).
+#[derive(Debug)]
+pub(crate) struct SharedRunState(AtomicU8);
+
+impl SharedRunState {
+    /// A shared state starting at `state`.
+    pub(crate) fn new(state: RunState) -> SharedRunState {
+        SharedRunState(AtomicU8::new(state as u8))
+    }
+
+    /// The current state.
+    pub(crate) fn load(&self) -> RunState {
+        match self.0.load(Ordering::Acquire) {
+            0 => RunState::Running,
+            1 => RunState::Draining,
+            _ => RunState::Abort,
+        }
+    }
+
+    /// Sets the state.
+    pub(crate) fn store(&self, state: RunState) {
+        self.0.store(state as u8, Ordering::Release);
+    }
+
+    /// Moves from `from` to `to` if the state is `from`; returns whether it did.
+    pub(crate) fn transition(&self, from: RunState, to: RunState) -> bool {
+        self.0
+            .compare_exchange(from as u8, to as u8, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+    }
+}
 
 /// A packet waiting in the wheel.
 #[derive(Debug, Clone, Copy)]
@@ -41,183 +80,55 @@ pub(crate) struct Held {
 /// Settings a worker needs.
 #[derive(Debug, Clone)]
 pub(crate) struct WorkerSettings {
-    pub batch: usize,
-    pub max_delay_ns: u64,
-    pub wheel_tick_ns: u64,
-    pub wheel_capacity: usize,
-    pub slab_small: usize,
-    pub slab_large: usize,
-    pub sink: Option<SinkAddr>,
+    pub(crate) batch: usize,
+    pub(crate) max_delay_ns: u64,
+    pub(crate) wheel_tick_ns: u64,
+    pub(crate) wheel_capacity: usize,
+    pub(crate) slab_small: usize,
+    pub(crate) slab_large: usize,
+    pub(crate) sink: Option<SinkAddr>,
 }
 
+/// A worker before it runs: what the node hands its thread.
 pub(crate) struct Worker {
-    pub id: usize,
-    pub io: Box<dyn UdpIo>,
-    pub shared: Arc<ArcSwap<Snapshot>>,
-    pub state: Arc<AtomicU8>,
-    pub counters: Arc<WorkerCounters>,
-    pub epoch: Instant,
-    pub settings: WorkerSettings,
+    pub(crate) id: usize,
+    pub(crate) io: Box<dyn UdpIo>,
+    pub(crate) shared: Arc<ArcSwap<Snapshot>>,
+    pub(crate) state: Arc<SharedRunState>,
+    pub(crate) counters: Arc<WorkerCounters>,
+    pub(crate) epoch: Instant,
+    pub(crate) settings: WorkerSettings,
 }
 
-fn now_ns(epoch: Instant) -> u64 {
-    epoch.elapsed().as_nanos() as u64
-}
+/// The longest a receive waits, so that a worker sees a change of run state soon.
+const MAX_WAIT: Duration = Duration::from_millis(50);
 
 impl Worker {
+    /// Runs the worker loop until the node drains or aborts.
     pub(crate) fn run(mut self) {
-        let s = self.settings.clone();
-        let mut snapshot = self.shared.load_full();
-        let mut processor = Processor::new(
-            snapshot.keys.clone(),
-            ProcessorConfig {
-                max_delay_ns: s.max_delay_ns,
-                ..ProcessorConfig::default()
-            },
-        );
-        let mut wheel = match DelayWheel::new(
-            WheelConfig {
-                tick_ns: s.wheel_tick_ns,
-                capacity: s.wheel_capacity,
-                max_delay_ns: s.max_delay_ns,
-                ..WheelConfig::default()
-            },
-            now_ns(self.epoch),
-        ) {
-            Ok(w) => w,
-            Err(e) => {
-                tracing::error!(worker = self.id, error = %e, "bad wheel configuration");
-                return;
-            }
+        let Some(mut st) = LoopState::new(&self) else {
+            return;
         };
-        let mut slab = Slab::new(s.slab_small, s.slab_large);
-        let (udp_sink, mut unix_sink) = match &s.sink {
-            Some(SinkAddr::Udp(a)) => (Some(*a), None),
-            Some(SinkAddr::Unix(p)) => match UnixSink::connect(p) {
-                Ok(u) => (None, Some(u)),
-                Err(e) => {
-                    tracing::error!(worker = self.id, path = %p.display(), error = %e, "cannot open the unix sink");
-                    (None, None)
-                }
-            },
-            None => (None, None),
-        };
-        let mut datagrams: Vec<Datagram> = Vec::with_capacity(s.batch * 4);
-        let mut verdicts: Vec<Verdict> = Vec::with_capacity(s.batch * 4);
-        let mut due: Vec<Held> = Vec::with_capacity(s.batch * 4);
         tracing::debug!(worker = self.id, io = self.io.name(), "worker started");
-
         loop {
-            let state = self.state.load(Ordering::Acquire);
-            if state == ABORT {
+            let state = self.state.load();
+            if state == RunState::Abort {
                 break;
             }
-
-            let now = now_ns(self.epoch);
-            let wait = match wheel.next_deadline_hint() {
-                Some(d) => {
-                    Duration::from_nanos(d.saturating_sub(now)).min(Duration::from_millis(50))
-                }
-                None => Duration::from_millis(50),
-            };
-            if state == RUNNING {
-                let t_call = now_ns(self.epoch);
-                match self.io.recv(wait, &mut datagrams) {
-                    Ok(0) => {}
-                    Ok(n) => {
-                        let t_rx = now_ns(self.epoch);
-                        self.counters
-                            .add_phase(WorkerPhase::Receive, t_rx.saturating_sub(t_call));
-                        // pick up a new snapshot (key rotation) between batches: after the
-                        // receive, so a batch is never judged by keys older than its arrival
-                        let current = self.shared.load();
-                        if !Arc::ptr_eq(&current, &snapshot) {
-                            snapshot = arc_swap::Guard::into_inner(current);
-                            processor.set_keys(snapshot.keys.clone());
-                        }
-                        WorkerCounters::add(&self.counters.rx_datagrams, n as u64);
-                        WorkerCounters::add(&self.counters.rx_batches, 1);
-                        // carve needs arena order (io_uring hands buffers back in any order)
-                        datagrams.sort_unstable_by_key(|d| d.offset);
-                        let arena = self.io.arena_mut();
-                        let mut frames = carve(arena, &datagrams);
-                        processor.process_batch(&mut frames, &snapshot.replay, &mut verdicts);
-                        let t_done = now_ns(self.epoch);
-                        let spent = t_done.saturating_sub(t_rx);
-                        self.counters.unwrap_per_packet.record(spent / n as u64);
-                        self.counters.add_phase(WorkerPhase::Process, spent);
-                        self.counters.batch_size.record(n as u64);
-                        let allowed = snapshot.next_hops.as_deref();
-                        for (frame, v) in frames.iter().zip(&verdicts) {
-                            handle(
-                                allowed,
-                                &self.counters,
-                                frame,
-                                v,
-                                t_rx,
-                                &mut slab,
-                                &mut wheel,
-                                udp_sink,
-                                unix_sink.as_mut(),
-                            );
-                        }
-                        self.counters.add_phase(
-                            WorkerPhase::Hold,
-                            now_ns(self.epoch).saturating_sub(t_done),
-                        );
-                    }
-                    Err(e) => {
-                        tracing::warn!(worker = self.id, error = %e, "receive failed");
-                        std::thread::sleep(Duration::from_millis(1));
-                    }
-                }
+            let wait = st.wait();
+            if state == RunState::Running {
+                st.receive_and_process(self.io.as_mut(), wait);
             } else {
-                if wheel.is_empty() {
+                if st.outbox.wheel.is_empty() {
                     break;
                 }
                 std::thread::sleep(wait.min(Duration::from_millis(1)));
             }
-
-            // release what is due
-            let now = now_ns(self.epoch);
-            due.clear();
-            wheel.expire(now, |h| due.push(h));
-            if !due.is_empty() {
-                for h in &due {
-                    self.counters
-                        .record_lateness(now.saturating_sub(h.deadline_ns));
-                    self.counters.residence.record(now.saturating_sub(h.rx_ns));
-                }
-                // group by destination, longest first, so runs can go out as GSO messages
-                due.sort_unstable_by(|a, b| a.to.cmp(&b.to).then(b.len.cmp(&a.len)));
-                let out: Vec<Outgoing<'_>> = due
-                    .iter()
-                    .map(|h| Outgoing {
-                        to: h.to,
-                        data: &slab.get(h.slot)[..h.len as usize],
-                    })
-                    .collect();
-                let st = self.io.send(&out);
-                drop(out);
-                WorkerCounters::add(&self.counters.tx_datagrams, st.sent as u64);
-                WorkerCounters::add(&self.counters.tx_calls, st.calls as u64);
-                if st.failed > 0 {
-                    self.counters
-                        .drop_node(NodeDrop::SendFailed, st.failed as u64);
-                }
-                for h in &due {
-                    slab.free(h.slot);
-                }
-                self.counters
-                    .add_phase(WorkerPhase::Release, now_ns(self.epoch).saturating_sub(now));
-            }
-            self.counters
-                .wheel_len
-                .store(wheel.len() as u64, Ordering::Relaxed);
-            self.counters.set_kernel_overflows(self.io.rx_overflows());
+            st.release(self.io.as_mut());
+            st.counters.set_kernel_overflows(self.io.rx_overflows());
         }
         // abort: whatever is left is dropped (counted)
-        let left = wheel.drain_all(|h| slab.free(h.slot));
+        let left = st.outbox.drop_all();
         if left > 0 {
             tracing::warn!(worker = self.id, left, "exiting with packets still held");
         }
@@ -225,76 +136,313 @@ impl Worker {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn handle(
-    allowed: Option<&std::collections::HashSet<SocketAddr>>,
-    counters: &WorkerCounters,
-    frame: &[u8],
-    v: &Verdict,
-    t_rx: u64,
-    slab: &mut Slab,
-    wheel: &mut DelayWheel<Held>,
+fn now_ns(epoch: Instant) -> u64 {
+    epoch.elapsed().as_nanos() as u64
+}
+
+/// What the worker loop carries from one batch to the next.
+struct LoopState {
+    id: usize,
+    epoch: Instant,
+    counters: Arc<WorkerCounters>,
+    shared: Arc<ArcSwap<Snapshot>>,
+    /// The snapshot the current batch is judged by.
+    snapshot: Arc<Snapshot>,
+    processor: Processor,
+    /// Where accepted packets wait for their deadline.
+    outbox: Outbox,
+    /// Scratch, reused for every batch.
+    datagrams: Vec<Datagram>,
+    verdicts: Vec<Verdict>,
+    due: Vec<Held>,
+}
+
+/// Packets on their way out: the slab that holds their bytes, the wheel that holds them until
+/// their deadline, and the sink for final-hop messages.
+struct Outbox {
+    counters: Arc<WorkerCounters>,
+    slab: Slab,
+    wheel: DelayWheel<Held>,
     udp_sink: Option<SocketAddr>,
-    unix_sink: Option<&mut UnixSink>,
-) {
-    match v {
-        Verdict::Drop(r) => counters.drop_sphinx(*r),
-        Verdict::Forward(f) if next_hop_ok(allowed, f.next_hop).is_err() => {
-            if let Err(r) = next_hop_ok(allowed, f.next_hop) {
-                counters.drop_node(r, 1);
+    unix_sink: Option<UnixSink>,
+}
+
+impl LoopState {
+    /// The loop state of `w`; `None` (logged) when its wheel settings are invalid.
+    fn new(w: &Worker) -> Option<LoopState> {
+        let s = &w.settings;
+        let snapshot = w.shared.load_full();
+        let processor = Processor::new(
+            snapshot.keys.clone(),
+            ProcessorConfig {
+                max_delay_ns: s.max_delay_ns,
+                ..ProcessorConfig::default()
+            },
+        );
+        let wheel_config = WheelConfig {
+            tick_ns: s.wheel_tick_ns,
+            capacity: s.wheel_capacity,
+            max_delay_ns: s.max_delay_ns,
+            ..WheelConfig::default()
+        };
+        let wheel = match DelayWheel::new(wheel_config, now_ns(w.epoch)) {
+            Ok(wheel) => wheel,
+            Err(e) => {
+                tracing::error!(worker = w.id, error = %e, "bad wheel configuration");
+                return None;
             }
-        }
-        Verdict::Forward(f) => {
-            if hold(
-                counters,
-                &frame[f.frame.clone()],
-                f.next_hop,
-                t_rx + f.delay_ns,
-                t_rx,
-                slab,
+        };
+        let (udp_sink, unix_sink) = open_sink(w.id, s.sink.as_ref());
+        Some(LoopState {
+            id: w.id,
+            epoch: w.epoch,
+            counters: w.counters.clone(),
+            shared: w.shared.clone(),
+            snapshot,
+            processor,
+            outbox: Outbox {
+                counters: w.counters.clone(),
+                slab: Slab::new(s.slab_small, s.slab_large),
                 wheel,
-                None,
-            ) {
-                WorkerCounters::add(&counters.forwarded, 1);
-            }
+                udp_sink,
+                unix_sink,
+            },
+            datagrams: Vec::with_capacity(s.batch * 4),
+            verdicts: Vec::with_capacity(s.batch * 4),
+            due: Vec::with_capacity(s.batch * 4),
+        })
+    }
+
+    fn now(&self) -> u64 {
+        now_ns(self.epoch)
+    }
+
+    /// How long a receive may wait: until the wheel's next deadline, at most [`MAX_WAIT`].
+    fn wait(&self) -> Duration {
+        match self.outbox.wheel.next_deadline_hint() {
+            Some(d) => Duration::from_nanos(d.saturating_sub(self.now())).min(MAX_WAIT),
+            None => MAX_WAIT,
         }
-        Verdict::Deliver(d) => {
-            if let Some(ack) = &d.surb_ack
-                && let Err(r) = next_hop_ok(allowed, ack.next_hop)
-            {
-                counters.drop_node(r, 1);
-            } else if let Some(ack) = &d.surb_ack
-                && hold(
-                    counters,
-                    &frame[ack.frame.clone()],
-                    ack.next_hop,
-                    t_rx,
-                    t_rx,
-                    slab,
-                    wheel,
-                    None,
-                )
-            {
-                WorkerCounters::add(&counters.surb_acks, 1);
+    }
+
+    /// Receives one batch from `io` (waiting up to `wait`) and processes it in place in the
+    /// backend's arena ([`Self::process`]).
+    fn receive_and_process(&mut self, io: &mut dyn UdpIo, wait: Duration) {
+        let t_call = self.now();
+        let n = match io.recv(wait, &mut self.datagrams) {
+            Ok(0) => return,
+            Ok(n) => n,
+            Err(e) => {
+                tracing::warn!(worker = self.id, error = %e, "receive failed");
+                std::thread::sleep(Duration::from_millis(1));
+                return;
             }
-            let msg = &frame[d.message.clone()];
-            let delivered = if let Some(to) = udp_sink {
-                let header = (&d.destination, &d.identifier, d.sealed);
-                hold(counters, msg, to, t_rx, t_rx, slab, wheel, Some(header))
-            } else if let Some(u) = unix_sink {
-                let ok = u.send(&d.destination, &d.identifier, d.sealed, msg);
-                if !ok {
-                    counters.drop_node(NodeDrop::SinkFailed, 1);
+        };
+        let t_rx = self.now();
+        self.counters
+            .add_phase(WorkerPhase::Receive, t_rx.saturating_sub(t_call));
+        WorkerCounters::add(&self.counters.rx_datagrams, n as u64);
+        WorkerCounters::add(&self.counters.rx_batches, 1);
+        // carve needs arena order (io_uring hands buffers back in any order)
+        self.datagrams.sort_unstable_by_key(|d| d.offset);
+        let mut frames = carve(io.arena_mut(), &self.datagrams);
+        self.process(&mut frames, t_rx);
+    }
+
+    /// Unwraps a batch of frames received at `t_rx` in place and holds or delivers what
+    /// survives. Any transport's batch can come through here.
+    fn process(&mut self, frames: &mut [&mut [u8]], t_rx: u64) {
+        if frames.is_empty() {
+            return;
+        }
+        // pick up a new snapshot (key rotation) between batches: after the receive, so a batch
+        // is never judged by keys older than its arrival
+        let current = self.shared.load();
+        if !Arc::ptr_eq(&current, &self.snapshot) {
+            self.snapshot = arc_swap::Guard::into_inner(current);
+            self.processor.set_keys(self.snapshot.keys.clone());
+        }
+        let n = frames.len() as u64;
+        self.processor
+            .process_batch(frames, &self.snapshot.replay, &mut self.verdicts);
+        let t_done = self.now();
+        let spent = t_done.saturating_sub(t_rx);
+        self.counters.unwrap_per_packet.record(spent / n);
+        self.counters.add_phase(WorkerPhase::Process, spent);
+        self.counters.batch_size.record(n);
+        let allowed = self.snapshot.next_hops.as_deref();
+        for (frame, v) in frames.iter().zip(&self.verdicts) {
+            self.outbox.take(allowed, frame, v, t_rx);
+        }
+        self.counters
+            .add_phase(WorkerPhase::Hold, self.now().saturating_sub(t_done));
+    }
+
+    /// Sends what the wheel says is due, grouped by destination, and frees its slots.
+    fn release(&mut self, io: &mut dyn UdpIo) {
+        let now = self.now();
+        let outbox = &mut self.outbox;
+        self.due.clear();
+        outbox.wheel.expire(now, |h| self.due.push(h));
+        if !self.due.is_empty() {
+            for h in &self.due {
+                self.counters
+                    .record_lateness(now.saturating_sub(h.deadline_ns));
+                self.counters.residence.record(now.saturating_sub(h.rx_ns));
+            }
+            // group by destination, longest first, so runs can go out as GSO messages
+            self.due
+                .sort_unstable_by(|a, b| a.to.cmp(&b.to).then(b.len.cmp(&a.len)));
+            let out: Vec<Outgoing<'_>> = self
+                .due
+                .iter()
+                .map(|h| Outgoing {
+                    to: h.to,
+                    data: &outbox.slab.get(h.slot)[..h.len as usize],
+                })
+                .collect();
+            let st = io.send(&out);
+            drop(out);
+            WorkerCounters::add(&self.counters.tx_datagrams, st.sent as u64);
+            WorkerCounters::add(&self.counters.tx_calls, st.calls as u64);
+            if st.failed > 0 {
+                self.counters
+                    .drop_node(NodeDrop::SendFailed, st.failed as u64);
+            }
+            for h in &self.due {
+                outbox.slab.free(h.slot);
+            }
+            self.counters
+                .add_phase(WorkerPhase::Release, now_ns(self.epoch).saturating_sub(now));
+        }
+        self.counters
+            .wheel_len
+            .store(outbox.wheel.len() as u64, Ordering::Relaxed);
+    }
+}
+
+/// Opens the configured sink: a UDP address, or a connected Unix socket (`None` and logged
+/// when it cannot be opened).
+fn open_sink(worker: usize, sink: Option<&SinkAddr>) -> (Option<SocketAddr>, Option<UnixSink>) {
+    match sink {
+        Some(SinkAddr::Udp(a)) => (Some(*a), None),
+        Some(SinkAddr::Unix(p)) => match UnixSink::connect(p) {
+            Ok(u) => (None, Some(u)),
+            Err(e) => {
+                tracing::error!(worker, path = %p.display(), error = %e, "cannot open the unix sink");
+                (None, None)
+            }
+        },
+        None => (None, None),
+    }
+}
+
+impl Outbox {
+    /// Acts on one verdict for `frame`, received at `t_rx`: counts a drop, holds a forward hop
+    /// until its deadline, or sends a final hop's SURB-ACK on and delivers its message. Next
+    /// hops must pass [`next_hop_ok`] against `allowed`.
+    fn take(
+        &mut self,
+        allowed: Option<&std::collections::HashSet<SocketAddr>>,
+        frame: &[u8],
+        v: &Verdict,
+        t_rx: u64,
+    ) {
+        match v {
+            Verdict::Drop(r) => self.counters.drop_sphinx(*r),
+            Verdict::Forward(f) => match next_hop_ok(allowed, f.next_hop) {
+                Err(r) => self.counters.drop_node(r, 1),
+                Ok(()) => {
+                    let deadline = t_rx + f.delay_ns;
+                    if self.hold(&frame[f.frame.clone()], f.next_hop, deadline, t_rx, None) {
+                        WorkerCounters::add(&self.counters.forwarded, 1);
+                    }
                 }
-                ok
-            } else {
-                counters.drop_node(NodeDrop::NoSink, 1);
-                false
-            };
-            if delivered {
-                WorkerCounters::add(&counters.delivered, 1);
+            },
+            Verdict::Deliver(d) => {
+                if let Some(ack) = &d.surb_ack {
+                    match next_hop_ok(allowed, ack.next_hop) {
+                        Err(r) => self.counters.drop_node(r, 1),
+                        Ok(()) => {
+                            if self.hold(&frame[ack.frame.clone()], ack.next_hop, t_rx, t_rx, None)
+                            {
+                                WorkerCounters::add(&self.counters.surb_acks, 1);
+                            }
+                        }
+                    }
+                }
+                if self.deliver(frame, d, t_rx) {
+                    WorkerCounters::add(&self.counters.delivered, 1);
+                }
             }
         }
+    }
+
+    /// Hands a final hop's message to the sink: through the wheel (no delay) for a UDP sink, at
+    /// once for a Unix sink. Returns whether it was accepted; failures are counted.
+    fn deliver(&mut self, frame: &[u8], d: &Deliver, t_rx: u64) -> bool {
+        let msg = &frame[d.message.clone()];
+        if let Some(to) = self.udp_sink {
+            let header = (&d.destination, &d.identifier, d.sealed);
+            self.hold(msg, to, t_rx, t_rx, Some(header))
+        } else if let Some(u) = &mut self.unix_sink {
+            let ok = u.send(&d.destination, &d.identifier, d.sealed, msg);
+            if !ok {
+                self.counters.drop_node(NodeDrop::SinkFailed, 1);
+            }
+            ok
+        } else {
+            self.counters.drop_node(NodeDrop::NoSink, 1);
+            false
+        }
+    }
+
+    /// Copies `bytes` (behind a sink header, if given) into a slab slot and puts it in the
+    /// wheel. Returns whether it is held; a full slab or wheel is counted.
+    fn hold(
+        &mut self,
+        bytes: &[u8],
+        to: SocketAddr,
+        deadline_ns: u64,
+        rx_ns: u64,
+        sink_header: Option<(&[u8; 32], &[u8; 16], bool)>,
+    ) -> bool {
+        let pre = if sink_header.is_some() {
+            sink::SINK_HEADER_LEN
+        } else {
+            0
+        };
+        let len = pre + bytes.len();
+        let Some(slot) = self.slab.alloc(len) else {
+            self.counters.drop_node(NodeDrop::SlabFull, 1);
+            return false;
+        };
+        let buf = self.slab.get_mut(slot);
+        if let Some((dest, id, sealed)) = sink_header {
+            sink::write_header(buf, dest, id, sealed);
+        }
+        buf[pre..len].copy_from_slice(bytes);
+        let held = Held {
+            slot,
+            len: len as u32,
+            to,
+            deadline_ns,
+            rx_ns,
+        };
+        match self.wheel.insert(deadline_ns, held) {
+            Ok(()) => true,
+            Err(full) => {
+                self.slab.free(full.into_inner().slot);
+                self.counters.drop_node(NodeDrop::WheelFull, 1);
+                false
+            }
+        }
+    }
+
+    /// Drops everything still held; returns how many packets that was.
+    fn drop_all(&mut self) -> usize {
+        let slab = &mut self.slab;
+        self.wheel.drain_all(|h| slab.free(h.slot))
     }
 }
 
@@ -314,50 +462,6 @@ fn next_hop_ok(
         Err(NodeDrop::UnknownNextHop)
     } else {
         Ok(())
-    }
-}
-
-/// Copies `bytes` (behind a sink header, if given) into a slab slot and puts it in the wheel.
-#[allow(clippy::too_many_arguments)]
-fn hold(
-    counters: &WorkerCounters,
-    bytes: &[u8],
-    to: SocketAddr,
-    deadline_ns: u64,
-    rx_ns: u64,
-    slab: &mut Slab,
-    wheel: &mut DelayWheel<Held>,
-    sink_header: Option<(&[u8; 32], &[u8; 16], bool)>,
-) -> bool {
-    let pre = if sink_header.is_some() {
-        sink::SINK_HEADER_LEN
-    } else {
-        0
-    };
-    let len = pre + bytes.len();
-    let Some(slot) = slab.alloc(len) else {
-        counters.drop_node(NodeDrop::SlabFull, 1);
-        return false;
-    };
-    let buf = slab.get_mut(slot);
-    if let Some((dest, id, sealed)) = sink_header {
-        sink::write_header(buf, dest, id, sealed);
-    }
-    buf[pre..len].copy_from_slice(bytes);
-    let held = Held {
-        slot,
-        len: len as u32,
-        to,
-        deadline_ns,
-        rx_ns,
-    };
-    match wheel.insert(deadline_ns, held) {
-        Ok(()) => true,
-        Err(full) => {
-            slab.free(full.into_inner().slot);
-            counters.drop_node(NodeDrop::WheelFull, 1);
-            false
-        }
     }
 }
 

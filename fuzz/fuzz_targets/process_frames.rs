@@ -1,6 +1,6 @@
-//! Feeds arbitrary datagrams through the whole Sphinx batch path. The input is split into
-//! frames at 0xff 0x00 0xff markers so that batches of several frames are exercised; the first
-//! byte picks the key rotation setup. Nothing may panic, and every frame gets a verdict whose
+//! Feeds arbitrary datagrams through the whole Sphinx batch path. After the first byte, which
+//! picks the key rotation setup, the input is split into frames at every 0xfe byte (at most 16
+//! frames) so that batches of several frames are exercised. Nothing may panic, and every frame gets a verdict whose
 //! ranges lie inside its buffer.
 #![no_main]
 

@@ -13,7 +13,7 @@ const LANES: usize = 8;
 /// the eight lengths are equal.
 pub(super) fn mac32_x8(keys: [&[u8; 64]; LANES], data: [&[u8]; LANES]) -> [[u8; 32]; LANES] {
     assert!(
-        crate::cpu::features().avx512f,
+        crate::cpu::in_force().avx512f,
         "AVX-512 BLAKE2b on a CPU without AVX-512 F"
     );
     let len = data[0].len();

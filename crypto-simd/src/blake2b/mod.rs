@@ -4,9 +4,10 @@
 //! One message at a time, [`mac32`] uses the RustCrypto `blake2` crate. Four messages of equal
 //! length at a time, [`mac32_x4`] runs a multi-buffer AVX2 compression (module `avx2`): each
 //! 256-bit vector holds the same state word of four messages, so every instruction does four
-//! messages' work with no shuffles between lanes. It falls back to four single calls without
-//! AVX2 or when the lengths differ. [`mac32_x8`] does the same for eight messages with AVX-512
-//! (module `avx512`).
+//! messages' work with no shuffles between lanes. [`mac32_x8`] does the same for eight messages
+//! with AVX-512 (module `avx512`), or as two four-message calls with AVX2 only. [`Backend`] says
+//! which runs; without vector features, or when the lengths differ, the messages go one at a
+//! time.
 
 #[cfg(target_arch = "x86_64")]
 mod avx2;
@@ -54,36 +55,101 @@ pub fn mac32(key: &[u8; 64], data: &[u8]) -> [u8; 32] {
     m.finalize().into_bytes().into()
 }
 
-/// Whether [`mac32_x4`] runs the vector code on this CPU.
-pub fn x4_is_vectorised() -> bool {
-    cfg!(target_arch = "x86_64") && crate::cpu::features().avx2
+/// A BLAKE2b multi-buffer implementation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Backend {
+    /// [`mac32_x8`] on AVX-512 F vectors, [`mac32_x4`] on AVX2; needs AVX-512 F (and AVX2).
+    Avx512,
+    /// [`mac32_x4`] on AVX2 vectors, [`mac32_x8`] as two such calls; needs AVX2.
+    Avx2,
+    /// One message at a time through the `blake2` crate; always available.
+    Portable,
+}
+
+impl Backend {
+    /// Every backend, fastest first.
+    pub const ALL: &'static [Backend] = &[Backend::Avx512, Backend::Avx2, Backend::Portable];
+
+    /// The backend's short name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Avx512 => "avx512",
+            Backend::Avx2 => "avx2",
+            Backend::Portable => "portable",
+        }
+    }
+
+    /// The fastest backend that `features` allow.
+    pub fn for_features(features: crate::cpu::Features) -> Backend {
+        match features {
+            f if cfg!(target_arch = "x86_64") && f.avx512f && f.avx2 => Backend::Avx512,
+            f if cfg!(target_arch = "x86_64") && f.avx2 => Backend::Avx2,
+            _ => Backend::Portable,
+        }
+    }
+
+    /// The backend in use: the fastest one the features in force ([`crate::cpu::in_force`])
+    /// allow.
+    #[inline]
+    pub fn best() -> Backend {
+        Self::for_features(crate::cpu::in_force())
+    }
+
+    /// Messages per call of the backend's widest multi-buffer hash (1: one at a time).
+    pub fn lanes(self) -> usize {
+        match self {
+            Backend::Avx512 => 8,
+            Backend::Avx2 => 4,
+            Backend::Portable => 1,
+        }
+    }
 }
 
 /// Keyed BLAKE2b-256 of four messages at once: `out[i] = mac32(keys[i], data[i])`.
 pub fn mac32_x4(keys: [&[u8; 64]; 4], data: [&[u8]; 4]) -> [[u8; 32]; 4] {
-    #[cfg(target_arch = "x86_64")]
-    if x4_is_vectorised() && data.iter().all(|d| d.len() == data[0].len()) {
-        return avx2::mac32_x4(keys, data);
-    }
-    std::array::from_fn(|i| mac32(keys[i], data[i]))
+    mac32_x4_with(Backend::best(), keys, data)
 }
 
-/// Whether [`mac32_x8`] runs the vector code on this CPU.
-pub fn x8_is_vectorised() -> bool {
-    cfg!(target_arch = "x86_64") && crate::cpu::features().avx512f
+/// [`mac32_x4`] with `backend`, which must be [`Backend::best`] or slower.
+fn mac32_x4_with(backend: Backend, keys: [&[u8; 64]; 4], data: [&[u8]; 4]) -> [[u8; 32]; 4] {
+    let equal = data.iter().all(|d| d.len() == data[0].len());
+    match backend {
+        #[cfg(target_arch = "x86_64")]
+        Backend::Avx512 | Backend::Avx2 if equal => {
+            assert!(crate::cpu::in_force().avx2, "AVX2 BLAKE2b without AVX2");
+            // SAFETY: the features in force, a subset of the CPU's, include AVX2 (asserted).
+            unsafe { avx2::mac32_x4(keys, data) }
+        }
+        _ => mac32_x4_portable(keys, data),
+    }
 }
 
 /// Keyed BLAKE2b-256 of eight messages at once: `out[i] = mac32(keys[i], data[i])`.
 pub fn mac32_x8(keys: [&[u8; 64]; 8], data: [&[u8]; 8]) -> [[u8; 32]; 8] {
-    #[cfg(target_arch = "x86_64")]
-    if x8_is_vectorised() && data.iter().all(|d| d.len() == data[0].len()) {
-        return avx512::mac32_x8(keys, data);
-    }
-    std::array::from_fn(|i| mac32(keys[i], data[i]))
+    mac32_x8_with(Backend::best(), keys, data)
 }
 
-/// The portable path of [`mac32_x4`], for tests that compare the two.
-pub fn mac32_x4_portable(keys: [&[u8; 64]; 4], data: [&[u8]; 4]) -> [[u8; 32]; 4] {
+/// [`mac32_x8`] with `backend`, which must be [`Backend::best`] or slower.
+fn mac32_x8_with(backend: Backend, keys: [&[u8; 64]; 8], data: [&[u8]; 8]) -> [[u8; 32]; 8] {
+    let equal = data.iter().all(|d| d.len() == data[0].len());
+    match backend {
+        #[cfg(target_arch = "x86_64")]
+        Backend::Avx512 if equal => avx512::mac32_x8(keys, data),
+        Backend::Avx2 => {
+            let half = |h: usize| -> [[u8; 32]; 4] {
+                let k = std::array::from_fn(|i| keys[4 * h + i]);
+                let d = std::array::from_fn(|i| data[4 * h + i]);
+                mac32_x4_with(backend, k, d)
+            };
+            let (lo, hi) = (half(0), half(1));
+            std::array::from_fn(|i| if i < 4 { lo[i] } else { hi[i - 4] })
+        }
+        _ => std::array::from_fn(|i| mac32(keys[i], data[i])),
+    }
+}
+
+/// The portable path of [`mac32_x4`].
+fn mac32_x4_portable(keys: [&[u8; 64]; 4], data: [&[u8]; 4]) -> [[u8; 32]; 4] {
     std::array::from_fn(|i| mac32(keys[i], data[i]))
 }
 
@@ -115,9 +181,12 @@ mod tests {
                 assert_eq!(got[j], mac32(&keys[j], &msgs[j]), "len {len} lane {j}");
             }
         }
-        assert!(
-            x4_is_vectorised() || !cfg!(target_arch = "x86_64") || !crate::cpu::features().avx2
-        );
+        let want = if cfg!(target_arch = "x86_64") && crate::cpu::in_force().avx2 {
+            4
+        } else {
+            1
+        };
+        assert!(Backend::best().lanes() >= want);
     }
 
     #[test]
@@ -163,6 +232,36 @@ mod tests {
                 mac32(&keys[j], &mixed[j]),
                 "unequal lengths, lane {j}"
             );
+        }
+    }
+
+    #[test]
+    fn every_allowed_backend_matches_single() {
+        let in_force = crate::cpu::in_force();
+        let keys: [[u8; 64]; 8] = std::array::from_fn(|j| key(j as u8 * 5 + 2));
+        for &backend in Backend::ALL {
+            let allowed = Backend::ALL.iter().position(|b| *b == backend)
+                >= Backend::ALL.iter().position(|b| *b == Backend::best());
+            if !allowed {
+                continue;
+            }
+            assert!(backend != Backend::Avx2 || in_force.avx2);
+            for len in [0usize, 1, 127, 128, 129, 2033] {
+                let msgs: Vec<Vec<u8>> = (0..8).map(|j| vec![(len + j) as u8; len]).collect();
+                let k8 = std::array::from_fn(|j| &keys[j]);
+                let d8 = std::array::from_fn(|j| msgs[j].as_slice());
+                let got8 = mac32_x8_with(backend, k8, d8);
+                let k4 = std::array::from_fn(|j| &keys[j]);
+                let d4 = std::array::from_fn(|j| msgs[j].as_slice());
+                let got4 = mac32_x4_with(backend, k4, d4);
+                for j in 0..8 {
+                    let want = mac32(&keys[j], &msgs[j]);
+                    assert_eq!(got8[j], want, "{} x8 len {len} lane {j}", backend.name());
+                    if j < 4 {
+                        assert_eq!(got4[j], want, "{} x4 len {len} lane {j}", backend.name());
+                    }
+                }
+            }
         }
     }
 

@@ -86,7 +86,8 @@ fn transpose(x: &[__m512i; 16]) -> [__m512i; 16] {
 /// XORs the keystream for `key` (zero nonce, counter from 0) into `data`.
 ///
 /// # Safety
-/// The CPU must support AVX-512 F (checked by [`super::is_vectorised`]).
+/// The CPU must support AVX-512 F ([`super::xor_keystream`] calls it only for
+/// [`super::Backend::Avx512`]).
 #[target_feature(enable = "avx512f")]
 pub(super) unsafe fn xor_keystream(key: &[u8; 32], data: &mut [u8]) {
     let mut init = [_mm512_setzero_si512(); 16];

@@ -1,7 +1,7 @@
 //! ChaCha20 (RFC 8439, 32-bit block counter from 0, all-zero nonce) as Lioness uses it: the
 //! keystream XORed into a buffer of a few kilobytes, a fresh key every time.
 //!
-//! With AVX-512 F, [`xor_keystream`] runs sixteen blocks at once in the column layout (`avx512`):
+//! With AVX-512 F ([`Backend::Avx512`]), [`xor_keystream`] runs sixteen blocks at once in the column layout (`avx512`):
 //! vector `i` holds state word `i` of sixteen consecutive blocks, so the rounds need no
 //! shuffles, and one 16×16 transpose per kilobyte turns the result back into blocks. Without it
 //! the `chacha20` crate does the work (its own AVX2 or portable backend), asked only for runs
@@ -21,9 +21,43 @@ const PAR_BLOCKS: usize = 16;
 /// The longest buffer the 32-bit block counter covers.
 pub const MAX_LEN: u64 = 64 << 32;
 
-/// Whether [`xor_keystream`] runs the AVX-512 kernel on this CPU.
-pub fn is_vectorised() -> bool {
-    cfg!(target_arch = "x86_64") && crate::cpu::features().avx512f
+/// A ChaCha20 implementation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Backend {
+    /// Sixteen blocks at a time on AVX-512 F vectors; needs AVX-512 F.
+    Avx512,
+    /// The `chacha20` crate, which picks its own SIMD (AVX2 where the CPU has it, whatever the
+    /// cap of [`crate::cpu`]); always available.
+    Portable,
+}
+
+impl Backend {
+    /// Every backend, fastest first.
+    pub const ALL: &'static [Backend] = &[Backend::Avx512, Backend::Portable];
+
+    /// The backend's short name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Avx512 => "avx512",
+            Backend::Portable => "portable",
+        }
+    }
+
+    /// The fastest backend that `features` allow.
+    pub fn for_features(features: crate::cpu::Features) -> Backend {
+        if cfg!(target_arch = "x86_64") && features.avx512f {
+            Backend::Avx512
+        } else {
+            Backend::Portable
+        }
+    }
+
+    /// The backend in use: the fastest one the features in force ([`crate::cpu::in_force`])
+    /// allow.
+    #[inline]
+    pub fn best() -> Backend {
+        Self::for_features(crate::cpu::in_force())
+    }
 }
 
 /// XORs the ChaCha20 keystream for `key` (zero nonce, counter from 0) into `data`.
@@ -35,13 +69,15 @@ pub fn xor_keystream(key: &[u8; 32], data: &mut [u8]) {
         data.len() as u64 <= MAX_LEN,
         "ChaCha20 block counter overflow"
     );
-    #[cfg(target_arch = "x86_64")]
-    if is_vectorised() {
-        // SAFETY: AVX-512 F support was detected just above.
-        unsafe { avx512::xor_keystream(key, data) };
-        return;
+    match Backend::best() {
+        #[cfg(target_arch = "x86_64")]
+        Backend::Avx512 => {
+            // SAFETY: `Backend::best` picks AVX-512 only when the features in force, a subset
+            // of the CPU's, include AVX-512 F.
+            unsafe { avx512::xor_keystream(key, data) }
+        }
+        _ => xor_keystream_crate(key, data),
     }
-    xor_keystream_crate(key, data);
 }
 
 /// The `chacha20` crate's keystream, asked for runs of whole blocks only.

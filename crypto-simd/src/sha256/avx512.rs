@@ -9,7 +9,7 @@ use super::{BlockX16, K, LANES, StateX16};
 /// Safe entry point; [`super::compress_x16`] only calls it after detecting AVX-512 F.
 pub(super) fn compress_x16(state: &mut StateX16, block: &BlockX16) {
     assert!(
-        crate::cpu::features().avx512f,
+        crate::cpu::in_force().avx512f,
         "AVX-512 SHA-256 on a CPU without AVX-512 F"
     );
     // SAFETY: AVX-512 F support was checked just above.

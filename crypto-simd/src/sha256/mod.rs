@@ -8,9 +8,9 @@
 //! hop: constant info strings, padding and lengths, with only keys and chaining values differing)
 //! fill the constant words once instead of transposing whole messages.
 //!
-//! [`compress_x16`] picks the AVX-512 code when the CPU has AVX-512 F; otherwise (and in
-//! [`compress_x16_portable`]) each lane goes through the `sha2` crate's compression function,
-//! which uses SHA-NI where the CPU has it.
+//! [`compress_x16`] picks the AVX-512 code ([`Backend::Avx512`]) when the features in force
+//! ([`crate::cpu::in_force`]) include AVX-512 F; otherwise each lane goes through the `sha2`
+//! crate's compression function, which uses SHA-NI where the CPU has it.
 
 #[cfg(target_arch = "x86_64")]
 mod avx512;
@@ -43,24 +43,57 @@ pub(crate) const K: [u32; 64] = [
     0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7, 0xc67178f2,
 ];
 
-/// Whether [`compress_x16`] runs the vector code on this CPU.
-pub fn x16_is_vectorised() -> bool {
-    cfg!(target_arch = "x86_64") && crate::cpu::features().avx512f
+/// A multi-buffer SHA-256 compression implementation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Backend {
+    /// All sixteen lanes in AVX-512 F vectors; needs AVX-512 F.
+    Avx512,
+    /// One lane at a time through the `sha2` crate (SHA-NI where the CPU has it, whatever the
+    /// cap of [`crate::cpu`]); always available.
+    Portable,
+}
+
+impl Backend {
+    /// Every backend, fastest first.
+    pub const ALL: &'static [Backend] = &[Backend::Avx512, Backend::Portable];
+
+    /// The backend's short name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Avx512 => "avx512",
+            Backend::Portable => "portable",
+        }
+    }
+
+    /// The fastest backend that `features` allow.
+    pub fn for_features(features: crate::cpu::Features) -> Backend {
+        if cfg!(target_arch = "x86_64") && features.avx512f {
+            Backend::Avx512
+        } else {
+            Backend::Portable
+        }
+    }
+
+    /// The backend in use: the fastest one the features in force ([`crate::cpu::in_force`])
+    /// allow.
+    #[inline]
+    pub fn best() -> Backend {
+        Self::for_features(crate::cpu::in_force())
+    }
 }
 
 /// Advances each of the sixteen states by its lane's block.
 pub fn compress_x16(state: &mut StateX16, block: &BlockX16) {
-    #[cfg(target_arch = "x86_64")]
-    if x16_is_vectorised() {
-        avx512::compress_x16(state, block);
-        return;
+    match Backend::best() {
+        #[cfg(target_arch = "x86_64")]
+        Backend::Avx512 => avx512::compress_x16(state, block),
+        _ => compress_x16_portable(state, block),
     }
-    compress_x16_portable(state, block);
 }
 
 /// [`compress_x16`] one lane at a time through the `sha2` crate (the reference for the vector
 /// code, and the path on CPUs without AVX-512).
-pub fn compress_x16_portable(state: &mut StateX16, block: &BlockX16) {
+fn compress_x16_portable(state: &mut StateX16, block: &BlockX16) {
     for l in 0..LANES {
         let mut s: [u32; 8] = std::array::from_fn(|w| state[w][l]);
         let mut b = [0u8; 64];

@@ -20,6 +20,8 @@
 
 use std::arch::x86_64::*;
 
+use super::words::{clamped_scalar, le_bytes, u_coordinate};
+
 /// Lanes per kernel call.
 pub(super) const LANES: usize = 4;
 
@@ -524,32 +526,11 @@ fn cswap(mask: __m256i, a: &mut Fe, b: &mut Fe) {
     }
 }
 
-/// `z^(p-2) = z^(2^255 - 21)` by the usual fixed chain (254 squarings, 11 multiplications).
+/// `z^(p-2)`, the inverse (the shared chain, `invert_chain`).
 #[inline]
 #[target_feature(enable = "avx2")]
 fn invert(z: &Fe) -> Fe {
-    let t0 = sqr(z); // 2
-    let t1 = sqr_n(&t0, 2); // 8
-    let t1 = mul(z, &t1); // 9
-    let t0 = mul(&t0, &t1); // 11
-    let t2 = sqr(&t0); // 22
-    let t1 = mul(&t1, &t2); // 2^5 - 1
-    let t2 = sqr_n(&t1, 5);
-    let t1 = mul(&t2, &t1); // 2^10 - 1
-    let t2 = sqr_n(&t1, 10);
-    let t2 = mul(&t2, &t1); // 2^20 - 1
-    let t3 = sqr_n(&t2, 20);
-    let t2 = mul(&t3, &t2); // 2^40 - 1
-    let t2 = sqr_n(&t2, 10);
-    let t1 = mul(&t2, &t1); // 2^50 - 1
-    let t2 = sqr_n(&t1, 50);
-    let t2 = mul(&t2, &t1); // 2^100 - 1
-    let t3 = sqr_n(&t2, 100);
-    let t2 = mul(&t3, &t2); // 2^200 - 1
-    let t2 = sqr_n(&t2, 50);
-    let t1 = mul(&t2, &t1); // 2^250 - 1
-    let t1 = sqr_n(&t1, 5); // 2^255 - 32
-    mul(&t1, &t0) // 2^255 - 21
+    invert_chain!(z, sqr_n, mul)
 }
 
 /// Fully reduces a carried element to its canonical representative below p.
@@ -593,10 +574,6 @@ fn from_lanes(v: [u64; 4]) -> __m256i {
     _mm256_set_epi64x(v[3] as i64, v[2] as i64, v[1] as i64, v[0] as i64)
 }
 
-fn le_words(b: &[u8; 32]) -> [u64; 4] {
-    core::array::from_fn(|i| u64::from_le_bytes(b[8 * i..8 * i + 8].try_into().unwrap()))
-}
-
 /// The `width` bits of the 256-bit little-endian number `w` starting at bit `off`.
 fn bits(w: &[u64; 4], off: u32, width: u32) -> u64 {
     let lo = (off / 64) as usize;
@@ -606,6 +583,34 @@ fn bits(w: &[u64; 4], off: u32, width: u32) -> u64 {
         v |= w[lo + 1] << (64 - sh);
     }
     v & ((1 << width) - 1)
+}
+
+/// Four numbers below 2^255 (little-endian words, one per lane) as a carried element.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn from_words(w: &[[u64; 4]; LANES]) -> Fe {
+    Fe(core::array::from_fn(|i| {
+        from_lanes(core::array::from_fn(|l| bits(&w[l], OFFSET[i], width(i))))
+    }))
+}
+
+/// The four lanes of a canonical element as little-endian words.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn to_words(r: &Fe) -> [[u64; 4]; LANES] {
+    let limbs = r.0.map(|v| to_lanes(v));
+    core::array::from_fn(|l| {
+        let mut w = [0u64; 4];
+        for i in 0..10 {
+            let v = (limbs[i][l] as u128) << (OFFSET[i] % 64);
+            let at = (OFFSET[i] / 64) as usize;
+            w[at] |= v as u64;
+            if at + 1 < 4 {
+                w[at + 1] |= (v >> 64) as u64;
+            }
+        }
+        w
+    })
 }
 
 /// Four X25519 computations, one per lane.
@@ -619,32 +624,34 @@ pub(super) unsafe fn x25519_lanes(
     out: &mut [[u8; 32]; LANES],
 ) {
     let mut sw = [[0u64; LANES]; 4];
-    let mut ul = [[0u64; LANES]; 10];
     for l in 0..LANES {
-        let mut s = scalars[l];
-        s[0] &= 248;
-        s[31] &= 127;
-        s[31] |= 64;
-        let w = le_words(&s);
+        let w = clamped_scalar(&scalars[l]);
         for i in 0..4 {
             sw[i][l] = w[i];
         }
-        let mut u = le_words(&points[l]);
-        u[3] &= (1 << 63) - 1; // RFC 7748: ignore the top bit of u
-        for i in 0..10 {
-            ul[i][l] = bits(&u, OFFSET[i], width(i));
-        }
     }
     let sw = sw.map(|v| from_lanes(v));
-    let x1 = Fe(ul.map(|v| from_lanes(v)));
-    let x1_table = MulTable::new(&x1);
+    // Below 2^255 with every limb within its width: a carried element.
+    let x1 = from_words(&points.each_ref().map(u_coordinate));
+    let (x2, z2) = ladder(&sw, &x1);
+    let words = to_words(&canonical(&mul(&x2, &invert(&z2))));
+    for (o, w) in out.iter_mut().zip(&words) {
+        *o = le_bytes(w);
+    }
+}
 
+/// The Montgomery ladder over the 255 bits of the clamped scalars `sw` (words as vectors) from
+/// the u-coordinates `x1`: the projective `(x2, z2)` of every lane's result.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn ladder(sw: &[__m256i; 4], x1: &Fe) -> (Fe, Fe) {
+    let x1_table = MulTable::new(x1);
     let one = fe_const([1, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
     let zero = _mm256_setzero_si256();
     let k1 = splat(1);
     let mut x2 = one;
     let mut z2 = fe_const([0; 10]);
-    let mut x3 = x1;
+    let mut x3 = *x1;
     let mut z3 = one;
     let mut swap = zero;
     for t in (0..255).rev() {
@@ -676,21 +683,57 @@ pub(super) unsafe fn x25519_lanes(
     }
     cswap(swap, &mut x2, &mut x3);
     cswap(swap, &mut z2, &mut z3);
+    (x2, z2)
+}
 
-    let r = canonical(&mul(&x2, &invert(&z2)));
-    let limbs = r.0.map(|v| to_lanes(v));
-    for (l, o) in out.iter_mut().enumerate() {
-        let mut w = [0u64; 4];
-        for i in 0..10 {
-            let v = (limbs[i][l] as u128) << (OFFSET[i] % 64);
-            let at = (OFFSET[i] / 64) as usize;
-            w[at] |= v as u64;
-            if at + 1 < 4 {
-                w[at + 1] |= (v >> 64) as u64;
+/// The field operations one at a time, in and out as words, for the tests against the
+/// portable reference field (module `field_tests`).
+#[cfg(test)]
+pub(super) mod testing {
+    use super::*;
+    use crate::x25519::field_tests::Op;
+
+    /// `op` on lane `l` of `a` and `b` (numbers below 2^255) for each lane, canonical.
+    ///
+    /// # Safety
+    /// The CPU must support AVX2.
+    #[target_feature(enable = "avx2")]
+    pub(in crate::x25519) unsafe fn apply(
+        op: Op,
+        a: &[[u64; 4]; LANES],
+        b: &[[u64; 4]; LANES],
+    ) -> [[u64; 4]; LANES] {
+        let (a, b) = (from_words(a), from_words(b));
+        let r = match op {
+            Op::Canonical => a,
+            Op::Add => carry(add(&a, &b).0),
+            Op::Sub => carry(sub(&a, &b).0),
+            Op::Mul => mul(&a, &b),
+            Op::Sqr => sqr(&a),
+            Op::MulSums => mul(&add(&a, &b), &sub(&a, &b)),
+            Op::SqrDifference => sqr(&sub(&a, &b)),
+            Op::A24 => carry(add(&a, &mul_a24(&sub(&a, &b))).0),
+            Op::Invert => invert(&a),
+        };
+        to_words(&canonical(&r))
+    }
+
+    /// [`canonical`] of the carried element with every limb at its bound (even limbs
+    /// 2^26 - 1, odd limbs 2^25 + 2^19 - 1), and those limbs.
+    ///
+    /// # Safety
+    /// The CPU must support AVX2.
+    #[target_feature(enable = "avx2")]
+    pub(in crate::x25519) unsafe fn canonical_of_largest() -> ([u64; 4], Vec<(u64, u32)>) {
+        let limbs: [u64; 10] = core::array::from_fn(|i| {
+            if i % 2 == 0 {
+                (1 << 26) - 1
+            } else {
+                (1 << 25) + (1 << 19) - 1
             }
-        }
-        for i in 0..4 {
-            o[8 * i..8 * i + 8].copy_from_slice(&w[i].to_le_bytes());
-        }
+        });
+        let r = canonical(&fe_const(limbs));
+        let at = limbs.iter().zip(OFFSET).map(|(&l, o)| (l, o)).collect();
+        (to_words(&r)[0], at)
     }
 }

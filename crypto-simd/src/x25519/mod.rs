@@ -5,33 +5,71 @@
 //! attacker-chosen point of small order cannot affect any other lane's result.
 //!
 //! Backends: [`Backend::Portable`] always works. On x86_64, [`Backend::Ifma`] (AVX-512 IFMA,
-//! eight lanes per vector) and [`Backend::Avx2`] (four lanes) run that many independent,
-//! constant-time Montgomery ladders side by side, one lane per vector element; each lives in its
-//! own module and is only entered after runtime detection ([`Backend::is_supported`]). The IFMA
-//! kernel runs two vectors' worth (sixteen lanes) interleaved while the batch has them, so that
-//! one group's multiply-add chains overlap with the other's work, then single groups of eight.
-//! Batches of any length go through the kernel in full chunks, and the tail is padded with dummy
-//! lanes in stack buffers. [`Backend::best`] picks the fastest supported backend, which can be
-//! overridden with the `MIXPLANE_X25519_BACKEND` environment variable (`portable`, `avx2`,
-//! `ifma`) for tests and benchmarks. Every backend's output is bit-identical to `x25519_dalek::x25519`.
+//! eight lanes per vector) and [`Backend::Avx2`] (four lanes per vector) run that many
+//! independent, constant-time Montgomery ladders side by side, one lane per vector element; each
+//! lives in its own module and is only entered when the features in force allow it
+//! ([`Backend::is_supported`]). The IFMA kernel runs two vectors' worth (sixteen lanes)
+//! interleaved while the batch has them, so that one group's multiply-add chains overlap with
+//! the other's work, then single groups of eight. Batches of any length go through the kernel
+//! in full chunks, and the tail is padded with dummy lanes in stack buffers. [`Backend::best`]
+//! picks the fastest backend that the features in force ([`crate::cpu::in_force`], which the
+//! `MIXPLANE_CPU` cap can lower) allow. Every backend's output is bit-identical to
+//! `x25519_dalek::x25519`.
+//!
+//! The vector backends share what is not vector arithmetic: clamping and the byte/word
+//! conversions (module `words`) and the addition chain of the inversion (macro `invert_chain`).
+
+/// `$z^(p-2) = $z^(2^255 - 21)`, the inverse of `$z` (zero for zero), by the usual fixed
+/// addition chain: 254 squarings and 11 multiplications. Written once for every field
+/// implementation: `$sqr_n(&a, n)` must compute `a^(2^n)` (n >= 1) and `$mul(&a, &b)` the
+/// product, on whatever type `$z` is. Expanded in place, so the operations inline into the
+/// caller's `#[target_feature]` context.
+macro_rules! invert_chain {
+    ($z:expr, $sqr_n:path, $mul:path) => {{
+        let z = $z;
+        let t0 = $sqr_n(z, 1); // 2
+        let t1 = $sqr_n(&t0, 2); // 8
+        let t1 = $mul(z, &t1); // 9
+        let t0 = $mul(&t0, &t1); // 11
+        let t2 = $sqr_n(&t0, 1); // 22
+        let t1 = $mul(&t1, &t2); // 2^5 - 1
+        let t2 = $sqr_n(&t1, 5);
+        let t1 = $mul(&t2, &t1); // 2^10 - 1
+        let t2 = $sqr_n(&t1, 10);
+        let t2 = $mul(&t2, &t1); // 2^20 - 1
+        let t3 = $sqr_n(&t2, 20);
+        let t2 = $mul(&t3, &t2); // 2^40 - 1
+        let t2 = $sqr_n(&t2, 10);
+        let t1 = $mul(&t2, &t1); // 2^50 - 1
+        let t2 = $sqr_n(&t1, 50);
+        let t2 = $mul(&t2, &t1); // 2^100 - 1
+        let t3 = $sqr_n(&t2, 100);
+        let t2 = $mul(&t3, &t2); // 2^200 - 1
+        let t2 = $sqr_n(&t2, 50);
+        let t1 = $mul(&t2, &t1); // 2^250 - 1
+        let t1 = $sqr_n(&t1, 5); // 2^255 - 32
+        $mul(&t1, &t0) // 2^255 - 21
+    }};
+}
 
 #[cfg(target_arch = "x86_64")]
 mod avx2;
+#[cfg(test)]
+mod field51;
+#[cfg(test)]
+mod field_tests;
 #[cfg(target_arch = "x86_64")]
 mod ifma;
 mod portable;
-
-use std::sync::OnceLock;
-
-/// The environment variable that forces a backend (`portable`, `avx2`, `ifma`).
-pub const BACKEND_ENV: &str = "MIXPLANE_X25519_BACKEND";
+mod words;
 
 /// An X25519 implementation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Backend {
-    /// Eight lanes per kernel call with AVX-512 IFMA (radix 2^52); needs AVX-512 F/VL/IFMA.
+    /// Eight lanes per vector, sixteen per kernel call (two vectors interleaved), with AVX-512
+    /// IFMA (radix 2^52); needs AVX-512 F, VL and IFMA.
     Ifma,
-    /// Four lanes per kernel call with AVX2 (radix 2^25.5); needs AVX2.
+    /// Four lanes per vector and per kernel call with AVX2 (radix 2^25.5); needs AVX2.
     Avx2,
     /// One lane at a time through x25519-dalek; always available.
     Portable,
@@ -70,16 +108,22 @@ impl Backend {
         }
     }
 
-    /// Whether the running CPU can execute this backend.
-    pub fn is_supported(self) -> bool {
+    /// Whether `features` allow this backend.
+    fn is_allowed_by(self, features: crate::cpu::Features) -> bool {
         match self {
-            Backend::Ifma => cfg!(target_arch = "x86_64") && crate::cpu::features().avx512ifma,
-            Backend::Avx2 => cfg!(target_arch = "x86_64") && crate::cpu::features().avx2,
+            Backend::Ifma => cfg!(target_arch = "x86_64") && features.avx512ifma,
+            Backend::Avx2 => cfg!(target_arch = "x86_64") && features.avx2,
             Backend::Portable => true,
         }
     }
 
-    /// The backends the running CPU supports, fastest first.
+    /// Whether this process may run this backend: the features in force
+    /// ([`crate::cpu::in_force`]: the CPU's, lowered to the cap) allow it.
+    pub fn is_supported(self) -> bool {
+        self.is_allowed_by(crate::cpu::in_force())
+    }
+
+    /// The backends this process may run ([`Backend::is_supported`]), fastest first.
     pub fn supported() -> Vec<Backend> {
         Self::ALL
             .iter()
@@ -103,23 +147,19 @@ impl Backend {
         }
     }
 
-    /// The backend to use: `MIXPLANE_X25519_BACKEND` if set and valid, else the fastest the CPU
-    /// supports. Decided once per process.
-    pub fn best() -> Backend {
-        static BEST: OnceLock<Backend> = OnceLock::new();
-        *BEST.get_or_init(|| Self::choose(std::env::var(BACKEND_ENV).ok().as_deref()))
+    /// The fastest backend that `features` allow.
+    pub fn for_features(features: crate::cpu::Features) -> Backend {
+        let allowed = Self::ALL
+            .iter()
+            .copied()
+            .find(|b| b.is_allowed_by(features));
+        allowed.unwrap_or(Backend::Portable)
     }
 
-    /// [`Backend::best`]'s decision for a given value of `MIXPLANE_X25519_BACKEND`: the named
-    /// backend if it is valid and supported, else the fastest supported one.
-    fn choose(env: Option<&str>) -> Backend {
-        if let Some(name) = env {
-            match Backend::from_name(name) {
-                Ok(b) => return b,
-                Err(e) => eprintln!("mixplane: ignoring {BACKEND_ENV}: {e}"),
-            }
-        }
-        Self::supported()[0]
+    /// The backend in use: the fastest one the features in force allow.
+    #[inline]
+    pub fn best() -> Backend {
+        Self::for_features(crate::cpu::in_force())
     }
 }
 
@@ -129,8 +169,8 @@ impl Backend {
 /// small-order point is all zeros, as the reference; rejecting it is the caller's job.
 ///
 /// # Panics
-/// If the three slices differ in length, or `backend` is not supported by this CPU (check with
-/// [`Backend::is_supported`]; [`Backend::best`] always is).
+/// If the three slices differ in length, or `backend` is not supported in this process (check
+/// with [`Backend::is_supported`]; [`Backend::best`] always is).
 pub fn x25519_batch(
     backend: Backend,
     scalars: &[[u8; 32]],
@@ -152,8 +192,8 @@ pub fn x25519_batch(
             let (s2, s1) = scalars.split_at(split);
             let (p2, p1) = points.split_at(split);
             let (o2, o1) = out.split_at_mut(split);
-            // SAFETY: asserted above that the CPU supports this backend's features
-            // (AVX-512 F/VL/IFMA).
+            // SAFETY: asserted above that the features in force, a subset of the CPU's, include
+            // this backend's (AVX-512 F/VL/IFMA).
             unsafe {
                 batch_lanes::<16>(s2, p2, o2, ifma::x25519_lanes::<2, 16>);
                 batch_lanes::<{ ifma::LANES }>(s1, p1, o1, ifma::x25519_lanes::<1, 8>);
@@ -161,7 +201,8 @@ pub fn x25519_batch(
         }
         #[cfg(target_arch = "x86_64")]
         Backend::Avx2 => {
-            // SAFETY: asserted above that the CPU supports this backend's features (AVX2).
+            // SAFETY: asserted above that the features in force, a subset of the CPU's, include
+            // AVX2.
             unsafe { batch_lanes::<{ avx2::LANES }>(scalars, points, out, avx2::x25519_lanes) }
         }
         #[cfg(not(target_arch = "x86_64"))]

@@ -407,7 +407,7 @@ fn backend_names_and_parsing() {
     assert_eq!(Backend::Avx2.lanes(), 4);
     assert_eq!(Backend::Portable.lanes(), 1);
     assert!(Backend::Portable.is_supported());
-    let f = crate::cpu::features();
+    let f = crate::cpu::in_force();
     assert_eq!(
         Backend::Ifma.is_supported(),
         cfg!(target_arch = "x86_64") && f.avx512ifma
@@ -427,20 +427,37 @@ fn backend_names_and_parsing() {
 }
 
 #[test]
-fn env_override_choice() {
-    let fastest = Backend::supported()[0];
-    assert_eq!(Backend::choose(None), fastest);
-    assert_eq!(Backend::choose(Some("portable")), Backend::Portable);
-    assert_eq!(Backend::choose(Some("PORTABLE")), Backend::Portable);
-    assert_eq!(Backend::choose(Some("bogus")), fastest);
-    assert_eq!(Backend::choose(Some("")), fastest);
-    for &b in Backend::ALL {
-        let want = if b.is_supported() { b } else { fastest };
-        assert_eq!(Backend::choose(Some(b.name())), want);
-    }
-    // best() honours the variable as set for this process (or picks the fastest).
-    let env = std::env::var(BACKEND_ENV).ok();
-    assert_eq!(Backend::best(), Backend::choose(env.as_deref()));
+fn choice_follows_the_features() {
+    use crate::cpu::{Cap, Features};
+    let all = Features {
+        avx2: true,
+        avx512f: true,
+        avx512ifma: true,
+    };
+    let x86 = cfg!(target_arch = "x86_64");
+    assert_eq!(Backend::for_features(Features::NONE), Backend::Portable);
+    let want = if x86 {
+        Backend::Avx2
+    } else {
+        Backend::Portable
+    };
+    assert_eq!(Backend::for_features(all.capped(Cap::Avx2)), want);
+    let want = if x86 {
+        Backend::Ifma
+    } else {
+        Backend::Portable
+    };
+    assert_eq!(Backend::for_features(all), want);
+    assert_eq!(
+        Backend::for_features(all.capped(Cap::Portable)),
+        Backend::Portable
+    );
+    // best() is the fastest backend the features in force allow.
+    assert_eq!(Backend::best(), Backend::supported()[0]);
+    assert_eq!(
+        Backend::best(),
+        Backend::for_features(crate::cpu::in_force())
+    );
     assert!(Backend::best().is_supported());
 }
 

@@ -133,6 +133,7 @@ fn node_config(c: &Config, base: &Path) -> NodeConfig {
         slab_large: c.slab.large_slots,
         replay_expected: c.replay_expected(),
         replay_fp_rate: c.replay.false_positive_rate,
+        replay_key_lifetime: Duration::from_secs(c.replay.key_lifetime_hours.saturating_mul(3600)),
         replay_dir: Some(c.replay_dir(base)),
         sink: match c.sink_spec() {
             Ok(Some(SinkSpec::Udp(a))) => Some(SinkAddr::Udp(a)),
@@ -213,7 +214,13 @@ fn run_node(path: &Path) -> anyhow::Result<ExitCode> {
         .context("installing signal handlers")?;
     }
     let mut last_tick = std::time::Instant::now() - Duration::from_secs(10);
+    let sync_every = Duration::from_millis(cfg.replay.sync_interval_ms);
+    let mut last_sync = std::time::Instant::now();
     while signals.load(Ordering::SeqCst) == 0 && !plane.node().is_finished() {
+        if last_sync.elapsed() >= sync_every {
+            last_sync = std::time::Instant::now();
+            plane.sync_replay();
+        }
         if last_tick.elapsed() >= Duration::from_secs(1) {
             last_tick = std::time::Instant::now();
             let now = std::time::SystemTime::now()
@@ -222,6 +229,7 @@ fn run_node(path: &Path) -> anyhow::Result<ExitCode> {
             if let Err(e) = plane.tick(now) {
                 tracing::error!(error = %e, "key rotation failed; keeping the current keys");
             }
+            plane.maintain_replay(std::time::SystemTime::now());
             topo.reload(&plane, false);
         }
         if hup.swap(false, Ordering::SeqCst) {

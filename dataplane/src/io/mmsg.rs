@@ -8,10 +8,10 @@ use std::time::Duration;
 
 use super::socket::{CmsgBuf, DropPoller, rx_control};
 use super::tx::{GsoPolicy, TxMessages};
-use super::{Datagram, MAX_DATAGRAM, Outgoing, SendStats, UdpIo, split_gro};
+use super::{Datagram, MAX_DATAGRAM, Outgoing, SendStats, UdpIo, retry_if_interrupted, split_gro};
 
 /// recvmmsg/sendmmsg I/O on one socket.
-pub struct MmsgIo {
+pub(crate) struct MmsgIo {
     sock: UdpSocket,
     batch: usize,
     arena: Vec<u8>,
@@ -40,7 +40,7 @@ fn zeroed_mmsghdr() -> libc::mmsghdr {
 impl MmsgIo {
     /// Wraps a bound socket; `batch` is the most messages per receive, fewer while GRO
     /// super-packets arrive (see `rx_vlen`).
-    pub fn new(sock: UdpSocket, batch: usize) -> MmsgIo {
+    pub(crate) fn new(sock: UdpSocket, batch: usize) -> MmsgIo {
         let batch = batch.max(1);
         MmsgIo {
             sock,
@@ -66,8 +66,9 @@ impl MmsgIo {
     fn recv_now(&mut self) -> io::Result<usize> {
         let base = self.arena.as_mut_ptr();
         for i in 0..self.batch {
-            // SAFETY: i * MAX_DATAGRAM + MAX_DATAGRAM <= arena.len(), so the pointer stays in bounds.
             self.rx_iov[i] = libc::iovec {
+                // SAFETY: i * MAX_DATAGRAM + MAX_DATAGRAM <= arena.len(), so the pointer stays
+                // in bounds.
                 iov_base: unsafe { base.add(i * MAX_DATAGRAM) }.cast(),
                 iov_len: MAX_DATAGRAM,
             };
@@ -81,21 +82,23 @@ impl MmsgIo {
             h.msg_flags = 0;
             self.rx_hdr[i].msg_len = 0;
         }
-        // SAFETY: every header points at live, correctly sized buffers owned by `self` for the
-        // duration of the call; the fd is open.
-        let n = unsafe {
-            libc::recvmmsg(
-                self.sock.as_raw_fd(),
-                self.rx_hdr.as_mut_ptr(),
-                self.rx_vlen as libc::c_uint,
-                libc::MSG_DONTWAIT,
-                std::ptr::null_mut(),
-            )
-        };
-        if n < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(n as usize)
+        retry_if_interrupted(|| {
+            // SAFETY: every header points at live, correctly sized buffers owned by `self` for
+            // the duration of the call; the fd is open.
+            let n = unsafe {
+                libc::recvmmsg(
+                    self.sock.as_raw_fd(),
+                    self.rx_hdr.as_mut_ptr(),
+                    self.rx_vlen as libc::c_uint,
+                    libc::MSG_DONTWAIT,
+                    std::ptr::null_mut(),
+                )
+            };
+            if n < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(n as usize)
+        })
     }
 
     fn wait_readable(&self, timeout: Duration) -> io::Result<bool> {
@@ -105,15 +108,14 @@ impl MmsgIo {
             revents: 0,
         };
         let ms = timeout.as_millis().min(i32::MAX as u128) as libc::c_int;
-        // SAFETY: one valid pollfd.
-        let r = unsafe { libc::poll(&mut pfd, 1, ms) };
-        if r < 0 {
-            let e = io::Error::last_os_error();
-            if e.kind() == io::ErrorKind::Interrupted {
-                return Ok(false);
+        let r = retry_if_interrupted(|| {
+            // SAFETY: one valid pollfd.
+            let r = unsafe { libc::poll(&mut pfd, 1, ms) };
+            if r < 0 {
+                return Err(io::Error::last_os_error());
             }
-            return Err(e);
-        }
+            Ok(r)
+        })?;
         Ok(r > 0)
     }
 }
@@ -177,37 +179,37 @@ impl UdpIo for MmsgIo {
         let mut gso_failed = false;
         while done < m {
             let hdrs = self.tx.mmsg_from(done);
-            // SAFETY: the headers from `done` on point at iovecs, addresses and control buffers
-            // owned by `self.tx` and at the caller's data, all valid for this call.
-            let r = unsafe {
-                libc::sendmmsg(
-                    self.sock.as_raw_fd(),
-                    hdrs.as_mut_ptr(),
-                    hdrs.len() as libc::c_uint,
-                    0,
-                )
-            };
-            stats.calls += 1;
-            if r < 0 {
-                let e = io::Error::last_os_error();
-                if e.raw_os_error() == Some(libc::EINTR) {
-                    continue;
+            let fd = self.sock.as_raw_fd();
+            let r = retry_if_interrupted(|| {
+                stats.calls += 1;
+                // SAFETY: the headers from `done` on point at iovecs, addresses and control
+                // buffers owned by `self.tx` and at the caller's data, all valid for this call.
+                let r =
+                    unsafe { libc::sendmmsg(fd, hdrs.as_mut_ptr(), hdrs.len() as libc::c_uint, 0) };
+                if r < 0 {
+                    return Err(io::Error::last_os_error());
                 }
-                if self.tx.datagrams(done) > 1
-                    && self.gso.learn(e.raw_os_error(), self.tx.runs[done].2)
-                {
-                    gso_failed = true;
-                    break;
+                Ok(r as usize)
+            });
+            match r {
+                Err(e) => {
+                    if self.tx.datagrams(done) > 1
+                        && self.gso.learn(e.raw_os_error(), self.tx.runs[done].2)
+                    {
+                        gso_failed = true;
+                        break;
+                    }
+                    // this message fails; count its datagrams and go on with the rest
+                    stats.failed += self.tx.datagrams(done);
+                    tracing::debug!(error = %e, "send failed");
+                    done += 1;
                 }
-                // this message fails; count its datagrams and go on with the rest
-                stats.failed += self.tx.datagrams(done);
-                tracing::debug!(error = %e, "send failed");
-                done += 1;
-            } else {
-                for k in done..done + r as usize {
-                    stats.sent += self.tx.datagrams(k);
+                Ok(r) => {
+                    for k in done..done + r {
+                        stats.sent += self.tx.datagrams(k);
+                    }
+                    done += r;
                 }
-                done += r as usize;
             }
         }
         if gso_failed {

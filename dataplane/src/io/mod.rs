@@ -2,14 +2,14 @@
 //! address), batched receive with UDP GRO and batched send with UDP GSO.
 //!
 //! Two backends sit behind [`UdpIo`]: io_uring ([`uring`]) and `recvmmsg`/`sendmmsg`
-//! ([`mmsg`]), the fallback for hosts where io_uring is blocked (containers often block it).
+//! (`mmsg`), the fallback for hosts where io_uring is blocked (containers often block it).
 //! Each backend receives into its own buffers; a received batch is a list of datagrams (GRO
 //! super-packets are split into their segments) that the worker hands to the Sphinx core in
 //! place. Sending takes datagrams already grouped by destination and uses one GSO message per
 //! run of equal-sized datagrams to the same address.
 
 pub mod memory;
-pub mod mmsg;
+pub(crate) mod mmsg;
 pub mod socket;
 mod tx;
 pub mod uring;
@@ -56,9 +56,9 @@ pub struct Datagram {
 /// The largest UDP payload (and GRO super-packet) we receive.
 pub const MAX_DATAGRAM: usize = 65_536;
 /// At most this many segments in one GSO send (the kernel's UDP_MAX_SEGMENTS).
-pub const MAX_GSO_SEGMENTS: usize = 64;
+pub(crate) const MAX_GSO_SEGMENTS: usize = 64;
 /// A GSO send carries at most this many bytes.
-pub const MAX_GSO_BYTES: usize = 65_000;
+pub(crate) const MAX_GSO_BYTES: usize = 65_000;
 
 /// A datagram to send.
 #[derive(Debug, Clone, Copy)]
@@ -101,6 +101,17 @@ pub trait UdpIo: Send {
     /// reported by `SO_RXQ_OVFL`; 0 where the backend cannot tell).
     fn rx_overflows(&self) -> u64 {
         0
+    }
+}
+
+/// Calls `f` again for as long as it fails with `EINTR` (a signal arrived before the system
+/// call did anything): the one place where the backends handle interrupted calls.
+pub(crate) fn retry_if_interrupted<T>(mut f: impl FnMut() -> io::Result<T>) -> io::Result<T> {
+    loop {
+        match f() {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            result => return result,
+        }
     }
 }
 

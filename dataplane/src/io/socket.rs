@@ -29,7 +29,7 @@ pub fn bind_udp(addr: SocketAddr) -> io::Result<UdpSocket> {
 }
 
 /// Socket buffer size asked for (the kernel doubles it for bookkeeping).
-pub const SOCKET_BUFFER: libc::c_int = 16 << 20;
+pub(crate) const SOCKET_BUFFER: libc::c_int = 16 << 20;
 
 fn set_int(
     sock: &UdpSocket,
@@ -169,7 +169,7 @@ pub(crate) fn write_gso_cmsg(buf: &mut CmsgBuf, seg: u16) -> usize {
 
 /// The socket's receive drops so far as the kernel counts them (`sk_drops`, read with
 /// `SO_MEMINFO`); `None` where the kernel does not say.
-pub fn kernel_drops(sock: &UdpSocket) -> Option<u64> {
+pub(crate) fn kernel_drops(sock: &UdpSocket) -> Option<u64> {
     let mut info = [0u32; 16]; // SK_MEMINFO_VARS is 9 today; room for more
     let mut len = std::mem::size_of_val(&info) as libc::socklen_t;
     // SAFETY: getsockopt writes at most `len` bytes into `info` and updates `len`; the fd is
@@ -225,7 +225,7 @@ impl DropPoller {
 
 /// Turns GRO off on a test receiver, so it reads datagrams one by one.
 #[cfg(test)]
-pub(crate) fn set_gso_off_for_test(sock: &UdpSocket) {
+pub(crate) fn set_gro_off_for_test(sock: &UdpSocket) {
     set_gro(sock, false).unwrap();
 }
 

@@ -33,7 +33,7 @@ use io_uring::{IoUring, cqueue, opcode, squeue, types};
 
 use super::socket::{CmsgBuf, DropPoller, rx_control};
 use super::tx::{GsoPolicy, TxMessages};
-use super::{Datagram, MAX_DATAGRAM, Outgoing, SendStats, UdpIo, split_gro};
+use super::{Datagram, MAX_DATAGRAM, Outgoing, SendStats, UdpIo, retry_if_interrupted, split_gro};
 
 /// The buffer group id of the provided-buffer ring.
 const BGID: u16 = 0;
@@ -364,26 +364,24 @@ impl UdpIo for UringIo {
         if self.pending.is_empty() {
             let ts = types::Timespec::from(timeout);
             let args = types::SubmitArgs::new().timespec(&ts);
-            let r = if timeout.is_zero() {
-                self.ring.submit()
-            } else {
-                self.ring.submitter().submit_with_args(1, &args)
-            };
+            let r = retry_if_interrupted(|| {
+                if timeout.is_zero() {
+                    self.ring.submit()
+                } else {
+                    self.ring.submitter().submit_with_args(1, &args)
+                }
+            });
             match r {
                 Ok(_) => {}
-                Err(e)
-                    if matches!(
-                        e.raw_os_error(),
-                        Some(libc::ETIME) | Some(libc::EINTR) | Some(libc::EBUSY)
-                    ) => {}
+                Err(e) if matches!(e.raw_os_error(), Some(libc::ETIME) | Some(libc::EBUSY)) => {}
                 Err(e) => return Err(e),
             }
             self.reap(&mut tx_done);
         } else if !self.ring.submission().is_empty() {
-            match self.ring.submit() {
+            match retry_if_interrupted(|| self.ring.submit()) {
                 Ok(_) => {}
                 // the re-arm stays queued for the next call; the completions are handled now
-                Err(e) if matches!(e.raw_os_error(), Some(libc::EINTR) | Some(libc::EBUSY)) => {}
+                Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {}
                 Err(e) => return Err(e),
             }
         }
@@ -428,9 +426,9 @@ impl UdpIo for UringIo {
                 }
             }
             stats.calls += 1;
-            if let Err(e) = self.ring.submit_and_wait(1) {
+            if let Err(e) = retry_if_interrupted(|| self.ring.submit_and_wait(1)) {
                 match e.raw_os_error() {
-                    Some(libc::EINTR) | Some(libc::EBUSY) => {}
+                    Some(libc::EBUSY) => {}
                     Some(libc::EAGAIN) | Some(libc::ENOMEM) => {
                         std::thread::sleep(Duration::from_micros(50))
                     }
@@ -619,7 +617,7 @@ mod tests {
     fn a_refused_gso_message_is_resent_alone_and_the_others_only_once() {
         let Some((mut u, _)) = uring(8) else { return };
         let rx = bind_udp("127.0.0.1:0".parse().unwrap()).unwrap();
-        crate::io::socket::set_gso_off_for_test(&rx);
+        crate::io::socket::set_gro_off_for_test(&rx);
         rx.set_read_timeout(Some(Duration::from_millis(300)))
             .unwrap();
         let good = rx.local_addr().unwrap();

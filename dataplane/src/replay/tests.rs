@@ -1,5 +1,6 @@
 use super::*;
 use std::sync::{Arc, Barrier};
+use std::time::{Duration, SystemTime};
 
 /// splitmix64: deterministic stand-in for uniformly random HKDF tags.
 struct Tags(u64);
@@ -84,46 +85,125 @@ fn sizing_matches_standard_formulas() {
     assert!((239_626_000..239_627_000).contains(&m), "m = {m}");
     let (m, k) = ReplayFilter::dimensions(1, 0.5).unwrap();
     assert_eq!((m, k), (64, 44.min(MAX_K)));
+    // The first segment gets half the budget: 1000 items at 0.005.
     let f = ReplayFilter::new(1000, 0.01).unwrap();
+    assert_eq!(
+        (f.bits(), f.hashes()),
+        ReplayFilter::dimensions(1000, 0.005).unwrap()
+    );
     assert_eq!(f.size_bytes(), f.bits() / 8);
-    assert_eq!(f.hashes(), 7);
+    assert_eq!(f.segments(), 1);
+    // capacity inverts dimensions.
+    let (m, k) = ReplayFilter::dimensions(50_000, 1e-4).unwrap();
+    assert!(capacity(m, k, 1e-4).abs_diff(50_000) < 500);
+}
+
+/// Fraction of `probes` fresh tags the filter claims to hold.
+fn measured_fp(f: &ReplayFilter, rng: &mut Tags, probes: usize) -> f64 {
+    (0..probes).filter(|_| f.contains(&rng.tag())).count() as f64 / probes as f64
 }
 
 #[test]
-fn no_false_negatives_and_fpr_within_2x() {
+fn no_false_negatives_and_fpr_within_target() {
     let n = 50_000;
-    let p = 1e-3;
+    let p = 2e-3;
     let f = ReplayFilter::new(n, p).unwrap();
     let mut rng = Tags(1);
     let tags: Vec<[u8; 32]> = (0..n).map(|_| rng.tag()).collect();
-    let mut first_fp = 0;
-    for t in &tags {
-        if f.check_and_set(t) {
-            first_fp += 1; // false positive on first sight
-        }
-    }
+    let first_fp = tags.iter().filter(|t| f.check_and_set(t)).count();
     assert!(first_fp < 50, "{first_fp} false positives while filling");
+    assert_eq!(f.inserted(), (n as usize - first_fp) as u64);
     for t in &tags {
         assert!(f.contains(t));
         assert!(f.check_and_set(t), "false negative");
     }
-    let probes = 200_000;
-    let fp = (0..probes).filter(|_| f.contains(&rng.tag())).count();
-    let measured = fp as f64 / probes as f64;
-    assert!(
-        measured <= 2.0 * p && measured >= p / 2.0,
-        "measured {measured}"
-    );
+    // One segment at its design count: half the budget.
+    let measured = measured_fp(&f, &mut rng, 200_000);
+    assert!(measured <= p && measured >= p / 4.0, "measured {measured}");
     let est = f.false_positive_estimate();
-    assert!(est <= 1.5 * p && est >= p / 1.5, "estimate {est}");
+    assert!(est <= p && est >= p / 4.0, "estimate {est}");
     let len = f.len_estimate();
     assert!(len.abs_diff(n) < n / 50, "len_estimate {len}");
     assert!((0.45..0.55).contains(&f.fill_ratio()));
+    assert!(
+        (0.95..1.05).contains(&f.bound_ratio()),
+        "{}",
+        f.bound_ratio()
+    );
+}
 
-    f.clear();
-    assert_eq!(f.bits_set(), 0);
-    assert!(!f.contains(&tags[0]));
-    assert!(!f.check_and_set(&tags[0]));
+/// Inserts `per_sec` fresh tags per simulated second for `secs` seconds, calling `maintain`
+/// every second when `grow`; returns the simulated end time.
+fn drive(f: &ReplayFilter, rng: &mut Tags, per_sec: u64, secs: u64, grow: bool) -> SystemTime {
+    let t0 = SystemTime::now();
+    for s in 0..secs {
+        if grow {
+            f.maintain(t0 + Duration::from_secs(s)).unwrap();
+        }
+        for _ in 0..per_sec {
+            f.check_and_set(&rng.tag());
+        }
+    }
+    t0 + Duration::from_secs(secs)
+}
+
+#[test]
+fn ten_times_the_configured_rate_keeps_the_target() {
+    // Configured for 100/s over a 1000 s key lifetime; traffic is 1000/s.
+    let p = 1e-3;
+    let params = ReplayParams {
+        initial_items: 100 * 1000,
+        false_positive_rate: p,
+        key_lifetime: Duration::from_secs(1000),
+        ..ReplayParams::default()
+    };
+    let f = ReplayFilter::in_memory(&params).unwrap();
+    let mut rng = Tags(11);
+    let kept: Vec<[u8; 32]> = (0..1000).map(|_| rng.tag()).collect();
+    for t in &kept {
+        assert!(!f.check_and_set(t));
+    }
+    let mut worst: f64 = 0.0;
+    for _ in 0..4 {
+        drive(&f, &mut rng, 1000, 250, true);
+        worst = worst.max(measured_fp(&f, &mut rng, 100_000));
+    }
+    assert!(f.segments() >= 2, "the filter grew");
+    assert!(worst <= p, "measured false-positive rate {worst} above {p}");
+    assert!(f.bound_ratio() <= 1.0, "bound ratio {}", f.bound_ratio());
+    assert!(!f.near_bound());
+    assert!(kept.iter().all(|t| f.check_and_set(t)), "old tags kept");
+}
+
+#[test]
+fn without_growth_the_bound_is_reported() {
+    let params = ReplayParams {
+        initial_items: 10_000,
+        false_positive_rate: 1e-3,
+        key_lifetime: Duration::from_secs(100),
+        ..ReplayParams::default()
+    };
+    let f = ReplayFilter::in_memory(&params).unwrap();
+    let mut rng = Tags(12);
+    drive(&f, &mut rng, 1000, 8, false);
+    assert!(!f.near_bound());
+    drive(&f, &mut rng, 1000, 4, false);
+    assert!(f.bound_ratio() > 1.0);
+    assert!(f.near_bound(), "an overfilled segment is near its bound");
+    // Growth fixes it for what comes next: the overfilled segment still counts.
+    assert!(f.maintain(SystemTime::now()).unwrap());
+    assert_eq!(f.segments(), 2);
+}
+
+#[test]
+fn segment_budgets_sum_below_the_target() {
+    let p = 1e-5;
+    let sum: f64 = (0..MAX_SEGMENTS).map(|i| segment_budget(p, i)).sum();
+    assert!(sum < p);
+    // Every segment's sizing stays within MAX_K at Nym's rate.
+    for i in 0..MAX_SEGMENTS {
+        ReplayFilter::dimensions(1_000_000, segment_budget(p, i)).unwrap();
+    }
 }
 
 #[test]
@@ -202,129 +282,225 @@ fn concurrent_distinct_tags_no_false_negatives() {
     }
 }
 
-#[test]
-fn persistence_round_trip() {
-    let file = TempFile::new("roundtrip");
-    let f = ReplayFilter::new(10_000, 1e-4).unwrap();
-    let mut rng = Tags(3);
-    let tags: Vec<[u8; 32]> = (0..10_000).map(|_| rng.tag()).collect();
-    for t in &tags {
-        f.check_and_set(t);
+fn params(n: u64) -> ReplayParams {
+    ReplayParams {
+        initial_items: n,
+        false_positive_rate: 1e-4,
+        key_lifetime: Duration::from_secs(100),
+        ..ReplayParams::default()
     }
-    f.save_to(&file.0, 0xABCD).unwrap();
-    let g = ReplayFilter::load_from(&file.0, 0xABCD).unwrap();
-    assert_eq!((g.bits(), g.hashes()), (f.bits(), f.hashes()));
-    assert!(tags.iter().all(|t| g.check_and_set(t)));
-    assert_eq!(g.bits_set(), f.bits_set());
-    // Saving again replaces the file atomically and leaves no temp files behind.
-    g.save_to(&file.0, 0xABCD).unwrap();
-    let entries = fs::read_dir(file.0.parent().unwrap()).unwrap().count();
-    assert_eq!(entries, 1);
-    // Wrong key.
-    match ReplayFilter::load_from(&file.0, 0xABCE) {
-        Err(ReplayError::KeyMismatch {
-            expected: 0xABCE,
-            found: 0xABCD,
-            ..
-        }) => {}
-        other => panic!("{other:?}"),
-    }
-    // Size limit on load.
-    assert!(matches!(
-        ReplayFilter::load_from_with_max_bytes(&file.0, 0xABCD, 64),
-        Err(ReplayError::TooLarge { .. })
-    ));
 }
 
 #[test]
-fn corrupt_files_are_errors_not_panics() {
-    let file = TempFile::new("corrupt");
-    let f = ReplayFilter::new(1000, 1e-3).unwrap();
+fn reopening_after_drop_without_sync_keeps_every_tag() {
+    let file = TempFile::new("reopen");
+    let mut rng = Tags(3);
+    let tags: Vec<[u8; 32]> = (0..20_000).map(|_| rng.tag()).collect();
+    let (bits, set) = {
+        let f = ReplayFilter::open(&file.0, 0xABCD, &params(5_000)).unwrap();
+        let t0 = SystemTime::now();
+        for (i, t) in tags.iter().enumerate() {
+            if i % 1000 == 0 {
+                f.maintain(t0 + Duration::from_secs(i as u64 / 1000))
+                    .unwrap();
+            }
+            assert!(!f.check_and_set(t));
+        }
+        assert!(f.segments() >= 2, "grew while filling");
+        (f.bits(), f.bits_set())
+        // dropped without sync: the bits are in the page cache
+    };
+    let g = ReplayFilter::open(&file.0, 0xABCD, &params(5_000)).unwrap();
+    assert_eq!((g.bits(), g.bits_set()), (bits, set));
+    assert!(tags.iter().all(|t| g.check_and_set(t)), "every tag kept");
+    assert!(
+        g.inserted().abs_diff(20_000) < 400,
+        "count estimated from bits"
+    );
+    assert_eq!(
+        fs::read_dir(file.0.parent().unwrap()).unwrap().count(),
+        1,
+        "no temp files left"
+    );
+}
+
+#[test]
+fn a_file_open_elsewhere_is_refused() {
+    let file = TempFile::new("inuse");
+    let f = ReplayFilter::open(&file.0, 1, &params(1000)).unwrap();
+    assert!(matches!(
+        ReplayFilter::open(&file.0, 1, &params(1000)),
+        Err(ReplayError::InUse { .. })
+    ));
+    drop(f);
+    ReplayFilter::open(&file.0, 1, &params(1000)).unwrap();
+}
+
+/// A synced file for key 1 with 1000 tags, and its bytes.
+fn good_file(file: &TempFile) -> Vec<u8> {
+    let f = ReplayFilter::open(&file.0, 1, &params(1000)).unwrap();
     let mut rng = Tags(5);
     for _ in 0..1000 {
         f.check_and_set(&rng.tag());
     }
-    f.save_to(&file.0, 1).unwrap();
-    let good = fs::read(&file.0).unwrap();
-    let load = |bytes: &[u8]| {
-        fs::write(&file.0, bytes).unwrap();
-        ReplayFilter::load_from(&file.0, 1)
-    };
-    assert!(load(&good).is_ok());
+    f.sync().unwrap();
+    drop(f);
+    fs::read(&file.0).unwrap()
+}
 
-    // Every truncation.
-    for len in 0..good.len() {
-        let e = load(&good[..len]).unwrap_err();
+fn load(file: &TempFile, bytes: &[u8]) -> Result<ReplayFilter, ReplayError> {
+    fs::write(&file.0, bytes).unwrap();
+    ReplayFilter::open(&file.0, 1, &params(1000))
+}
+
+#[test]
+fn wrong_key_truncated_extended_or_corrupt_files_are_refused() {
+    let file = TempFile::new("corrupt");
+    let good = good_file(&file);
+    assert!(load(&file, &good).is_ok());
+    match ReplayFilter::open(&file.0, 2, &params(1000)) {
+        Err(ReplayError::KeyMismatch {
+            expected: 2,
+            found: 1,
+            ..
+        }) => {}
+        other => panic!("{other:?}"),
+    }
+    for len in [
+        0,
+        7,
+        8,
+        100,
+        ALIGN as usize - 1,
+        ALIGN as usize,
+        good.len() - 8,
+        good.len() - 1,
+    ] {
+        let e = load(&file, &good[..len]).unwrap_err();
         assert!(
             matches!(e, ReplayError::LengthMismatch { .. }),
             "len {len}: {e}"
         );
     }
-    // Appended garbage.
     let mut longer = good.clone();
-    longer.push(0);
+    longer.extend_from_slice(&[0; 4096]);
     assert!(matches!(
-        load(&longer),
+        load(&file, &longer),
         Err(ReplayError::LengthMismatch { .. })
     ));
-    // Header fields.
     let patched = |off: usize, bytes: &[u8]| {
         let mut b = good.clone();
         b[off..off + bytes.len()].copy_from_slice(bytes);
         b
     };
     assert!(matches!(
-        load(&patched(0, b"XXXX")),
+        load(&file, &patched(0, b"XXXX")),
         Err(ReplayError::BadMagic { .. })
     ));
     assert!(matches!(
-        load(&patched(8, &2u32.to_le_bytes())),
-        Err(ReplayError::UnsupportedVersion { found: 2, .. })
+        load(&file, &patched(8, &3u64.to_le_bytes())),
+        Err(ReplayError::UnsupportedVersion { found: 3, .. })
     ));
+    // The segment count, an entry's bit count, k.
+    for (off, v) in [
+        (56, 0u64),
+        (56, 2),
+        (56, 33),
+        (64 + 8, 128),
+        (64 + 16, 0),
+        (64 + 16, 65),
+    ] {
+        assert!(
+            load(&file, &patched(off, &v.to_le_bytes())).is_err(),
+            "word at {off} = {v}"
+        );
+    }
+    // A huge segment is refused before anything is mapped.
+    let mut max = params(1000);
+    max.max_bytes = 1024;
+    fs::write(&file.0, &good).unwrap();
     assert!(matches!(
-        load(&patched(12, &0u32.to_le_bytes())),
-        Err(ReplayError::CorruptHeader { .. })
-    ));
-    assert!(matches!(
-        load(&patched(12, &65u32.to_le_bytes())),
-        Err(ReplayError::CorruptHeader { .. })
-    ));
-    assert!(matches!(
-        load(&patched(16, &100u64.to_le_bytes())),
-        Err(ReplayError::CorruptHeader { .. })
-    ));
-    // A huge bit count is rejected before any allocation.
-    assert!(matches!(
-        load(&patched(16, &(1u64 << 60).to_le_bytes())),
+        ReplayFilter::open(&file.0, 1, &max),
         Err(ReplayError::TooLarge { .. })
     ));
-    assert!(matches!(
-        load(&patched(16, &(f.bits() * 2).to_le_bytes())),
-        Err(ReplayError::LengthMismatch { .. })
-    ));
-    // Any single flipped byte after the magic/version/size fields is caught by the checksum
-    // (or the key / k checks).
-    for off in (12..good.len()).step_by(7) {
-        let mut b = good.clone();
-        b[off] ^= 0x10;
-        assert!(load(&b).is_err(), "flip at {off} not detected");
+    // Nothing was reused or rewritten by the refusals.
+    assert!(load(&file, &good).is_ok());
+}
+
+#[test]
+fn a_growth_cut_short_by_a_crash_is_kept() {
+    let file = TempFile::new("torn");
+    let f = ReplayFilter::open(&file.0, 1, &params(1000)).unwrap();
+    let mut rng = Tags(6);
+    drive(&f, &mut rng, 1000, 2, true);
+    assert_eq!(f.segments(), 2);
+    f.sync().unwrap();
+    drop(f);
+    // The header's count as it was before the growth: entry and length already written.
+    let mut b = fs::read(&file.0).unwrap();
+    b[56..64].copy_from_slice(&1u64.to_le_bytes());
+    let g = load(&file, &b).unwrap();
+    assert_eq!(g.segments(), 2);
+}
+
+#[test]
+fn format_1_files_are_converted() {
+    let file = TempFile::new("v1");
+    let (m_bits, k) = ReplayFilter::dimensions(1000, 1e-3).unwrap();
+    let mut rng = Tags(8);
+    let words: Vec<u64> = (0..m_bits / 64)
+        .map(|_| rng.next_u64() & rng.next_u64())
+        .collect();
+    let mut b = Vec::new();
+    b.extend_from_slice(&file::MAGIC);
+    b.extend_from_slice(&1u32.to_le_bytes());
+    b.extend_from_slice(&k.to_le_bytes());
+    b.extend_from_slice(&m_bits.to_le_bytes());
+    b.extend_from_slice(&1000u64.to_le_bytes());
+    b.extend_from_slice(&7u64.to_le_bytes());
+    let mut sum = b.chunks_exact(8).fold(0x6d78_706c_616e_6521, |s, c| {
+        file::checksum_step(s, u64::from_le_bytes(c.try_into().unwrap()))
+    });
+    for w in &words {
+        sum = file::checksum_step(sum, *w);
+        b.extend_from_slice(&w.to_le_bytes());
     }
-    // Garbage of the right length.
-    let mut rng = Tags(9);
-    let mut garbage = good.clone();
-    for c in garbage.chunks_mut(8) {
-        let v = rng.next_u64().to_le_bytes();
-        c.copy_from_slice(&v[..c.len()]);
-    }
-    assert!(load(&garbage).is_err());
-    garbage[..8].copy_from_slice(&MAGIC);
-    assert!(load(&garbage).is_err());
-    // Missing file.
-    fs::remove_file(&file.0).unwrap();
+    b.extend_from_slice(&sum.to_le_bytes());
+    fs::write(&file.0, &b).unwrap();
+    let set: u64 = words.iter().map(|w| u64::from(w.count_ones())).sum();
     assert!(matches!(
-        ReplayFilter::load_from(&file.0, 1),
-        Err(ReplayError::Io { .. })
+        ReplayFilter::open(&file.0, 8, &params(1000)),
+        Err(ReplayError::KeyMismatch { .. })
     ));
+    let f = ReplayFilter::open(&file.0, 7, &params(1000)).unwrap();
+    assert_eq!((f.bits(), f.hashes(), f.bits_set()), (m_bits, k, set));
+    drop(f);
+    let g = ReplayFilter::open(&file.0, 7, &params(1000)).unwrap();
+    assert_eq!(g.bits_set(), set, "converted to format 2 on disk");
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(48))]
+
+    /// Any changed byte of the header's meaningful part is refused.
+    #[test]
+    fn garbage_headers_are_refused(at in 0..(64usize + 40), x in 1u8..=255) {
+        let file = TempFile::new("prop");
+        let mut b = good_file(&file);
+        b[at] ^= x;
+        proptest::prop_assert!(load(&file, &b).is_err());
+    }
+
+    /// Random bytes behind a valid magic and version are refused.
+    #[test]
+    fn random_files_are_refused(seed in 0u64..u64::MAX, words in 2usize..20_000) {
+        let file = TempFile::new("rand");
+        let mut rng = Tags(seed);
+        let mut b: Vec<u8> = (0..words).flat_map(|_| rng.next_u64().to_le_bytes()).collect();
+        b[..8].copy_from_slice(&file::MAGIC);
+        b[8..16].copy_from_slice(&2u64.to_le_bytes());
+        proptest::prop_assert!(load(&file, &b).is_err());
+    }
 }
 
 #[test]

@@ -8,7 +8,7 @@ use ctr::cipher::{KeyIvInit, StreamCipher};
 use sha2::block_api::compress256;
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
-pub mod batch;
+pub(crate) mod batch;
 
 /// HKDF info for the per-hop expansion (sphinx-packet's fixed legacy string); the salt is empty.
 pub const EXPANDED_SECRET_INFO: &[u8] =

@@ -105,7 +105,7 @@ impl NodeKeys {
 
     /// The key to try first for a frame's rotation byte, or `None` when no live key has that
     /// parity.
-    pub fn first_choice(&self, rotation: KeyRotation) -> Option<KeySlot> {
+    pub(crate) fn first_choice(&self, rotation: KeyRotation) -> Option<KeySlot> {
         match rotation {
             KeyRotation::Unknown => Some(KeySlot::Primary),
             r if self.primary.parity() == r => Some(KeySlot::Primary),
@@ -118,7 +118,7 @@ impl NodeKeys {
 
     /// The key to try after `tried` failed the MAC check: only for frames that do not say which
     /// key they were built for.
-    pub fn fallback(&self, rotation: KeyRotation, tried: KeySlot) -> Option<KeySlot> {
+    pub(crate) fn fallback(&self, rotation: KeyRotation, tried: KeySlot) -> Option<KeySlot> {
         match (rotation, tried) {
             (KeyRotation::Unknown, KeySlot::Primary) if self.secondary.is_some() => {
                 Some(KeySlot::Secondary)

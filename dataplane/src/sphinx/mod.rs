@@ -11,7 +11,7 @@
 //! across the whole batch), HKDF, header MAC, replay check, routing information; only survivors
 //! pay for the blinding X25519 (batched again) and the Lioness payload decryption. On CPUs with
 //! AVX-512 the HKDF and header MAC of sixteen packets run together on a multi-buffer SHA-256
-//! ([`kdf::batch`]), as do the seeded payload keys of versions 259 and 260.
+//! (`kdf::batch`), as do the seeded payload keys of versions 259 and 260.
 
 pub mod address;
 pub mod build;

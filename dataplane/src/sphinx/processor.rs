@@ -59,6 +59,20 @@ enum Route {
     },
 }
 
+/// How far a frame has come through the stages of [`Processor::process_batch`].
+#[derive(Clone, Copy)]
+enum Progress {
+    /// The frame header parsed; the shared secret and header MAC are being checked.
+    Parsed,
+    /// The header MAC verified under [`Slot::key`].
+    Verified,
+    /// Not a replay; this hop's routing slot was read and, for a forward hop, gamma and beta
+    /// rewritten for the next hop.
+    Routed(Route),
+    /// Dropped; later stages skip the frame.
+    Dropped(DropReason),
+}
+
 /// Per-frame state between stages.
 #[derive(Clone)]
 struct Slot {
@@ -67,7 +81,7 @@ struct Slot {
     rotation_id: u32,
     secret: ExpandedSecret,
     version: u16,
-    route: Route,
+    progress: Progress,
 }
 
 impl Default for Slot {
@@ -78,10 +92,7 @@ impl Default for Slot {
             rotation_id: 0,
             secret: ExpandedSecret::default(),
             version: 0,
-            route: Route::Final {
-                destination: [0; 32],
-                identifier: [0; 16],
-            },
+            progress: Progress::Dropped(DropReason::Truncated),
         }
     }
 }
@@ -175,38 +186,49 @@ impl Processor {
         B: AsMut<[u8]>,
         R: ReplayGuard + ?Sized,
     {
-        let n = frames.len();
-        out.clear();
-        out.resize(n, Verdict::Drop(DropReason::Truncated));
-        if self.slots.len() < n {
-            self.slots.resize_with(n, Slot::default);
+        if self.slots.len() < frames.len() {
+            self.slots.resize_with(frames.len(), Slot::default);
         }
         let keys = Arc::clone(&self.keys);
+        self.shared_secrets(frames, &keys);
+        self.verify_header_macs(frames, &keys);
+        self.check_replay_and_route(frames, replay);
+        self.blind_alphas(frames);
+        self.decrypt_payloads(frames);
+        self.verdicts(frames, out);
+    }
 
-        // Stage 1a: frame checks and the first shared-secret X25519 of every frame.
+    /// Checks every frame header, picks the key it names and computes the shared secrets
+    /// (one X25519 batch). Every frame is `Parsed` or `Dropped` afterwards.
+    fn shared_secrets<B: AsMut<[u8]>>(&mut self, frames: &mut [B], keys: &NodeKeys) {
         self.dh.clear();
         for (i, frame) in frames.iter_mut().enumerate() {
             let frame = frame.as_mut();
-            match FrameHeader::parse(frame) {
-                Err(r) => out[i] = Verdict::Drop(r),
+            let s = &mut self.slots[i];
+            s.progress = match FrameHeader::parse(frame) {
+                Err(r) => Progress::Dropped(r),
                 Ok(header) => match keys.first_choice(header.key_rotation) {
-                    None => out[i] = Verdict::Drop(DropReason::NoKeyForRotation),
+                    None => Progress::Dropped(DropReason::NoKeyForRotation),
                     Some(slot) => {
                         let key = keys.get(slot).expect("first_choice names a live key");
-                        let alpha = alpha_of(frame, header.len());
-                        let s = &mut self.slots[i];
                         s.header = header;
                         s.key = slot;
                         s.rotation_id = key.rotation_id();
-                        self.dh.push(i, key.secret(), &alpha);
+                        self.dh
+                            .push(i, key.secret(), &alpha_of(frame, header.len()));
+                        Progress::Parsed
                     }
                 },
-            }
+            };
         }
         self.dh.run(self.config.backend);
+    }
 
-        // Stage 1b: HKDF and MAC, sixteen packets at a time where the multi-buffer SHA-256
-        // pays; frames that do not name their key get a second try.
+    /// Expands each shared secret (HKDF) and verifies the header MAC, sixteen packets at a time
+    /// where the multi-buffer SHA-256 pays. A frame whose MAC fails under its first key and
+    /// that does not name its key gets a second try with the other one. Every `Parsed` frame is
+    /// `Verified` or `Dropped` afterwards.
+    fn verify_header_macs<B: AsMut<[u8]>>(&mut self, frames: &mut [B], keys: &NodeKeys) {
         self.retry.clear();
         let jobs = self.dh.index.len();
         let mut j0 = 0;
@@ -214,15 +236,7 @@ impl Processor {
             let chunk = (jobs - j0).min(16);
             let batched = kdf::batch::pays(chunk);
             if batched {
-                self.hop_keys.clear();
-                for j in j0..j0 + chunk {
-                    let i = self.dh.index[j];
-                    let frame = frames[i].as_mut();
-                    let h = self.slots[i].header.len();
-                    self.hop_keys
-                        .push(&self.dh.out[j], &frame[h + BETA..h + BETA + BETA_LEN]);
-                }
-                self.hop_keys.run();
+                self.hop_keys_x16(frames, j0..j0 + chunk);
             }
             for (lane, j) in (j0..j0 + chunk).enumerate() {
                 let i = self.dh.index[j];
@@ -233,80 +247,104 @@ impl Processor {
                 } else {
                     check_secret_and_mac(&self.dh.out[j], frame, s)
                 };
-                match checked {
-                    Ok(()) => out[i] = Verdict::Forward(placeholder()),
-                    Err(DropReason::BadMac) => match keys.fallback(s.header.key_rotation, s.key) {
-                        Some(next) => {
-                            let key = keys.get(next).expect("fallback names a live key");
-                            s.key = next;
-                            s.rotation_id = key.rotation_id();
-                            self.retry
-                                .push(i, key.secret(), &alpha_of(frame, s.header.len()));
-                        }
-                        None => out[i] = Verdict::Drop(DropReason::BadMac),
-                    },
-                    Err(r) => out[i] = Verdict::Drop(r),
-                }
+                s.progress = match checked {
+                    Ok(()) => Progress::Verified,
+                    Err(DropReason::BadMac) => queue_second_key(keys, i, frame, s, &mut self.retry),
+                    Err(r) => Progress::Dropped(r),
+                };
             }
             j0 += chunk;
         }
         self.hop_keys.clear();
-        if !self.retry.index.is_empty() {
-            self.retry.run(self.config.backend);
-            for j in 0..self.retry.index.len() {
-                let i = self.retry.index[j];
-                let frame = frames[i].as_mut();
-                out[i] = match check_secret_and_mac(&self.retry.out[j], frame, &mut self.slots[i]) {
-                    Ok(()) => Verdict::Forward(placeholder()),
-                    Err(r) => Verdict::Drop(r),
-                };
-            }
-        }
+        self.verify_with_second_key(frames);
+    }
 
-        // Stage 1c: replay check, routing information; queue the blinding X25519.
-        self.dh.clear();
-        for i in 0..n {
-            if matches!(out[i], Verdict::Drop(_)) {
-                continue;
-            }
+    /// Runs the key schedule and header MAC of the jobs `jobs` (at most sixteen) together.
+    fn hop_keys_x16<B: AsMut<[u8]>>(&mut self, frames: &mut [B], jobs: std::ops::Range<usize>) {
+        self.hop_keys.clear();
+        for j in jobs {
+            let i = self.dh.index[j];
             let frame = frames[i].as_mut();
+            let h = self.slots[i].header.len();
+            self.hop_keys
+                .push(&self.dh.out[j], &frame[h + BETA..h + BETA + BETA_LEN]);
+        }
+        self.hop_keys.run();
+    }
+
+    /// The second try of [`Self::verify_header_macs`]: the frames queued with their other key.
+    fn verify_with_second_key<B: AsMut<[u8]>>(&mut self, frames: &mut [B]) {
+        if self.retry.index.is_empty() {
+            return;
+        }
+        self.retry.run(self.config.backend);
+        for (j, &i) in self.retry.index.iter().enumerate() {
             let s = &mut self.slots[i];
-            if replay.check_and_set(s.rotation_id, s.secret.replay_tag()) {
-                out[i] = Verdict::Drop(DropReason::Replayed);
+            s.progress = match check_secret_and_mac(&self.retry.out[j], frames[i].as_mut(), s) {
+                Ok(()) => Progress::Verified,
+                Err(r) => Progress::Dropped(r),
+            };
+        }
+        self.retry.clear();
+    }
+
+    /// Records each verified frame's replay tag (dropping replays), decrypts its routing
+    /// information and queues the blinding X25519 of each forward hop. Every `Verified` frame
+    /// is `Routed` or `Dropped` afterwards.
+    fn check_replay_and_route<B, R>(&mut self, frames: &mut [B], replay: &R)
+    where
+        B: AsMut<[u8]>,
+        R: ReplayGuard + ?Sized,
+    {
+        self.dh.clear();
+        for (i, frame) in frames.iter_mut().enumerate() {
+            let s = &mut self.slots[i];
+            if !matches!(s.progress, Progress::Verified) {
                 continue;
             }
-            match unwrap_routing(frame, s, &mut self.routing, self.config.max_delay_ns) {
-                Err(r) => out[i] = Verdict::Drop(r),
-                Ok(()) => {
-                    if matches!(s.route, Route::Forward { .. }) {
+            if replay.check_and_set(s.rotation_id, s.secret.replay_tag()) {
+                s.progress = Progress::Dropped(DropReason::Replayed);
+                continue;
+            }
+            let frame = frame.as_mut();
+            s.progress = match unwrap_routing(frame, s, &mut self.routing, self.config.max_delay_ns)
+            {
+                Err(r) => Progress::Dropped(r),
+                Ok(route) => {
+                    if matches!(route, Route::Forward { .. }) {
                         let alpha = alpha_of(frame, s.header.len());
                         self.dh.push(i, s.secret.blinding_factor(), &alpha);
                     }
+                    Progress::Routed(route)
                 }
-            }
+            };
         }
         self.routing.zeroize();
+    }
 
-        // Stage 2: blind the alphas of the forward hops.
+    /// Replaces the alpha of every forward hop by its blinded value (one X25519 batch).
+    fn blind_alphas<B: AsMut<[u8]>>(&mut self, frames: &mut [B]) {
         self.dh.run(self.config.backend);
-        for j in 0..self.dh.index.len() {
-            let i = self.dh.index[j];
+        for (j, &i) in self.dh.index.iter().enumerate() {
             let frame = frames[i].as_mut();
             let h = self.slots[i].header.len();
             frame[h + ALPHA..h + ALPHA + 32].copy_from_slice(&self.dh.out[j]);
         }
         self.dh.clear();
+    }
 
-        // Stage 3: payload keys, Lioness over all survivors at once (equal-sized payloads go
-        // four at a time through the multi-buffer BLAKE2b), then the verdicts.
+    /// Derives the payload keys of the routed frames and decrypts their payloads with Lioness,
+    /// all at once (payloads of equal size go through the multi-buffer BLAKE2b in groups of
+    /// eight with AVX-512, else four).
+    fn decrypt_payloads<B: AsMut<[u8]>>(&mut self, frames: &mut [B]) {
         self.payload_keys.clear();
         self.survivors.clear();
-        let mut payloads: Vec<&mut [u8]> = Vec::with_capacity(n);
+        let mut payloads: Vec<&mut [u8]> = Vec::with_capacity(frames.len());
         for (i, frame) in frames.iter_mut().enumerate() {
-            if matches!(out[i], Verdict::Drop(_)) {
+            let s = &self.slots[i];
+            if !matches!(s.progress, Progress::Routed(_)) {
                 continue;
             }
-            let s = &self.slots[i];
             // copied in place (no stack temporary of the key); seeded keys are derived below
             self.payload_keys.push([0u8; PAYLOAD_KEY_LEN]);
             let k = self.payload_keys.len() - 1;
@@ -319,7 +357,19 @@ impl Processor {
             let at = s.header.len() + SPHINX_HEADER_LEN;
             payloads.push(&mut frame.as_mut()[at..]);
         }
-        // Seeded payload keys (versions 259 and 260), sixteen at a time where that pays.
+        self.seeded_payload_keys();
+        {
+            let keys: Vec<&[u8; PAYLOAD_KEY_LEN]> = self.payload_keys.iter().collect();
+            lioness::decrypt_batch(&keys, &mut payloads)
+                .expect("every size class's payload is longer than 32 bytes");
+        }
+        drop(payloads);
+        self.payload_keys.zeroize();
+    }
+
+    /// Derives the payload keys of versions 259 and 260 (listed in `seeded`) from their
+    /// seeds, sixteen at a time where that pays.
+    fn seeded_payload_keys(&mut self) {
         for chunk in self.seeded.chunks(16) {
             if kdf::batch::pays(chunk.len()) {
                 let mut seeds = [&[0u8; 16]; 16];
@@ -340,33 +390,42 @@ impl Processor {
             }
         }
         self.seeded.clear();
-        {
-            let keys: Vec<&[u8; PAYLOAD_KEY_LEN]> = self.payload_keys.iter().collect();
-            lioness::decrypt_batch(&keys, &mut payloads)
-                .expect("every size class's payload is longer than 32 bytes");
-        }
-        drop(payloads);
-        self.payload_keys.zeroize();
-        for &i in &self.survivors {
-            let s = &mut self.slots[i];
-            out[i] = verdict(frames[i].as_mut(), s);
+    }
+
+    /// Writes one verdict per frame into `out` (cleared first) and wipes every frame's secrets.
+    fn verdicts<B: AsMut<[u8]>>(&mut self, frames: &mut [B], out: &mut Vec<Verdict>) {
+        out.clear();
+        for (frame, s) in frames.iter_mut().zip(&mut self.slots) {
+            out.push(match s.progress {
+                Progress::Dropped(r) => Verdict::Drop(r),
+                Progress::Routed(route) => verdict(frame.as_mut(), s, route),
+                Progress::Parsed | Progress::Verified => {
+                    unreachable!("the MAC and routing stages route or drop every frame")
+                }
+            });
             s.secret.zeroize();
         }
     }
 }
 
-fn placeholder() -> Forward {
-    Forward {
-        next_hop: std::net::SocketAddr::from(([0, 0, 0, 0], 0)),
-        delay_ns: 0,
-        frame: 0..0,
-        sphinx_version: 0,
-        accepted: Accepted {
-            header: FrameHeader::v8(SizeClass::Regular, super::KeyRotation::Unknown),
-            key_slot: KeySlot::Primary,
-            rotation_id: 0,
-            replay_tag: [0; 32],
-        },
+/// After a header MAC failed under a frame's first key: queues the second try with the other
+/// live key (when the frame does not name its key), else drops the frame.
+fn queue_second_key(
+    keys: &NodeKeys,
+    i: usize,
+    frame: &[u8],
+    s: &mut Slot,
+    retry: &mut DhJobs,
+) -> Progress {
+    match keys.fallback(s.header.key_rotation, s.key) {
+        Some(next) => {
+            let key = keys.get(next).expect("fallback names a live key");
+            s.key = next;
+            s.rotation_id = key.rotation_id();
+            retry.push(i, key.secret(), &alpha_of(frame, s.header.len()));
+            Progress::Parsed
+        }
+        None => Progress::Dropped(DropReason::BadMac),
     }
 }
 
@@ -414,14 +473,14 @@ fn check_secret_and_mac(shared: &[u8; 32], frame: &[u8], s: &mut Slot) -> Result
     }
 }
 
-/// Decrypts the routing information, parses this hop's slot and, for a forward hop, rewrites
-/// gamma and beta in place for the next hop.
+/// Decrypts the routing information, parses this hop's slot (recording its Sphinx version in
+/// `s`) and, for a forward hop, rewrites gamma and beta in place for the next hop.
 fn unwrap_routing(
     frame: &mut [u8],
     s: &mut Slot,
     stream: &mut [u8; ROUTING_STREAM_LEN],
     max_delay_ns: u64,
-) -> Result<(), DropReason> {
+) -> Result<Route, DropReason> {
     let h = s.header.len();
     // stream = keystream XOR (beta || 0^60)
     stream[..BETA_LEN].copy_from_slice(&frame[h + BETA..h + BETA + BETA_LEN]);
@@ -444,19 +503,15 @@ fn unwrap_routing(
             if delay_ns > max_delay_ns {
                 return Err(DropReason::DelayTooLong);
             }
-            s.route = Route::Forward { next_hop, delay_ns };
             // next gamma = slot[44..60]; next beta = stream[60..360]
             frame[h + GAMMA..h + BETA].copy_from_slice(&stream[44..SLOT_LEN]);
             frame[h + BETA..h + BETA + BETA_LEN].copy_from_slice(&stream[SLOT_LEN..]);
-            Ok(())
+            Ok(Route::Forward { next_hop, delay_ns })
         }
-        FLAG_FINAL => {
-            s.route = Route::Final {
-                destination: stream[4..36].try_into().expect("32 bytes"),
-                identifier: stream[36..52].try_into().expect("16 bytes"),
-            };
-            Ok(())
-        }
+        FLAG_FINAL => Ok(Route::Final {
+            destination: stream[4..36].try_into().expect("32 bytes"),
+            identifier: stream[36..52].try_into().expect("16 bytes"),
+        }),
         _ => Err(DropReason::UnknownRoutingFlag),
     }
 }
@@ -467,8 +522,8 @@ fn has_legacy_payload_key(s: &Slot) -> bool {
     matches!(s.version, 1 | 257 | 258)
 }
 
-/// Builds the verdict of a packet whose payload has been decrypted.
-fn verdict(frame: &mut [u8], s: &Slot) -> Verdict {
+/// Builds the verdict of a packet routed by `route` whose payload has been decrypted.
+fn verdict(frame: &mut [u8], s: &Slot, route: Route) -> Verdict {
     let h = s.header.len();
     let payload_at = h + SPHINX_HEADER_LEN;
     let accepted = Accepted {
@@ -477,7 +532,7 @@ fn verdict(frame: &mut [u8], s: &Slot) -> Verdict {
         rotation_id: s.rotation_id,
         replay_tag: *s.secret.replay_tag(),
     };
-    match s.route {
+    match route {
         Route::Forward { next_hop, delay_ns } => Verdict::Forward(Forward {
             next_hop,
             delay_ns,
@@ -510,9 +565,11 @@ fn verdict(frame: &mut [u8], s: &Slot) -> Verdict {
     }
 }
 
+/// What [`final_hop`] recovers: the message within the frame and the SURB-ACK, if any.
+type FinalHop = (std::ops::Range<usize>, Option<SurbAck>);
+
 /// Recovers the plaintext of a final-hop payload (Nym: 16 zero bytes, plaintext, `0x01`, zeros)
 /// and splits off the SURB-ACK, framing it in place.
-type FinalHop = (std::ops::Range<usize>, Option<SurbAck>);
 fn final_hop(
     frame: &mut [u8],
     payload_at: usize,

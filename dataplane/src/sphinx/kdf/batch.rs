@@ -31,8 +31,8 @@ const MAX_STEP_BLOCKS: usize = (32 + MAX_INFO + 1 + 9).div_ceil(64);
 /// packets one by one (`sha256_timing`: 14.4 ns per lane and block against SHA-NI's 34.3 ns on
 /// the AMD EPYC of bench/RESULTS.md, so sixteen lanes cost about seven single blocks, plus the
 /// transposition).
-pub fn pays(n: usize) -> bool {
-    n >= 8 && sha256::x16_is_vectorised()
+pub(crate) fn pays(n: usize) -> bool {
+    n >= 8 && sha256::Backend::best() == sha256::Backend::Avx512
 }
 
 /// Sixteen HMAC-SHA256 keys with their pad blocks absorbed.
@@ -169,7 +169,7 @@ fn hkdf_x16(salt: &HmacState, ikm: &[Row], info: &[u8], out: &mut [Row]) {
 /// The per-hop key schedule of up to sixteen packets: HKDF expansion of each shared secret and
 /// the header MAC over each beta. Fill with [`HopKeysX16::push`], then [`HopKeysX16::run`], then
 /// read each lane back. About 11 KiB; keep one per processor.
-pub struct HopKeysX16 {
+pub(crate) struct HopKeysX16 {
     n: usize,
     shared: [Row; 8],
     beta: [BlockX16; BETA_BLOCKS],
@@ -190,19 +190,9 @@ impl Default for HopKeysX16 {
 }
 
 impl HopKeysX16 {
-    /// Lanes filled so far.
-    pub fn len(&self) -> usize {
-        self.n
-    }
-
-    /// Whether no lane is filled.
-    pub fn is_empty(&self) -> bool {
-        self.n == 0
-    }
-
     /// Adds a packet: its shared secret and its beta ([`BETA_LEN`] bytes). Panics when sixteen
     /// are already in.
-    pub fn push(&mut self, shared: &[u8; 32], beta: &[u8]) {
+    pub(crate) fn push(&mut self, shared: &[u8; 32], beta: &[u8]) {
         assert!(self.n < LANES, "sixteen lanes");
         assert_eq!(beta.len(), BETA_LEN, "beta length");
         let l = self.n;
@@ -217,7 +207,7 @@ impl HopKeysX16 {
 
     /// Expands every lane's shared secret and computes its header MAC. Lanes past
     /// [`HopKeysX16::len`] compute whatever they hold and are never read.
-    pub fn run(&mut self) {
+    pub(crate) fn run(&mut self) {
         // the padding of the MAC's inner message (ipad block + beta), the same in every lane
         let w = BETA_LEN / 4;
         let last = &mut self.beta[BETA_BLOCKS - 1];
@@ -246,7 +236,7 @@ impl HopKeysX16 {
     }
 
     /// Lane `l`'s expanded secret.
-    pub fn expanded_into(&self, l: usize, out: &mut ExpandedSecret) {
+    pub(crate) fn expanded_into(&self, l: usize, out: &mut ExpandedSecret) {
         assert!(l < self.n);
         for (o, row) in out.0.as_chunks_mut::<4>().0.iter_mut().zip(&self.expanded) {
             *o = row[l].to_be_bytes();
@@ -254,7 +244,7 @@ impl HopKeysX16 {
     }
 
     /// Lane `l`'s header MAC (HMAC-SHA256 truncated to 16 bytes).
-    pub fn mac(&self, l: usize) -> [u8; 16] {
+    pub(crate) fn mac(&self, l: usize) -> [u8; 16] {
         assert!(l < self.n);
         let mut out = [0u8; 16];
         for (o, row) in out.as_chunks_mut::<4>().0.iter_mut().zip(&self.mac) {
@@ -264,7 +254,7 @@ impl HopKeysX16 {
     }
 
     /// Wipes every lane and empties the set.
-    pub fn clear(&mut self) {
+    pub(crate) fn clear(&mut self) {
         self.n = 0;
         self.shared.zeroize();
         self.beta.zeroize();
@@ -281,7 +271,7 @@ impl Drop for HopKeysX16 {
 
 /// Payload keys of up to sixteen v259/v260 hops at once, like [`super::payload_key_from_seed`]
 /// per lane. `out[l]` gets the key of `seeds[l]`.
-pub fn payload_keys_x16(seeds: &[&[u8; 16]], out: &mut [[u8; PAYLOAD_KEY_LEN]]) {
+pub(crate) fn payload_keys_x16(seeds: &[&[u8; 16]], out: &mut [[u8; PAYLOAD_KEY_LEN]]) {
     assert!(seeds.len() <= LANES && out.len() >= seeds.len());
     let mut ikm: [Row; 4] = [[0; LANES]; 4];
     for (l, s) in seeds.iter().enumerate() {

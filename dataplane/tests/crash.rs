@@ -1,0 +1,225 @@
+//! Replay protection survives `kill -9`: the `mixplane` binary forwards N packets, is killed
+//! with SIGKILL right after (its filter files never synced: the sync interval is an hour),
+//! restarts, and drops all N when they come again, while fresh packets still pass.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{Route, TestNode, build_packet, random_plaintext, rng};
+use mixplane_dataplane::sphinx::{FrameHeader, KeyRotation, SizeClass};
+use rand::rngs::StdRng;
+use sphinx_packet::header::delays::Delay;
+use sphinx_packet::route::{Destination, DestinationAddressBytes};
+
+const BIN: &str = env!("CARGO_BIN_EXE_mixplane");
+
+fn free_udp() -> SocketAddr {
+    UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+fn free_tcp() -> SocketAddr {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+fn get(addr: SocketAddr, path: &str) -> Option<String> {
+    let mut s = TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    out.split("\r\n\r\n").nth(1).map(str::to_string)
+}
+
+/// The sum of a metric's samples whose line contains `filter`.
+fn metric(admin: SocketAddr, name: &str, filter: &str) -> Option<u64> {
+    let text = get(admin, "/metrics")?;
+    let sum = text
+        .lines()
+        .filter(|l| l.starts_with(name) && l.contains(filter))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>();
+    Some(sum as u64)
+}
+
+/// Waits until the metric reaches `want`; returns the last value.
+fn wait_metric(admin: SocketAddr, name: &str, filter: &str, want: u64) -> u64 {
+    let end = Instant::now() + Duration::from_secs(15);
+    let mut last = 0;
+    while Instant::now() < end {
+        if let Some(v) = metric(admin, name, filter) {
+            last = v;
+            if v >= want {
+                return v;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    last
+}
+
+/// Writes the config for one worker on `listen` with the admin API on `admin`, a small first
+/// filter segment and syncs an hour apart (so only the kernel's page cache keeps the bits).
+fn configure(dir: &Path, listen: SocketAddr, admin: SocketAddr) {
+    let cfg = dir.join("node.toml");
+    let template = dir.join("node.toml.orig");
+    if !template.exists() {
+        std::fs::copy(&cfg, &template).unwrap();
+    }
+    let text = std::fs::read_to_string(&template)
+        .unwrap()
+        .replace(
+            "listen = \"0.0.0.0:1789\"",
+            &format!("listen = \"{listen}\""),
+        )
+        .replace(
+            "listen = \"127.0.0.1:8080\"",
+            &format!("listen = \"{admin}\""),
+        )
+        .replace("workers = 0", "workers = 1")
+        .replace(
+            "expected_packets_per_second = 1000",
+            "expected_packets_per_second = 10",
+        )
+        .replace("sync_interval_ms = 1000", "sync_interval_ms = 3600000");
+    assert!(text.contains("sync_interval_ms = 3600000"), "{text}");
+    std::fs::write(&cfg, text).unwrap();
+}
+
+fn start(dir: &Path) -> (Child, SocketAddr, SocketAddr) {
+    let (listen, admin) = (free_udp(), free_tcp());
+    configure(dir, listen, admin);
+    let child = Command::new(BIN)
+        .args(["run", "--config"])
+        .arg(dir.join("node.toml"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let end = Instant::now() + Duration::from_secs(15);
+    while get(admin, "/status").is_none() {
+        assert!(Instant::now() < end, "node did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    (child, listen, admin)
+}
+
+/// `n` regular frames through the node (`secret`, `rotation_id`) to `sink`, no delays.
+fn frames(rng: &mut StdRng, node: &TestNode, sink: SocketAddr, n: usize) -> Vec<Vec<u8>> {
+    let last = TestNode {
+        addr: sink,
+        ..TestNode::random(rng)
+    };
+    let route = Route {
+        nodes: vec![node.clone(), last],
+        delays: vec![Delay::new_from_nanos(0); 2],
+        destination: Destination::new(DestinationAddressBytes::from_bytes([7; 32]), [1; 16]),
+    };
+    let header = FrameHeader::v8(
+        SizeClass::Regular,
+        KeyRotation::of_rotation_id(node.rotation_id),
+    );
+    (0..n)
+        .map(|_| {
+            let pt = random_plaintext(rng, SizeClass::Regular);
+            let p = build_packet(&route, SizeClass::Regular, 258, &pt.bytes);
+            header.frame(&p.to_bytes())
+        })
+        .collect()
+}
+
+fn send(to: SocketAddr, frames: &[Vec<u8>]) {
+    let client = UdpSocket::bind("127.0.0.1:0").unwrap();
+    for (i, f) in frames.iter().enumerate() {
+        client.send_to(f, to).unwrap();
+        if i % 16 == 15 {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+}
+
+fn kill9(mut child: Child) {
+    // SAFETY: sending a signal to our own child process.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGKILL) }, 0);
+    let status = child.wait().unwrap();
+    assert!(!status.success(), "killed, not exited: {status:?}");
+}
+
+#[test]
+fn replays_are_dropped_after_kill_9() {
+    const N: usize = 300;
+    let dir = std::env::temp_dir().join(format!("mixplane-crash-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(
+        Command::new(BIN)
+            .arg("init")
+            .arg(&dir)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let keys = mixplane_control::keys::load_keys(&dir.join("keys")).unwrap();
+    let sink = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let mut rng = rng(14);
+    let node = TestNode {
+        secret: *keys.primary.secret(),
+        rotation_id: keys.primary.rotation_id(),
+        addr: "127.0.0.1:1789".parse().unwrap(),
+    };
+    let batch = frames(&mut rng, &node, sink.local_addr().unwrap(), N);
+
+    let (child, listen, admin) = start(&dir);
+    send(listen, &batch);
+    let fwd = wait_metric(admin, "mixplane_packets_forwarded_total", "", N as u64);
+    let sent_at = Instant::now();
+    assert_eq!(
+        fwd, N as u64,
+        "every fresh packet forwarded before the kill"
+    );
+    kill9(child);
+    assert!(
+        sent_at.elapsed() < Duration::from_secs(1),
+        "killed within a second"
+    );
+
+    let (child, listen, admin) = start(&dir);
+    send(listen, &batch);
+    let replayed = wait_metric(
+        admin,
+        "mixplane_packets_dropped_total",
+        "reason=\"replayed\"",
+        N as u64,
+    );
+    assert_eq!(
+        replayed, N as u64,
+        "every packet seen before the kill is a replay"
+    );
+    assert_eq!(
+        metric(admin, "mixplane_packets_forwarded_total", ""),
+        Some(0)
+    );
+
+    let fresh = frames(&mut rng, &node, sink.local_addr().unwrap(), 20);
+    send(listen, &fresh);
+    assert_eq!(
+        wait_metric(admin, "mixplane_packets_forwarded_total", "", 20),
+        20,
+        "fresh packets still pass"
+    );
+    kill9(child);
+    let _ = std::fs::remove_dir_all(&dir);
+}
