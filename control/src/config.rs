@@ -9,40 +9,136 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-/// The I/O backend a config names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum IoChoice {
-    /// io_uring, else recvmmsg/sendmmsg.
+/// Which I/O backend the workers use (`[node] io`; the dataplane re-exports this type).
+///
+/// Parsed by serde from `"auto"`, `"io_uring"` (or `"uring"`) and `"mmsg"` (or `"recvmmsg"`);
+/// [`FromStr`](std::str::FromStr) accepts the same names, for command lines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IoBackendKind {
+    /// io_uring if it can be set up, else recvmmsg/sendmmsg.
+    #[default]
     Auto,
-    /// io_uring only.
-    IoUring,
+    /// io_uring only (fail if unavailable).
+    #[serde(rename = "io_uring", alias = "uring")]
+    Uring,
     /// recvmmsg/sendmmsg.
+    #[serde(alias = "recvmmsg")]
     Mmsg,
 }
 
-/// Where final-hop messages go, as a config names it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SinkSpec {
+impl IoBackendKind {
+    /// The config name of this backend.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IoBackendKind::Auto => "auto",
+            IoBackendKind::Uring => "io_uring",
+            IoBackendKind::Mmsg => "mmsg",
+        }
+    }
+}
+
+impl std::fmt::Display for IoBackendKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for IoBackendKind {
+    type Err = ValueError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        use serde::de::IntoDeserializer;
+        let d: serde::de::value::StrDeserializer<'_, serde::de::value::Error> =
+            s.into_deserializer();
+        IoBackendKind::deserialize(d).map_err(|_| ValueError::Unknown {
+            value: s.to_string(),
+            expected: "auto, io_uring, mmsg",
+        })
+    }
+}
+
+/// How keys rotate (`[keys] rotation`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Rotation {
+    /// On Nym's epoch schedule.
+    #[default]
+    Schedule,
+    /// Only through the admin API (`POST /keys/rotate`).
+    Manual,
+}
+
+/// Where final-hop messages go (`[sink] address`; the dataplane re-exports this type).
+///
+/// Written `udp:IP:PORT` (or a bare `IP:PORT`) or `unix:/path`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub enum SinkAddr {
     /// A UDP address.
     Udp(SocketAddr),
-    /// A Unix datagram socket.
+    /// A Unix datagram socket path.
     Unix(PathBuf),
 }
 
-impl std::str::FromStr for SinkSpec {
-    type Err = String;
+impl SinkAddr {
+    /// This address with a relative Unix socket path resolved against `base`.
+    pub fn resolved(&self, base: &Path) -> SinkAddr {
+        match self {
+            SinkAddr::Unix(p) => SinkAddr::Unix(base.join(p)),
+            udp => udp.clone(),
+        }
+    }
+}
+
+impl std::str::FromStr for SinkAddr {
+    type Err = ValueError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         if let Some(p) = s.strip_prefix("unix:") {
             if p.is_empty() {
-                return Err("unix: needs a path".into());
+                return Err(ValueError::EmptyUnixPath);
             }
-            return Ok(SinkSpec::Unix(PathBuf::from(p)));
+            return Ok(SinkAddr::Unix(PathBuf::from(p)));
         }
         let a = s.strip_prefix("udp:").unwrap_or(s);
         a.parse()
-            .map(SinkSpec::Udp)
-            .map_err(|e| format!("`{s}`: {e} (expected udp:IP:PORT or unix:/path)"))
+            .map(SinkAddr::Udp)
+            .map_err(|source| ValueError::Address {
+                value: s.to_string(),
+                source,
+            })
     }
+}
+
+impl TryFrom<String> for SinkAddr {
+    type Error = ValueError;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        s.parse()
+    }
+}
+
+/// A value given as text (on a command line or in the config) that does not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ValueError {
+    /// Not one of the names the setting takes.
+    #[error("unknown value `{value}` (expected one of {expected})")]
+    Unknown {
+        /// The value given.
+        value: String,
+        /// The values accepted.
+        expected: &'static str,
+    },
+    /// `unix:` with no path.
+    #[error("`unix:` needs a path (unix:/path)")]
+    EmptyUnixPath,
+    /// Not a socket address.
+    #[error("`{value}`: {source} (expected udp:IP:PORT or unix:/path)")]
+    Address {
+        /// The value given.
+        value: String,
+        /// The parser's error.
+        source: std::net::AddrParseError,
+    },
 }
 
 /// Bits and hash count of a Bloom filter for `n` items at false-positive rate `p`
@@ -56,6 +152,7 @@ pub fn bloom_dimensions(n: u64, p: f64) -> (f64, u32) {
 
 /// Errors reading or checking a config.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ConfigError {
     /// The file could not be read.
     #[error("cannot read {path}: {source}")]
@@ -65,13 +162,16 @@ pub enum ConfigError {
         /// Why.
         source: std::io::Error,
     },
-    /// Not valid TOML, an unknown field, or a value of the wrong type.
-    #[error("{path}: {message}")]
+    /// Not valid TOML, an unknown field, or a value of the wrong type or not one of those a
+    /// setting takes.
+    #[error("{path}: {}{source}", field.as_deref().map(|f| format!("`{f}`: ")).unwrap_or_default())]
     Parse {
         /// The file.
         path: PathBuf,
-        /// The parser's message (names the field and line).
-        message: String,
+        /// The field the parser stopped at, as `section.key`, when it can be told.
+        field: Option<String>,
+        /// The parser's error (its message also shows the line).
+        source: Box<toml::de::Error>,
     },
     /// A value out of range.
     #[error("{path}: invalid value for `{field}`: {message}")]
@@ -83,6 +183,30 @@ pub enum ConfigError {
         /// Why.
         message: String,
     },
+}
+
+/// The `section.key` at byte `at` of a TOML text: the key on that line under the last
+/// `[section]` header above it.
+fn field_at(text: &str, at: usize) -> Option<String> {
+    let head = text.get(..at.min(text.len()))?;
+    let line_start = head.rfind('\n').map_or(0, |i| i + 1);
+    let line = text[line_start..].lines().next()?.trim();
+    let header = |l: &str| l.trim_matches(|c| c == '[' || c == ']').trim().to_string();
+    if line.starts_with('[') {
+        return Some(header(line));
+    }
+    let section = head[..line_start]
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| l.starts_with('['))
+        .map(header);
+    let key = line.split_once('=').map(|(k, _)| k.trim());
+    match (section, key) {
+        (Some(s), Some(k)) => Some(format!("{s}.{k}")),
+        (None, Some(k)) => Some(k.to_string()),
+        (s, None) => s,
+    }
 }
 
 /// The whole config file.
@@ -124,7 +248,7 @@ pub struct NodeSection {
     /// Cores to pin workers to, in order (empty: cores 0, 1, 2, ...). Default empty.
     pub cores: Vec<usize>,
     /// I/O backend: "auto" (io_uring, else recvmmsg), "io_uring" or "mmsg". Default "auto".
-    pub io: String,
+    pub io: IoBackendKind,
     /// Datagrams per receive batch (a receive of GRO super-packets stops at the first that
     /// reaches it). Default 64.
     pub batch: usize,
@@ -137,7 +261,7 @@ impl Default for NodeSection {
             workers: 0,
             pin: true,
             cores: Vec::new(),
-            io: "auto".into(),
+            io: IoBackendKind::Auto,
             batch: 64,
         }
     }
@@ -232,7 +356,7 @@ pub struct KeysSection {
     pub dir: PathBuf,
     /// "schedule": rotate on Nym's epoch schedule; "manual": only through the admin API.
     /// Default "schedule".
-    pub rotation: String,
+    pub rotation: Rotation,
     /// Epoch length in seconds. Default 3600 (Nym's).
     pub epoch_length_secs: u64,
     /// Epochs a key is valid for. Default 24 (Nym's).
@@ -245,7 +369,7 @@ impl Default for KeysSection {
     fn default() -> Self {
         KeysSection {
             dir: PathBuf::from("keys"),
-            rotation: "schedule".into(),
+            rotation: Rotation::Schedule,
             epoch_length_secs: 3600,
             validity_epochs: 24,
             genesis_unix: 0,
@@ -307,9 +431,9 @@ impl Default for AdminSection {
 #[derive(Debug, Clone, Deserialize, PartialEq, Default)]
 #[serde(default, deny_unknown_fields)]
 pub struct SinkSection {
-    /// Where final-hop messages go: "udp:IP:PORT" or "unix:/path". Default none (final-hop
-    /// messages are counted as dropped with reason no_sink).
-    pub address: Option<String>,
+    /// Where final-hop messages go: "udp:IP:PORT" or "unix:/path" (relative to the config
+    /// file). Default none (final-hop messages are counted as dropped with reason no_sink).
+    pub address: Option<SinkAddr>,
 }
 
 /// `[log]`.
@@ -339,7 +463,8 @@ impl Config {
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         let cfg: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: path.to_path_buf(),
-            message: e.to_string().trim_end().to_string(),
+            field: e.span().and_then(|r| field_at(text, r.start)),
+            source: Box::new(e),
         })?;
         cfg.validate(path)?;
         Ok(cfg)
@@ -360,7 +485,6 @@ impl Config {
             field,
             message,
         };
-        self.io_backend().map_err(|m| bad("node.io", m))?;
         if let Some(u) = &self.topology.url {
             if self.topology.file.is_some() {
                 return Err(bad(
@@ -440,13 +564,6 @@ impl Config {
                 ),
             ));
         }
-        self.sink_spec().map_err(|m| bad("sink.address", m))?;
-        if !matches!(self.keys.rotation.as_str(), "schedule" | "manual") {
-            return Err(bad(
-                "keys.rotation",
-                format!("`{}` is not schedule or manual", self.keys.rotation),
-            ));
-        }
         if self.keys.epoch_length_secs == 0 {
             return Err(bad("keys.epoch_length_secs", "must be at least 1".into()));
         }
@@ -462,19 +579,9 @@ impl Config {
         Ok(())
     }
 
-    /// The I/O backend named by `node.io`.
-    pub fn io_backend(&self) -> Result<IoChoice, String> {
-        match self.node.io.as_str() {
-            "auto" => Ok(IoChoice::Auto),
-            "io_uring" => Ok(IoChoice::IoUring),
-            "mmsg" => Ok(IoChoice::Mmsg),
-            other => Err(format!("unknown backend `{other}` (auto, io_uring, mmsg)")),
-        }
-    }
-
-    /// The sink named by `sink.address`.
-    pub fn sink_spec(&self) -> Result<Option<SinkSpec>, String> {
-        self.sink.address.as_deref().map(str::parse).transpose()
+    /// The sink named by `sink.address`, a Unix socket path resolved against `base`.
+    pub fn sink(&self, base: &Path) -> Option<SinkAddr> {
+        self.sink.address.as_ref().map(|a| a.resolved(base))
     }
 
     /// Worker threads: `node.workers`, or one per core when 0.
@@ -509,7 +616,7 @@ impl Config {
 
     /// Whether keys rotate on the schedule (else only through the admin API).
     pub fn scheduled_rotation(&self) -> bool {
-        self.keys.rotation == "schedule"
+        self.keys.rotation == Rotation::Schedule
     }
 
     /// The topology file, resolved against `base`.
@@ -600,7 +707,7 @@ mod tests {
         let c = parse("[node]\nworkers = 3\nio = \"mmsg\"\n[sink]\naddress = \"udp:127.0.0.1:9\"")
             .unwrap();
         assert_eq!(c.workers(), 3);
-        assert_eq!(c.io_backend(), Ok(IoChoice::Mmsg));
+        assert_eq!(c.node.io, IoBackendKind::Mmsg);
         assert_eq!(
             c.replay_dir(Path::new("/etc/mixplane")),
             Path::new("/etc/mixplane/replay")
@@ -611,17 +718,93 @@ mod tests {
         );
         assert_eq!(c.replay_expected(), 1_000 * 25 * 3600);
         assert_eq!(
-            c.sink_spec(),
-            Ok(Some(SinkSpec::Udp("127.0.0.1:9".parse().unwrap())))
+            c.sink(Path::new("/etc/mixplane")),
+            Some(SinkAddr::Udp("127.0.0.1:9".parse().unwrap()))
         );
         let u = parse("[sink]\naddress = \"unix:/run/mix.sock\"").unwrap();
         assert_eq!(
-            u.sink_spec(),
-            Ok(Some(SinkSpec::Unix("/run/mix.sock".into())))
+            u.sink(Path::new("/etc")),
+            Some(SinkAddr::Unix("/run/mix.sock".into()))
+        );
+        let rel = parse("[sink]\naddress = \"unix:mix.sock\"").unwrap();
+        assert_eq!(
+            rel.sink(Path::new("/etc/mixplane")),
+            Some(SinkAddr::Unix("/etc/mixplane/mix.sock".into()))
         );
         // Nym's figures: 1e-5 needs ~24 bits and 17 hashes per item
         let (m, k) = bloom_dimensions(1_000_000, 1e-5);
         assert!((m / 1e6 - 23.96).abs() < 0.05, "{m}");
         assert_eq!(k, 17);
+    }
+
+    #[test]
+    fn closed_sets_are_serde_enums_with_field_named_errors() {
+        let c = parse("[node]\nio = \"io_uring\"\n[keys]\nrotation = \"manual\"").unwrap();
+        assert_eq!(c.node.io, IoBackendKind::Uring);
+        assert_eq!(c.keys.rotation, Rotation::Manual);
+        assert!(!c.scheduled_rotation());
+        for (text, field, value) in [
+            ("[node]\nio = \"dpdk\"", "node.io", "dpdk"),
+            ("[keys]\nrotation = \"daily\"", "keys.rotation", "daily"),
+            ("[sink]\naddress = \"unix:\"", "sink.address", "unix:"),
+        ] {
+            match parse(text) {
+                Err(e @ ConfigError::Parse { .. }) => {
+                    let ConfigError::Parse { field: f, .. } = &e else {
+                        unreachable!()
+                    };
+                    assert_eq!(f.as_deref(), Some(field), "{text}");
+                    let m = e.to_string();
+                    assert!(m.contains(field) && m.contains(value), "{m}");
+                }
+                other => panic!("{text}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn command_line_names_parse_to_the_same_values() {
+        for (s, k) in [
+            ("auto", IoBackendKind::Auto),
+            ("io_uring", IoBackendKind::Uring),
+            ("uring", IoBackendKind::Uring),
+            ("mmsg", IoBackendKind::Mmsg),
+            ("recvmmsg", IoBackendKind::Mmsg),
+        ] {
+            assert_eq!(s.parse::<IoBackendKind>(), Ok(k));
+            assert_eq!(k.as_str().parse::<IoBackendKind>(), Ok(k));
+        }
+        assert!(matches!(
+            "dpdk".parse::<IoBackendKind>(),
+            Err(ValueError::Unknown { .. })
+        ));
+        assert_eq!(
+            "udp:192.0.2.1:9".parse::<SinkAddr>(),
+            Ok(SinkAddr::Udp("192.0.2.1:9".parse().unwrap()))
+        );
+        assert_eq!(
+            "192.0.2.1:9".parse::<SinkAddr>(),
+            Ok(SinkAddr::Udp("192.0.2.1:9".parse().unwrap()))
+        );
+        assert_eq!("unix:".parse::<SinkAddr>(), Err(ValueError::EmptyUnixPath));
+        assert!(matches!(
+            "tcp:1.2.3.4".parse::<SinkAddr>(),
+            Err(ValueError::Address { .. })
+        ));
+    }
+
+    #[test]
+    fn field_at_finds_section_and_key() {
+        let t = "[node]\nworkers = 3\n\n[keys]\nrotation = \"x\"\n";
+        assert_eq!(
+            field_at(t, t.find("\"x").unwrap()).as_deref(),
+            Some("keys.rotation")
+        );
+        assert_eq!(
+            field_at(t, t.find('3').unwrap()).as_deref(),
+            Some("node.workers")
+        );
+        assert_eq!(field_at(t, 1).as_deref(), Some("node"));
+        assert_eq!(field_at("a = 1", 4).as_deref(), Some("a"));
     }
 }

@@ -9,14 +9,12 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use mixplane_control::admin::{self, AdminServer};
-use mixplane_control::config::{Config, EXAMPLE, IoChoice, SinkSpec};
+use mixplane_control::config::{Config, EXAMPLE, IoBackendKind};
 use mixplane_control::keys::{self, KeyMaterial, StoredKeys};
 use mixplane_control::topology::Topology;
 use mixplane_dataplane::demo::{self, DemoConfig};
-use mixplane_dataplane::io::IoBackendKind;
 use mixplane_dataplane::node::{Node, NodeConfig};
 use mixplane_dataplane::plane::{Admin, ControlPlane};
-use mixplane_dataplane::sink::SinkAddr;
 use mixplane_dataplane::sphinx::{DropReason, NodeKeys, SizeClass, SphinxKey};
 
 #[derive(Parser)]
@@ -120,11 +118,7 @@ fn node_config(c: &Config, base: &Path) -> NodeConfig {
         listen: c.node.listen,
         workers: c.workers(),
         pin_cores: c.node.pin.then(|| c.node.cores.clone()),
-        io: match c.io_backend() {
-            Ok(IoChoice::IoUring) => IoBackendKind::Uring,
-            Ok(IoChoice::Mmsg) => IoBackendKind::Mmsg,
-            _ => IoBackendKind::Auto,
-        },
+        io: c.node.io,
         batch: c.node.batch,
         max_delay_ns: c.sphinx.max_delay_ms * 1_000_000,
         wheel_tick_ns: c.wheel.tick_us * 1000,
@@ -134,11 +128,7 @@ fn node_config(c: &Config, base: &Path) -> NodeConfig {
         replay_expected: c.replay_expected(),
         replay_fp_rate: c.replay.false_positive_rate,
         replay_dir: Some(c.replay_dir(base)),
-        sink: match c.sink_spec() {
-            Ok(Some(SinkSpec::Udp(a))) => Some(SinkAddr::Udp(a)),
-            Ok(Some(SinkSpec::Unix(p))) => Some(SinkAddr::Unix(base.join(p))),
-            _ => None,
-        },
+        sink: c.sink(base),
     }
 }
 
@@ -168,7 +158,7 @@ fn run_node(path: &Path) -> anyhow::Result<ExitCode> {
     let admin = if cfg.admin.enabled {
         let token_file = cfg.admin_token_file(&base);
         let token = if token_file.exists() {
-            Some(admin::read_token(&token_file).map_err(anyhow::Error::msg)?)
+            Some(admin::read_token(&token_file)?)
         } else {
             tracing::warn!(file = %token_file.display(), "no admin token file: POST endpoints are disabled");
             None
