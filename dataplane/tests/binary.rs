@@ -218,7 +218,27 @@ fn init_keys_run_reload_and_stop() {
         .output()
         .unwrap();
     assert!(keys.status.success());
-    assert!(String::from_utf8_lossy(&keys.stdout).contains("primary"));
+    let shown = String::from_utf8_lossy(&keys.stdout).to_string();
+    assert!(shown.contains("primary"), "{shown}");
+    // init wrote a Noise key (0600), and `keys` shows its public key in base58
+    let noise = dir.join("keys").join("x25519_noise");
+    let mode = {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::metadata(&noise).unwrap().permissions().mode() & 0o777
+    };
+    assert_eq!(mode, 0o600);
+    let line = shown
+        .lines()
+        .find(|l| l.starts_with("noise"))
+        .expect(&shown);
+    let b58 = line.split_whitespace().last().unwrap();
+    // 32 bytes in base58 (Bitcoin alphabet: no 0, O, I, l) are 43 or 44 characters
+    assert!((43..=44).contains(&b58.len()), "{line}");
+    assert!(
+        b58.chars()
+            .all(|c| c.is_ascii_alphanumeric() && !"0OIl".contains(c)),
+        "{line}"
+    );
 
     let (listen, admin) = (free_udp(), free_tcp());
     let text = small_node_config(&cfg, listen, admin)

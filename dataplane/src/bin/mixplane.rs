@@ -39,7 +39,7 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
-    /// Write a commented config and a fresh Sphinx key into a directory.
+    /// Write a commented config, a fresh Sphinx key and a Noise key into a directory.
     Init {
         /// Directory to create (node.toml, keys/, replay/).
         dir: PathBuf,
@@ -47,7 +47,7 @@ enum Command {
         #[arg(long)]
         rotation_id: Option<u32>,
     },
-    /// Show the node's Sphinx public keys (base58) and rotation ids.
+    /// Show the node's Sphinx public keys (base58) with their rotation ids, and its Noise key.
     Keys {
         /// The config file.
         #[arg(long, short)]
@@ -136,7 +136,17 @@ fn run_node(path: &Path) -> anyhow::Result<ExitCode> {
     let cfg = Config::load(path)?;
     init_logging(&cfg.log.level)?;
     let base = config_base(path);
-    let stored = keys::load_keys(&cfg.keys_dir(&base))?;
+    let keys::KeyDir {
+        sphinx: stored,
+        noise,
+    } = keys::load_key_dir(&cfg.keys_dir(&base))?;
+    match &noise {
+        Some(k) => tracing::info!(public = %k.public_base58(), "noise key loaded"),
+        None => tracing::warn!(
+            "no noise key ({}): Nym peers cannot use Noise to this node",
+            keys::NOISE_FILE
+        ),
+    }
     let nc = node_config(&cfg, &base);
     let node = Node::start(nc.clone(), Arc::new(node_keys(&stored)))?;
     tracing::info!(
@@ -351,6 +361,14 @@ fn init_dir(dir: &Path, rotation_id: Option<u32>) -> anyhow::Result<()> {
         keys_dir.join(keys::PRIMARY_FILE).display()
     );
     println!("sphinx public key: {}", key.public_base58());
+    let noise = keys::NoiseKey::generate();
+    keys::write_noise_key(&keys_dir, &noise)?;
+    println!(
+        "wrote {} and {}",
+        keys_dir.join(keys::NOISE_FILE).display(),
+        keys_dir.join(keys::NOISE_PUBLIC_FILE).display()
+    );
+    println!("noise public key:  {}", noise.public_base58());
     let token_path = dir.join("admin.token");
     let token: String = random_token();
     {
@@ -387,7 +405,8 @@ fn main() -> anyhow::Result<ExitCode> {
         }
         Command::Keys { config } => {
             let cfg = Config::load(&config)?;
-            let stored = keys::load_keys(&cfg.keys_dir(&config_base(&config)))?;
+            let dir = keys::load_key_dir(&cfg.keys_dir(&config_base(&config)))?;
+            let stored = &dir.sphinx;
             println!(
                 "primary   rotation {:>6}  {}",
                 stored.primary.rotation_id(),
@@ -399,6 +418,13 @@ fn main() -> anyhow::Result<ExitCode> {
                     s.rotation_id(),
                     s.public_base58()
                 );
+            }
+            match &dir.noise {
+                Some(n) => println!("noise                     {}", n.public_base58()),
+                None => println!(
+                    "noise                     (none: {} is missing)",
+                    keys::NOISE_FILE
+                ),
             }
             return Ok(ExitCode::SUCCESS);
         }
