@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::topology::PeerTransport;
+
 /// Which I/O backend the workers use (`[node] io`; the dataplane re-exports this type).
 ///
 /// Parsed by serde from `"auto"`, `"io_uring"` (or `"uring"`) and `"mmsg"` (or `"recvmmsg"`);
@@ -231,6 +233,8 @@ pub struct Config {
     pub admin: AdminSection,
     /// `[topology]`: the known nodes.
     pub topology: TopologySection,
+    /// `[transport]`: UDP and TCP (Nym's framing, Noise) between nodes.
+    pub transport: TransportSection,
     /// `[log]`: logging.
     pub log: LogSection,
 }
@@ -384,9 +388,17 @@ pub struct TopologySection {
     /// A topology file (nym-api skimmed-nodes JSON), relative to the config file; reloaded
     /// when it changes and on SIGHUP. Default none (POST /topology can still set one).
     pub file: Option<PathBuf>,
-    /// Or a nym-api skimmed-nodes URL (http or https), fetched at start, every
-    /// `refresh_secs` and on SIGHUP, all pages. Default none.
+    /// Or a nym-api skimmed-nodes URL (https, or http with `allow_http`), fetched at start,
+    /// every `refresh_secs` and on SIGHUP, all pages. Default none.
     pub url: Option<String>,
+    /// Allow an `http://` URL (the document decides where packets may go: https keeps others
+    /// from rewriting it on the way). Default false.
+    pub allow_http: bool,
+    /// The most bytes a fetch may read, all pages together. Default 67108864 (64 MiB).
+    pub max_document_bytes: u64,
+    /// A new document listing fewer than this fraction of the current node count (or no node
+    /// at all) is refused, the current topology kept and an alarm raised. Default 0.5.
+    pub min_node_fraction: f64,
     /// Seconds between fetches of `url`. Default 300.
     pub refresh_secs: u64,
     /// Drop packets whose next hop is not a node of the topology. Default false.
@@ -398,8 +410,103 @@ impl Default for TopologySection {
         TopologySection {
             file: None,
             url: None,
+            allow_http: false,
+            max_document_bytes: 64 << 20,
+            min_node_fraction: 0.5,
             refresh_secs: 300,
             drop_unknown_next_hop: false,
+        }
+    }
+}
+
+/// The Nym frame version sent on TCP connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(try_from = "u8")]
+pub enum TcpFrameVersion {
+    /// v7: 3-byte header without the key-rotation byte (what Nym nodes send by default).
+    #[default]
+    V7,
+    /// v8: 4-byte header with the key-rotation byte.
+    V8,
+}
+
+impl TryFrom<u8> for TcpFrameVersion {
+    type Error = ValueError;
+    fn try_from(v: u8) -> Result<Self, Self::Error> {
+        match v {
+            7 => Ok(TcpFrameVersion::V7),
+            8 => Ok(TcpFrameVersion::V8),
+            other => Err(ValueError::Unknown {
+                value: other.to_string(),
+                expected: "7, 8",
+            }),
+        }
+    }
+}
+
+impl From<TcpFrameVersion> for u8 {
+    fn from(v: TcpFrameVersion) -> u8 {
+        match v {
+            TcpFrameVersion::V7 => 7,
+            TcpFrameVersion::V8 => 8,
+        }
+    }
+}
+
+/// `[transport]`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct TransportSection {
+    /// Receive and send UDP (mixplane peers). Default true.
+    pub udp: bool,
+    /// Accept and open TCP connections with Nym's framing (Nym peers). Default true.
+    pub tcp: bool,
+    /// Address of the TCP listener. Default none: the same as `[node] listen`.
+    pub tcp_listen: Option<SocketAddr>,
+    /// Noise: answer a Noise handshake when the node has a noise key, and start one to peers
+    /// whose noise key the topology lists. Default true.
+    pub noise: bool,
+    /// TCP connections accepted at once; more are refused and counted. Default 4096.
+    pub max_connections: usize,
+    /// TCP connections accepted at once from one IP address. Default 64.
+    pub max_connections_per_ip: usize,
+    /// A Noise handshake must finish within this. Default 5000.
+    pub handshake_timeout_ms: u64,
+    /// A partial frame or handshake message older than this closes the connection. Default
+    /// 10000.
+    pub frame_timeout_ms: u64,
+    /// Packets queued per outgoing connection; more are dropped and counted. Default 2000
+    /// (Nym's).
+    pub egress_queue_packets: usize,
+    /// Frame version sent on TCP: 7 (Nym's default) or 8. Default 7.
+    pub tcp_frame_version: TcpFrameVersion,
+    /// Timeout of an outgoing TCP connect. Default 1500 (Nym's).
+    pub connect_timeout_ms: u64,
+    /// First wait before reconnecting to a peer, doubled after each failure. Default 10000.
+    pub reconnect_backoff_ms: u64,
+    /// The longest wait before reconnecting. Default 300000.
+    pub reconnect_backoff_max_ms: u64,
+    /// Transport for a next hop the topology does not list: "udp" or "tcp". Default "udp".
+    pub unknown_peer_transport: PeerTransport,
+}
+
+impl Default for TransportSection {
+    fn default() -> Self {
+        TransportSection {
+            udp: true,
+            tcp: true,
+            tcp_listen: None,
+            noise: true,
+            max_connections: 4096,
+            max_connections_per_ip: 64,
+            handshake_timeout_ms: 5000,
+            frame_timeout_ms: 10_000,
+            egress_queue_packets: 2000,
+            tcp_frame_version: TcpFrameVersion::V7,
+            connect_timeout_ms: 1500,
+            reconnect_backoff_ms: 10_000,
+            reconnect_backoff_max_ms: 300_000,
+            unknown_peer_transport: PeerTransport::Udp,
         }
     }
 }
@@ -492,13 +599,30 @@ impl Config {
                     "set either topology.file or topology.url, not both".into(),
                 ));
             }
-            if !(u.starts_with("http://") || u.starts_with("https://")) {
+            let http_ok = self.topology.allow_http && u.starts_with("http://");
+            if !(u.starts_with("https://") || http_ok) {
                 return Err(bad(
                     "topology.url",
-                    format!("`{u}` is not an http:// or https:// URL"),
+                    format!(
+                        "`{u}` is not an https:// URL (http:// needs topology.allow_http = true)"
+                    ),
                 ));
             }
         }
+        if self.topology.max_document_bytes < 1024 {
+            return Err(bad(
+                "topology.max_document_bytes",
+                "must be at least 1024".into(),
+            ));
+        }
+        let f = self.topology.min_node_fraction;
+        if !(0.0..=1.0).contains(&f) {
+            return Err(bad(
+                "topology.min_node_fraction",
+                format!("{f} is not in 0..=1"),
+            ));
+        }
+        self.validate_transport(path)?;
         if self.topology.refresh_secs == 0 {
             return Err(bad("topology.refresh_secs", "must be at least 1".into()));
         }
@@ -577,6 +701,63 @@ impl Config {
             ));
         }
         Ok(())
+    }
+
+    fn validate_transport(&self, path: &Path) -> Result<(), ConfigError> {
+        let t = &self.transport;
+        let bad = |field: &'static str, message: &str| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            field,
+            message: message.to_string(),
+        };
+        if !t.udp && !t.tcp {
+            return Err(bad("transport.tcp", "udp and tcp cannot both be off"));
+        }
+        let at_least_one = [
+            ("transport.max_connections", t.max_connections as u64),
+            (
+                "transport.max_connections_per_ip",
+                t.max_connections_per_ip as u64,
+            ),
+            ("transport.handshake_timeout_ms", t.handshake_timeout_ms),
+            ("transport.frame_timeout_ms", t.frame_timeout_ms),
+            (
+                "transport.egress_queue_packets",
+                t.egress_queue_packets as u64,
+            ),
+            ("transport.connect_timeout_ms", t.connect_timeout_ms),
+            ("transport.reconnect_backoff_ms", t.reconnect_backoff_ms),
+        ];
+        if let Some((field, _)) = at_least_one.iter().find(|(_, v)| *v == 0) {
+            return Err(bad(field, "must be at least 1"));
+        }
+        if t.max_connections_per_ip > t.max_connections {
+            return Err(bad(
+                "transport.max_connections_per_ip",
+                "is above transport.max_connections",
+            ));
+        }
+        if t.reconnect_backoff_max_ms < t.reconnect_backoff_ms {
+            return Err(bad(
+                "transport.reconnect_backoff_max_ms",
+                "is below transport.reconnect_backoff_ms",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The address of the TCP listener: `transport.tcp_listen`, else `node.listen`.
+    pub fn tcp_listen(&self) -> SocketAddr {
+        self.transport.tcp_listen.unwrap_or(self.node.listen)
+    }
+
+    /// How the topology is fetched from `topology.url`.
+    pub fn topology_fetch(&self) -> crate::topology::FetchOptions {
+        crate::topology::FetchOptions {
+            timeout: std::time::Duration::from_secs(10),
+            allow_http: self.topology.allow_http,
+            max_bytes: self.topology.max_document_bytes,
+        }
     }
 
     /// The sink named by `sink.address`, a Unix socket path resolved against `base`.
@@ -683,8 +864,46 @@ mod tests {
             ("[keys]\nvalidity_epochs = 1", "keys.validity_epochs"),
             ("[keys]\nepoch_length_secs = 0", "keys.epoch_length_secs"),
             ("[topology]\nurl = \"ftp://x\"", "topology.url"),
+            ("[topology]\nurl = \"http://x/\"", "topology.url"),
             (
-                "[topology]\nurl = \"http://x/\"\nfile = \"t.json\"",
+                "[topology]\nallow_http = true\nurl = \"ftp://x/\"",
+                "topology.url",
+            ),
+            (
+                "[topology]\nmin_node_fraction = 1.5",
+                "topology.min_node_fraction",
+            ),
+            (
+                "[topology]\nmax_document_bytes = 10",
+                "topology.max_document_bytes",
+            ),
+            ("[transport]\nudp = false\ntcp = false", "transport.tcp"),
+            (
+                "[transport]\nmax_connections = 0",
+                "transport.max_connections",
+            ),
+            (
+                "[transport]\nmax_connections = 10\nmax_connections_per_ip = 11",
+                "transport.max_connections_per_ip",
+            ),
+            (
+                "[transport]\nframe_timeout_ms = 0",
+                "transport.frame_timeout_ms",
+            ),
+            (
+                "[transport]\nreconnect_backoff_max_ms = 5",
+                "transport.reconnect_backoff_max_ms",
+            ),
+            (
+                "[transport]\ntcp_frame_version = 9",
+                "transport.tcp_frame_version",
+            ),
+            (
+                "[transport]\nunknown_peer_transport = \"quic\"",
+                "transport.unknown_peer_transport",
+            ),
+            (
+                "[topology]\nurl = \"https://x/\"\nfile = \"t.json\"",
                 "topology.url",
             ),
             ("[topology]\nrefresh_secs = 0", "topology.refresh_secs"),
@@ -806,5 +1025,62 @@ mod tests {
         );
         assert_eq!(field_at(t, 1).as_deref(), Some("node"));
         assert_eq!(field_at("a = 1", 4).as_deref(), Some("a"));
+    }
+
+    #[test]
+    fn transport_section_and_topology_fetch_options() {
+        let d = Config::default();
+        assert_eq!(d.tcp_listen(), d.node.listen);
+        assert_eq!(d.transport.tcp_frame_version, TcpFrameVersion::V7);
+        let c = parse(
+            "[node]\nlisten = \"192.0.2.1:1789\"\n[transport]\ntcp_listen = \"192.0.2.1:1790\"\n\
+             tcp_frame_version = 8\nunknown_peer_transport = \"tcp\"\nnoise = false\n\
+             [topology]\nurl = \"http://127.0.0.1/x\"\nallow_http = true\nmax_document_bytes = 4096",
+        )
+        .unwrap();
+        assert_eq!(c.tcp_listen(), "192.0.2.1:1790".parse().unwrap());
+        assert_eq!(u8::from(c.transport.tcp_frame_version), 8);
+        assert_eq!(c.transport.unknown_peer_transport, PeerTransport::Tcp);
+        assert!(!c.transport.noise);
+        let f = c.topology_fetch();
+        assert!(f.allow_http);
+        assert_eq!(f.max_bytes, 4096);
+        assert!(!d.topology_fetch().allow_http);
+    }
+
+    #[test]
+    fn example_documents_the_transport_and_topology_settings() {
+        let keys = [
+            "udp",
+            "tcp",
+            "tcp_listen",
+            "noise",
+            "max_connections",
+            "max_connections_per_ip",
+            "handshake_timeout_ms",
+            "frame_timeout_ms",
+            "egress_queue_packets",
+            "tcp_frame_version",
+            "connect_timeout_ms",
+            "reconnect_backoff_ms",
+            "reconnect_backoff_max_ms",
+            "unknown_peer_transport",
+        ];
+        let transport = EXAMPLE.split("[transport]").nth(1).unwrap();
+        let transport = transport.split("\n[").next().unwrap();
+        for k in keys {
+            let set = |l: &str| l.trim_start_matches("# ").starts_with(&format!("{k} = "));
+            assert!(
+                transport.lines().any(set),
+                "[transport] {k} is not in EXAMPLE"
+            );
+        }
+        for k in [
+            "allow_http = ",
+            "max_document_bytes = ",
+            "min_node_fraction = ",
+        ] {
+            assert!(EXAMPLE.lines().any(|l| l.starts_with(k)), "{k}");
+        }
     }
 }

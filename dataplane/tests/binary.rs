@@ -166,6 +166,8 @@ fn topology_is_fetched_from_a_url_and_refetched_on_sighup() {
             "# url = \"https://validator.nymtech.net/api/v1/unstable/nym-nodes/skimmed\"",
             &format!("url = \"{url}\""),
         )
+        // the test server is plain http
+        .replace("allow_http = false", "allow_http = true")
         .replace("refresh_secs = 300", "refresh_secs = 3600");
     std::fs::write(&cfg, text).unwrap();
     let child = Command::new(BIN)
@@ -272,6 +274,25 @@ fn init_keys_run_reload_and_stop() {
     wait_status(admin, Duration::from_secs(5), |s| {
         s.contains("\"version\":3")
     });
+
+    // a sharply shrunk file is refused, the topology kept and the alarm raised
+    std::thread::sleep(Duration::from_millis(1100));
+    write_topology(&topo, 1);
+    std::thread::sleep(Duration::from_millis(1500));
+    let s = get(admin, "/status").unwrap();
+    assert!(
+        s.contains("\"version\":3") && s.contains("\"nodes\":3"),
+        "{s}"
+    );
+    let metrics = get(admin, "/metrics").unwrap();
+    assert!(
+        metrics.contains("\nmixplane_topology_alarm 1\n"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("\nmixplane_topology_refused_total 1\n"),
+        "{metrics}"
+    );
 
     // a broken file is refused and the topology kept
     std::thread::sleep(Duration::from_millis(1100));
