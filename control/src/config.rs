@@ -356,7 +356,8 @@ impl Default for ReplaySection {
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct KeysSection {
-    /// Directory with the Sphinx key files, relative to the config file. Default "keys".
+    /// Directory with the Sphinx key files and the Noise key, relative to the config file.
+    /// Default "keys".
     pub dir: PathBuf,
     /// "schedule": rotate on Nym's epoch schedule; "manual": only through the admin API.
     /// Default "schedule".
