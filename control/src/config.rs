@@ -9,40 +9,138 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-/// The I/O backend a config names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum IoChoice {
-    /// io_uring, else recvmmsg/sendmmsg.
+use crate::topology::PeerTransport;
+
+/// Which I/O backend the workers use (`[node] io`; the dataplane re-exports this type).
+///
+/// Parsed by serde from `"auto"`, `"io_uring"` (or `"uring"`) and `"mmsg"` (or `"recvmmsg"`);
+/// [`FromStr`](std::str::FromStr) accepts the same names, for command lines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IoBackendKind {
+    /// io_uring if it can be set up, else recvmmsg/sendmmsg.
+    #[default]
     Auto,
-    /// io_uring only.
-    IoUring,
+    /// io_uring only (fail if unavailable).
+    #[serde(rename = "io_uring", alias = "uring")]
+    Uring,
     /// recvmmsg/sendmmsg.
+    #[serde(alias = "recvmmsg")]
     Mmsg,
 }
 
-/// Where final-hop messages go, as a config names it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SinkSpec {
+impl IoBackendKind {
+    /// The config name of this backend.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IoBackendKind::Auto => "auto",
+            IoBackendKind::Uring => "io_uring",
+            IoBackendKind::Mmsg => "mmsg",
+        }
+    }
+}
+
+impl std::fmt::Display for IoBackendKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for IoBackendKind {
+    type Err = ValueError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        use serde::de::IntoDeserializer;
+        let d: serde::de::value::StrDeserializer<'_, serde::de::value::Error> =
+            s.into_deserializer();
+        IoBackendKind::deserialize(d).map_err(|_| ValueError::Unknown {
+            value: s.to_string(),
+            expected: "auto, io_uring, mmsg",
+        })
+    }
+}
+
+/// How keys rotate (`[keys] rotation`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Rotation {
+    /// On Nym's epoch schedule.
+    #[default]
+    Schedule,
+    /// Only through the admin API (`POST /keys/rotate`).
+    Manual,
+}
+
+/// Where final-hop messages go (`[sink] address`; the dataplane re-exports this type).
+///
+/// Written `udp:IP:PORT` (or a bare `IP:PORT`) or `unix:/path`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub enum SinkAddr {
     /// A UDP address.
     Udp(SocketAddr),
-    /// A Unix datagram socket.
+    /// A Unix datagram socket path.
     Unix(PathBuf),
 }
 
-impl std::str::FromStr for SinkSpec {
-    type Err = String;
+impl SinkAddr {
+    /// This address with a relative Unix socket path resolved against `base`.
+    pub fn resolved(&self, base: &Path) -> SinkAddr {
+        match self {
+            SinkAddr::Unix(p) => SinkAddr::Unix(base.join(p)),
+            udp => udp.clone(),
+        }
+    }
+}
+
+impl std::str::FromStr for SinkAddr {
+    type Err = ValueError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         if let Some(p) = s.strip_prefix("unix:") {
             if p.is_empty() {
-                return Err("unix: needs a path".into());
+                return Err(ValueError::EmptyUnixPath);
             }
-            return Ok(SinkSpec::Unix(PathBuf::from(p)));
+            return Ok(SinkAddr::Unix(PathBuf::from(p)));
         }
         let a = s.strip_prefix("udp:").unwrap_or(s);
         a.parse()
-            .map(SinkSpec::Udp)
-            .map_err(|e| format!("`{s}`: {e} (expected udp:IP:PORT or unix:/path)"))
+            .map(SinkAddr::Udp)
+            .map_err(|source| ValueError::Address {
+                value: s.to_string(),
+                source,
+            })
     }
+}
+
+impl TryFrom<String> for SinkAddr {
+    type Error = ValueError;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        s.parse()
+    }
+}
+
+/// A value given as text (on a command line or in the config) that does not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ValueError {
+    /// Not one of the names the setting takes.
+    #[error("unknown value `{value}` (expected one of {expected})")]
+    Unknown {
+        /// The value given.
+        value: String,
+        /// The values accepted.
+        expected: &'static str,
+    },
+    /// `unix:` with no path.
+    #[error("`unix:` needs a path (unix:/path)")]
+    EmptyUnixPath,
+    /// Not a socket address.
+    #[error("`{value}`: {source} (expected udp:IP:PORT or unix:/path)")]
+    Address {
+        /// The value given.
+        value: String,
+        /// The parser's error.
+        source: std::net::AddrParseError,
+    },
 }
 
 /// Bits and hash count of a Bloom filter for `n` items at false-positive rate `p`
@@ -56,6 +154,7 @@ pub fn bloom_dimensions(n: u64, p: f64) -> (f64, u32) {
 
 /// Errors reading or checking a config.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ConfigError {
     /// The file could not be read.
     #[error("cannot read {path}: {source}")]
@@ -65,13 +164,16 @@ pub enum ConfigError {
         /// Why.
         source: std::io::Error,
     },
-    /// Not valid TOML, an unknown field, or a value of the wrong type.
-    #[error("{path}: {message}")]
+    /// Not valid TOML, an unknown field, or a value of the wrong type or not one of those a
+    /// setting takes.
+    #[error("{path}: {}{source}", field.as_deref().map(|f| format!("`{f}`: ")).unwrap_or_default())]
     Parse {
         /// The file.
         path: PathBuf,
-        /// The parser's message (names the field and line).
-        message: String,
+        /// The field the parser stopped at, as `section.key`, when it can be told.
+        field: Option<String>,
+        /// The parser's error (its message also shows the line).
+        source: Box<toml::de::Error>,
     },
     /// A value out of range.
     #[error("{path}: invalid value for `{field}`: {message}")]
@@ -83,6 +185,30 @@ pub enum ConfigError {
         /// Why.
         message: String,
     },
+}
+
+/// The `section.key` at byte `at` of a TOML text: the key on that line under the last
+/// `[section]` header above it.
+fn field_at(text: &str, at: usize) -> Option<String> {
+    let head = text.get(..at.min(text.len()))?;
+    let line_start = head.rfind('\n').map_or(0, |i| i + 1);
+    let line = text[line_start..].lines().next()?.trim();
+    let header = |l: &str| l.trim_matches(|c| c == '[' || c == ']').trim().to_string();
+    if line.starts_with('[') {
+        return Some(header(line));
+    }
+    let section = head[..line_start]
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| l.starts_with('['))
+        .map(header);
+    let key = line.split_once('=').map(|(k, _)| k.trim());
+    match (section, key) {
+        (Some(s), Some(k)) => Some(format!("{s}.{k}")),
+        (None, Some(k)) => Some(k.to_string()),
+        (s, None) => s,
+    }
 }
 
 /// The whole config file.
@@ -107,6 +233,8 @@ pub struct Config {
     pub admin: AdminSection,
     /// `[topology]`: the known nodes.
     pub topology: TopologySection,
+    /// `[transport]`: UDP and TCP (Nym's framing, Noise) between nodes.
+    pub transport: TransportSection,
     /// `[log]`: logging.
     pub log: LogSection,
 }
@@ -124,7 +252,7 @@ pub struct NodeSection {
     /// Cores to pin workers to, in order (empty: cores 0, 1, 2, ...). Default empty.
     pub cores: Vec<usize>,
     /// I/O backend: "auto" (io_uring, else recvmmsg), "io_uring" or "mmsg". Default "auto".
-    pub io: String,
+    pub io: IoBackendKind,
     /// Datagrams per receive batch (a receive of GRO super-packets stops at the first that
     /// reaches it). Default 64.
     pub batch: usize,
@@ -137,7 +265,7 @@ impl Default for NodeSection {
             workers: 0,
             pin: true,
             cores: Vec::new(),
-            io: "auto".into(),
+            io: IoBackendKind::Auto,
             batch: 64,
         }
     }
@@ -233,11 +361,12 @@ impl Default for ReplaySection {
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct KeysSection {
-    /// Directory with the Sphinx key files, relative to the config file. Default "keys".
+    /// Directory with the Sphinx key files and the Noise key, relative to the config file.
+    /// Default "keys".
     pub dir: PathBuf,
     /// "schedule": rotate on Nym's epoch schedule; "manual": only through the admin API.
     /// Default "schedule".
-    pub rotation: String,
+    pub rotation: Rotation,
     /// Epoch length in seconds. Default 3600 (Nym's).
     pub epoch_length_secs: u64,
     /// Epochs a key is valid for. Default 24 (Nym's).
@@ -250,7 +379,7 @@ impl Default for KeysSection {
     fn default() -> Self {
         KeysSection {
             dir: PathBuf::from("keys"),
-            rotation: "schedule".into(),
+            rotation: Rotation::Schedule,
             epoch_length_secs: 3600,
             validity_epochs: 24,
             genesis_unix: 0,
@@ -265,9 +394,17 @@ pub struct TopologySection {
     /// A topology file (nym-api skimmed-nodes JSON), relative to the config file; reloaded
     /// when it changes and on SIGHUP. Default none (POST /topology can still set one).
     pub file: Option<PathBuf>,
-    /// Or a nym-api skimmed-nodes URL (http or https), fetched at start, every
-    /// `refresh_secs` and on SIGHUP, all pages. Default none.
+    /// Or a nym-api skimmed-nodes URL (https, or http with `allow_http`), fetched at start,
+    /// every `refresh_secs` and on SIGHUP, all pages. Default none.
     pub url: Option<String>,
+    /// Allow an `http://` URL (the document decides where packets may go: https keeps others
+    /// from rewriting it on the way). Default false.
+    pub allow_http: bool,
+    /// The most bytes a fetch may read, all pages together. Default 67108864 (64 MiB).
+    pub max_document_bytes: u64,
+    /// A new document listing fewer than this fraction of the current node count (or no node
+    /// at all) is refused, the current topology kept and an alarm raised. Default 0.5.
+    pub min_node_fraction: f64,
     /// Seconds between fetches of `url`. Default 300.
     pub refresh_secs: u64,
     /// Drop packets whose next hop is not a node of the topology. Default false.
@@ -279,8 +416,103 @@ impl Default for TopologySection {
         TopologySection {
             file: None,
             url: None,
+            allow_http: false,
+            max_document_bytes: 64 << 20,
+            min_node_fraction: 0.5,
             refresh_secs: 300,
             drop_unknown_next_hop: false,
+        }
+    }
+}
+
+/// The Nym frame version sent on TCP connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(try_from = "u8")]
+pub enum TcpFrameVersion {
+    /// v7: 3-byte header without the key-rotation byte (what Nym nodes send by default).
+    #[default]
+    V7,
+    /// v8: 4-byte header with the key-rotation byte.
+    V8,
+}
+
+impl TryFrom<u8> for TcpFrameVersion {
+    type Error = ValueError;
+    fn try_from(v: u8) -> Result<Self, Self::Error> {
+        match v {
+            7 => Ok(TcpFrameVersion::V7),
+            8 => Ok(TcpFrameVersion::V8),
+            other => Err(ValueError::Unknown {
+                value: other.to_string(),
+                expected: "7, 8",
+            }),
+        }
+    }
+}
+
+impl From<TcpFrameVersion> for u8 {
+    fn from(v: TcpFrameVersion) -> u8 {
+        match v {
+            TcpFrameVersion::V7 => 7,
+            TcpFrameVersion::V8 => 8,
+        }
+    }
+}
+
+/// `[transport]`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct TransportSection {
+    /// Receive and send UDP (mixplane peers). Default true.
+    pub udp: bool,
+    /// Accept and open TCP connections with Nym's framing (Nym peers). Default true.
+    pub tcp: bool,
+    /// Address of the TCP listener. Default none: the same as `[node] listen`.
+    pub tcp_listen: Option<SocketAddr>,
+    /// Noise: answer a Noise handshake when the node has a noise key, and start one to peers
+    /// whose noise key the topology lists. Default true.
+    pub noise: bool,
+    /// TCP connections accepted at once; more are refused and counted. Default 4096.
+    pub max_connections: usize,
+    /// TCP connections accepted at once from one IP address. Default 64.
+    pub max_connections_per_ip: usize,
+    /// A Noise handshake must finish within this. Default 5000.
+    pub handshake_timeout_ms: u64,
+    /// A partial frame or handshake message older than this closes the connection. Default
+    /// 10000.
+    pub frame_timeout_ms: u64,
+    /// Packets queued per outgoing connection; more are dropped and counted. Default 2000
+    /// (Nym's).
+    pub egress_queue_packets: usize,
+    /// Frame version sent on TCP: 7 (Nym's default) or 8. Default 7.
+    pub tcp_frame_version: TcpFrameVersion,
+    /// Timeout of an outgoing TCP connect. Default 1500 (Nym's).
+    pub connect_timeout_ms: u64,
+    /// First wait before reconnecting to a peer, doubled after each failure. Default 10000.
+    pub reconnect_backoff_ms: u64,
+    /// The longest wait before reconnecting. Default 300000.
+    pub reconnect_backoff_max_ms: u64,
+    /// Transport for a next hop the topology does not list: "udp" or "tcp". Default "udp".
+    pub unknown_peer_transport: PeerTransport,
+}
+
+impl Default for TransportSection {
+    fn default() -> Self {
+        TransportSection {
+            udp: true,
+            tcp: true,
+            tcp_listen: None,
+            noise: true,
+            max_connections: 4096,
+            max_connections_per_ip: 64,
+            handshake_timeout_ms: 5000,
+            frame_timeout_ms: 10_000,
+            egress_queue_packets: 2000,
+            tcp_frame_version: TcpFrameVersion::V7,
+            connect_timeout_ms: 1500,
+            reconnect_backoff_ms: 10_000,
+            reconnect_backoff_max_ms: 300_000,
+            unknown_peer_transport: PeerTransport::Udp,
         }
     }
 }
@@ -312,9 +544,9 @@ impl Default for AdminSection {
 #[derive(Debug, Clone, Deserialize, PartialEq, Default)]
 #[serde(default, deny_unknown_fields)]
 pub struct SinkSection {
-    /// Where final-hop messages go: "udp:IP:PORT" or "unix:/path". Default none (final-hop
-    /// messages are counted as dropped with reason no_sink).
-    pub address: Option<String>,
+    /// Where final-hop messages go: "udp:IP:PORT" or "unix:/path" (relative to the config
+    /// file). Default none (final-hop messages are counted as dropped with reason no_sink).
+    pub address: Option<SinkAddr>,
 }
 
 /// `[log]`.
@@ -344,7 +576,8 @@ impl Config {
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         let cfg: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: path.to_path_buf(),
-            message: e.to_string().trim_end().to_string(),
+            field: e.span().and_then(|r| field_at(text, r.start)),
+            source: Box::new(e),
         })?;
         cfg.validate(path)?;
         Ok(cfg)
@@ -365,7 +598,6 @@ impl Config {
             field,
             message,
         };
-        self.io_backend().map_err(|m| bad("node.io", m))?;
         if let Some(u) = &self.topology.url {
             if self.topology.file.is_some() {
                 return Err(bad(
@@ -373,13 +605,30 @@ impl Config {
                     "set either topology.file or topology.url, not both".into(),
                 ));
             }
-            if !(u.starts_with("http://") || u.starts_with("https://")) {
+            let http_ok = self.topology.allow_http && u.starts_with("http://");
+            if !(u.starts_with("https://") || http_ok) {
                 return Err(bad(
                     "topology.url",
-                    format!("`{u}` is not an http:// or https:// URL"),
+                    format!(
+                        "`{u}` is not an https:// URL (http:// needs topology.allow_http = true)"
+                    ),
                 ));
             }
         }
+        if self.topology.max_document_bytes < 1024 {
+            return Err(bad(
+                "topology.max_document_bytes",
+                "must be at least 1024".into(),
+            ));
+        }
+        let f = self.topology.min_node_fraction;
+        if !(0.0..=1.0).contains(&f) {
+            return Err(bad(
+                "topology.min_node_fraction",
+                format!("{f} is not in 0..=1"),
+            ));
+        }
+        self.validate_transport(path)?;
         if self.topology.refresh_secs == 0 {
             return Err(bad("topology.refresh_secs", "must be at least 1".into()));
         }
@@ -445,13 +694,6 @@ impl Config {
                 ),
             ));
         }
-        self.sink_spec().map_err(|m| bad("sink.address", m))?;
-        if !matches!(self.keys.rotation.as_str(), "schedule" | "manual") {
-            return Err(bad(
-                "keys.rotation",
-                format!("`{}` is not schedule or manual", self.keys.rotation),
-            ));
-        }
         if self.keys.epoch_length_secs == 0 {
             return Err(bad("keys.epoch_length_secs", "must be at least 1".into()));
         }
@@ -467,19 +709,66 @@ impl Config {
         Ok(())
     }
 
-    /// The I/O backend named by `node.io`.
-    pub fn io_backend(&self) -> Result<IoChoice, String> {
-        match self.node.io.as_str() {
-            "auto" => Ok(IoChoice::Auto),
-            "io_uring" => Ok(IoChoice::IoUring),
-            "mmsg" => Ok(IoChoice::Mmsg),
-            other => Err(format!("unknown backend `{other}` (auto, io_uring, mmsg)")),
+    fn validate_transport(&self, path: &Path) -> Result<(), ConfigError> {
+        let t = &self.transport;
+        let bad = |field: &'static str, message: &str| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            field,
+            message: message.to_string(),
+        };
+        if !t.udp && !t.tcp {
+            return Err(bad("transport.tcp", "udp and tcp cannot both be off"));
+        }
+        let at_least_one = [
+            ("transport.max_connections", t.max_connections as u64),
+            (
+                "transport.max_connections_per_ip",
+                t.max_connections_per_ip as u64,
+            ),
+            ("transport.handshake_timeout_ms", t.handshake_timeout_ms),
+            ("transport.frame_timeout_ms", t.frame_timeout_ms),
+            (
+                "transport.egress_queue_packets",
+                t.egress_queue_packets as u64,
+            ),
+            ("transport.connect_timeout_ms", t.connect_timeout_ms),
+            ("transport.reconnect_backoff_ms", t.reconnect_backoff_ms),
+        ];
+        if let Some((field, _)) = at_least_one.iter().find(|(_, v)| *v == 0) {
+            return Err(bad(field, "must be at least 1"));
+        }
+        if t.max_connections_per_ip > t.max_connections {
+            return Err(bad(
+                "transport.max_connections_per_ip",
+                "is above transport.max_connections",
+            ));
+        }
+        if t.reconnect_backoff_max_ms < t.reconnect_backoff_ms {
+            return Err(bad(
+                "transport.reconnect_backoff_max_ms",
+                "is below transport.reconnect_backoff_ms",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The address of the TCP listener: `transport.tcp_listen`, else `node.listen`.
+    pub fn tcp_listen(&self) -> SocketAddr {
+        self.transport.tcp_listen.unwrap_or(self.node.listen)
+    }
+
+    /// How the topology is fetched from `topology.url`.
+    pub fn topology_fetch(&self) -> crate::topology::FetchOptions {
+        crate::topology::FetchOptions {
+            timeout: std::time::Duration::from_secs(10),
+            allow_http: self.topology.allow_http,
+            max_bytes: self.topology.max_document_bytes,
         }
     }
 
-    /// The sink named by `sink.address`.
-    pub fn sink_spec(&self) -> Result<Option<SinkSpec>, String> {
-        self.sink.address.as_deref().map(str::parse).transpose()
+    /// The sink named by `sink.address`, a Unix socket path resolved against `base`.
+    pub fn sink(&self, base: &Path) -> Option<SinkAddr> {
+        self.sink.address.as_ref().map(|a| a.resolved(base))
     }
 
     /// Worker threads: `node.workers`, or one per core when 0.
@@ -514,7 +803,7 @@ impl Config {
 
     /// Whether keys rotate on the schedule (else only through the admin API).
     pub fn scheduled_rotation(&self) -> bool {
-        self.keys.rotation == "schedule"
+        self.keys.rotation == Rotation::Schedule
     }
 
     /// The topology file, resolved against `base`.
@@ -581,8 +870,46 @@ mod tests {
             ("[keys]\nvalidity_epochs = 1", "keys.validity_epochs"),
             ("[keys]\nepoch_length_secs = 0", "keys.epoch_length_secs"),
             ("[topology]\nurl = \"ftp://x\"", "topology.url"),
+            ("[topology]\nurl = \"http://x/\"", "topology.url"),
             (
-                "[topology]\nurl = \"http://x/\"\nfile = \"t.json\"",
+                "[topology]\nallow_http = true\nurl = \"ftp://x/\"",
+                "topology.url",
+            ),
+            (
+                "[topology]\nmin_node_fraction = 1.5",
+                "topology.min_node_fraction",
+            ),
+            (
+                "[topology]\nmax_document_bytes = 10",
+                "topology.max_document_bytes",
+            ),
+            ("[transport]\nudp = false\ntcp = false", "transport.tcp"),
+            (
+                "[transport]\nmax_connections = 0",
+                "transport.max_connections",
+            ),
+            (
+                "[transport]\nmax_connections = 10\nmax_connections_per_ip = 11",
+                "transport.max_connections_per_ip",
+            ),
+            (
+                "[transport]\nframe_timeout_ms = 0",
+                "transport.frame_timeout_ms",
+            ),
+            (
+                "[transport]\nreconnect_backoff_max_ms = 5",
+                "transport.reconnect_backoff_max_ms",
+            ),
+            (
+                "[transport]\ntcp_frame_version = 9",
+                "transport.tcp_frame_version",
+            ),
+            (
+                "[transport]\nunknown_peer_transport = \"quic\"",
+                "transport.unknown_peer_transport",
+            ),
+            (
+                "[topology]\nurl = \"https://x/\"\nfile = \"t.json\"",
                 "topology.url",
             ),
             ("[topology]\nrefresh_secs = 0", "topology.refresh_secs"),
@@ -605,7 +932,7 @@ mod tests {
         let c = parse("[node]\nworkers = 3\nio = \"mmsg\"\n[sink]\naddress = \"udp:127.0.0.1:9\"")
             .unwrap();
         assert_eq!(c.workers(), 3);
-        assert_eq!(c.io_backend(), Ok(IoChoice::Mmsg));
+        assert_eq!(c.node.io, IoBackendKind::Mmsg);
         assert_eq!(
             c.replay_dir(Path::new("/etc/mixplane")),
             Path::new("/etc/mixplane/replay")
@@ -616,17 +943,150 @@ mod tests {
         );
         assert_eq!(c.replay_expected(), 1_000 * 25 * 3600);
         assert_eq!(
-            c.sink_spec(),
-            Ok(Some(SinkSpec::Udp("127.0.0.1:9".parse().unwrap())))
+            c.sink(Path::new("/etc/mixplane")),
+            Some(SinkAddr::Udp("127.0.0.1:9".parse().unwrap()))
         );
         let u = parse("[sink]\naddress = \"unix:/run/mix.sock\"").unwrap();
         assert_eq!(
-            u.sink_spec(),
-            Ok(Some(SinkSpec::Unix("/run/mix.sock".into())))
+            u.sink(Path::new("/etc")),
+            Some(SinkAddr::Unix("/run/mix.sock".into()))
+        );
+        let rel = parse("[sink]\naddress = \"unix:mix.sock\"").unwrap();
+        assert_eq!(
+            rel.sink(Path::new("/etc/mixplane")),
+            Some(SinkAddr::Unix("/etc/mixplane/mix.sock".into()))
         );
         // Nym's figures: 1e-5 needs ~24 bits and 17 hashes per item
         let (m, k) = bloom_dimensions(1_000_000, 1e-5);
         assert!((m / 1e6 - 23.96).abs() < 0.05, "{m}");
         assert_eq!(k, 17);
+    }
+
+    #[test]
+    fn closed_sets_are_serde_enums_with_field_named_errors() {
+        let c = parse("[node]\nio = \"io_uring\"\n[keys]\nrotation = \"manual\"").unwrap();
+        assert_eq!(c.node.io, IoBackendKind::Uring);
+        assert_eq!(c.keys.rotation, Rotation::Manual);
+        assert!(!c.scheduled_rotation());
+        for (text, field, value) in [
+            ("[node]\nio = \"dpdk\"", "node.io", "dpdk"),
+            ("[keys]\nrotation = \"daily\"", "keys.rotation", "daily"),
+            ("[sink]\naddress = \"unix:\"", "sink.address", "unix:"),
+        ] {
+            match parse(text) {
+                Err(e @ ConfigError::Parse { .. }) => {
+                    let ConfigError::Parse { field: f, .. } = &e else {
+                        unreachable!()
+                    };
+                    assert_eq!(f.as_deref(), Some(field), "{text}");
+                    let m = e.to_string();
+                    assert!(m.contains(field) && m.contains(value), "{m}");
+                }
+                other => panic!("{text}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn command_line_names_parse_to_the_same_values() {
+        for (s, k) in [
+            ("auto", IoBackendKind::Auto),
+            ("io_uring", IoBackendKind::Uring),
+            ("uring", IoBackendKind::Uring),
+            ("mmsg", IoBackendKind::Mmsg),
+            ("recvmmsg", IoBackendKind::Mmsg),
+        ] {
+            assert_eq!(s.parse::<IoBackendKind>(), Ok(k));
+            assert_eq!(k.as_str().parse::<IoBackendKind>(), Ok(k));
+        }
+        assert!(matches!(
+            "dpdk".parse::<IoBackendKind>(),
+            Err(ValueError::Unknown { .. })
+        ));
+        assert_eq!(
+            "udp:192.0.2.1:9".parse::<SinkAddr>(),
+            Ok(SinkAddr::Udp("192.0.2.1:9".parse().unwrap()))
+        );
+        assert_eq!(
+            "192.0.2.1:9".parse::<SinkAddr>(),
+            Ok(SinkAddr::Udp("192.0.2.1:9".parse().unwrap()))
+        );
+        assert_eq!("unix:".parse::<SinkAddr>(), Err(ValueError::EmptyUnixPath));
+        assert!(matches!(
+            "tcp:1.2.3.4".parse::<SinkAddr>(),
+            Err(ValueError::Address { .. })
+        ));
+    }
+
+    #[test]
+    fn field_at_finds_section_and_key() {
+        let t = "[node]\nworkers = 3\n\n[keys]\nrotation = \"x\"\n";
+        assert_eq!(
+            field_at(t, t.find("\"x").unwrap()).as_deref(),
+            Some("keys.rotation")
+        );
+        assert_eq!(
+            field_at(t, t.find('3').unwrap()).as_deref(),
+            Some("node.workers")
+        );
+        assert_eq!(field_at(t, 1).as_deref(), Some("node"));
+        assert_eq!(field_at("a = 1", 4).as_deref(), Some("a"));
+    }
+
+    #[test]
+    fn transport_section_and_topology_fetch_options() {
+        let d = Config::default();
+        assert_eq!(d.tcp_listen(), d.node.listen);
+        assert_eq!(d.transport.tcp_frame_version, TcpFrameVersion::V7);
+        let c = parse(
+            "[node]\nlisten = \"192.0.2.1:1789\"\n[transport]\ntcp_listen = \"192.0.2.1:1790\"\n\
+             tcp_frame_version = 8\nunknown_peer_transport = \"tcp\"\nnoise = false\n\
+             [topology]\nurl = \"http://127.0.0.1/x\"\nallow_http = true\nmax_document_bytes = 4096",
+        )
+        .unwrap();
+        assert_eq!(c.tcp_listen(), "192.0.2.1:1790".parse().unwrap());
+        assert_eq!(u8::from(c.transport.tcp_frame_version), 8);
+        assert_eq!(c.transport.unknown_peer_transport, PeerTransport::Tcp);
+        assert!(!c.transport.noise);
+        let f = c.topology_fetch();
+        assert!(f.allow_http);
+        assert_eq!(f.max_bytes, 4096);
+        assert!(!d.topology_fetch().allow_http);
+    }
+
+    #[test]
+    fn example_documents_the_transport_and_topology_settings() {
+        let keys = [
+            "udp",
+            "tcp",
+            "tcp_listen",
+            "noise",
+            "max_connections",
+            "max_connections_per_ip",
+            "handshake_timeout_ms",
+            "frame_timeout_ms",
+            "egress_queue_packets",
+            "tcp_frame_version",
+            "connect_timeout_ms",
+            "reconnect_backoff_ms",
+            "reconnect_backoff_max_ms",
+            "unknown_peer_transport",
+        ];
+        let transport = EXAMPLE.split("[transport]").nth(1).unwrap();
+        let transport = transport.split("\n[").next().unwrap();
+        for k in keys {
+            let set = |l: &str| l.trim_start_matches("# ").starts_with(&format!("{k} = "));
+            assert!(
+                transport.lines().any(set),
+                "[transport] {k} is not in EXAMPLE"
+            );
+        }
+        for k in [
+            "allow_http = ",
+            "max_document_bytes = ",
+            "min_node_fraction = ",
+        ] {
+            assert!(EXAMPLE.lines().any(|l| l.starts_with(k)), "{k}");
+        }
     }
 }

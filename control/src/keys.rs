@@ -1,9 +1,16 @@
-//! Sphinx key files, in Nym's PEM format.
+//! Key files, in Nym's PEM format.
 //!
-//! A private key file holds one PEM block tagged `X25519 SPHINX PRIVATE KEY` whose contents are
-//! the key's rotation id (u32 big-endian) followed by the 32-byte X25519 secret. Public keys are
-//! shown in base58, as Nym's directory publishes them. Files are created 0600 and a key file
-//! readable by group or others is refused. Secrets are zeroized when dropped.
+//! * Sphinx keys: a private key file holds one PEM block tagged `X25519 SPHINX PRIVATE KEY`
+//!   whose contents are the key's rotation id (u32 big-endian) followed by the 32-byte X25519
+//!   secret ([`PRIMARY_FILE`], [`SECONDARY_FILE`]).
+//! * The Noise key (the x25519 key of Nym's Noise transport, one per node, not rotated):
+//!   [`NOISE_FILE`] holds a PEM block tagged `X25519 PRIVATE KEY` with the 32-byte secret, and
+//!   [`NOISE_PUBLIC_FILE`] one tagged `X25519 PUBLIC KEY` with the public key, as nym-crypto's
+//!   `PemStorableKey` writes them.
+//!
+//! Public keys are shown in base58, as Nym's directory publishes them. Private key files are
+//! created 0600 and one readable by group or others is refused. Secrets are zeroized when
+//! dropped.
 
 use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
@@ -80,8 +87,68 @@ pub const PRIMARY_FILE: &str = "primary_x25519_sphinx.pem";
 /// File name of the secondary key (present during a rotation overlap).
 pub const SECONDARY_FILE: &str = "secondary_x25519_sphinx.pem";
 
+/// The PEM tag of the Noise private key (nym-crypto's x25519 `PrivateKey`).
+pub const NOISE_PEM_TAG: &str = "X25519 PRIVATE KEY";
+/// The PEM tag of the Noise public key (nym-crypto's x25519 `PublicKey`).
+pub const NOISE_PUBLIC_PEM_TAG: &str = "X25519 PUBLIC KEY";
+/// File name of the Noise private key in the key directory (nym-node's name).
+pub const NOISE_FILE: &str = "x25519_noise";
+/// File name of the Noise public key in the key directory.
+pub const NOISE_PUBLIC_FILE: &str = "x25519_noise.pub";
+
+/// The node's x25519 Noise key (Nym's transport between nodes). Zeroized on drop.
+#[derive(Clone, Zeroize, ZeroizeOnDrop)]
+pub struct NoiseKey {
+    secret: [u8; 32],
+}
+
+impl std::fmt::Debug for NoiseKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NoiseKey")
+            .field("public", &self.public_base58())
+            .finish_non_exhaustive()
+    }
+}
+
+impl NoiseKey {
+    /// Wraps a secret.
+    pub fn new(secret: [u8; 32]) -> NoiseKey {
+        NoiseKey { secret }
+    }
+
+    /// A fresh random key.
+    pub fn generate() -> NoiseKey {
+        NoiseKey::new(*generate_secret())
+    }
+
+    /// The 32-byte secret.
+    pub fn secret_bytes(&self) -> &[u8; 32] {
+        &self.secret
+    }
+
+    /// The X25519 public key.
+    pub fn public_bytes(&self) -> [u8; 32] {
+        x25519::x25519(&self.secret, &x25519::BASEPOINT)
+    }
+
+    /// The public key in Nym's base58 form (as the topology publishes it).
+    pub fn public_base58(&self) -> String {
+        bs58::encode(self.public_bytes()).into_string()
+    }
+}
+
+/// Everything in a key directory: the Sphinx keys and, if present, the Noise key.
+#[derive(Debug, Clone)]
+pub struct KeyDir {
+    /// The Sphinx keys.
+    pub sphinx: StoredKeys,
+    /// The Noise key ([`NOISE_FILE`]), if the directory has one.
+    pub noise: Option<NoiseKey>,
+}
+
 /// Key file errors.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum KeyError {
     /// I/O on the file.
     #[error("{path}: {source}")]
@@ -151,30 +218,112 @@ pub fn decode_pem(text: &str, path: &Path) -> Result<(Zeroizing<[u8; 32]>, u32),
 
 /// Writes a key file with mode 0600 (replacing an existing one atomically).
 pub fn write_key(path: &Path, secret: &[u8; 32], rotation_id: u32) -> Result<(), KeyError> {
+    let text = Zeroizing::new(encode_pem(secret, rotation_id));
+    write_file(path, text.as_bytes(), 0o600)
+}
+
+/// Writes `contents` to `path` with `mode` through a synced temporary file renamed into place.
+fn write_file(path: &Path, contents: &[u8], mode: u32) -> Result<(), KeyError> {
     let io = |source| KeyError::Io {
         path: path.to_path_buf(),
         source,
     };
-    let tmp = path.with_extension("pem.tmp");
+    let mut tmp_name = path.as_os_str().to_owned();
+    tmp_name.push(".tmp");
+    let tmp = PathBuf::from(tmp_name);
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(true)
-        .mode(0o600)
+        .mode(mode)
         .open(&tmp)
         .map_err(io)?;
     // an existing temp file keeps its old mode: force it
-    f.set_permissions(std::fs::Permissions::from_mode(0o600))
+    f.set_permissions(std::fs::Permissions::from_mode(mode))
         .map_err(io)?;
-    let text = Zeroizing::new(encode_pem(secret, rotation_id));
-    f.write_all(text.as_bytes()).map_err(io)?;
+    f.write_all(contents).map_err(io)?;
     f.sync_all().map_err(io)?;
     std::fs::rename(&tmp, path).map_err(io)?;
     Ok(())
 }
 
-/// Reads a key file, refusing one that other users can read.
-pub fn read_key(path: &Path) -> Result<KeyMaterial, KeyError> {
+/// Encodes 32 bytes as a PEM block with `tag` (LF line endings).
+fn pem_of(tag: &str, bytes: &[u8; 32]) -> Zeroizing<String> {
+    let p = pem::Pem::new(tag, bytes.to_vec());
+    let out = pem::encode_config(
+        &p,
+        pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF),
+    );
+    // the Pem's own copy of the bytes
+    let mut c = p.into_contents();
+    c.zeroize();
+    Zeroizing::new(out)
+}
+
+/// Decodes a PEM block of exactly 32 bytes tagged `tag`.
+fn decode_32(text: &str, tag: &str, path: &Path) -> Result<Zeroizing<[u8; 32]>, KeyError> {
+    let bad = |what: String| KeyError::Malformed {
+        path: path.to_path_buf(),
+        what,
+    };
+    let p = pem::parse(text).map_err(|e| bad(format!("not a PEM file: {e}")))?;
+    if p.tag() != tag {
+        return Err(bad(format!("PEM block is `{}`, expected `{tag}`", p.tag())));
+    }
+    let c = Zeroizing::new(p.into_contents());
+    let mut out = Zeroizing::new([0u8; 32]);
+    if c.len() != 32 {
+        return Err(bad(format!("key block has {} bytes, expected 32", c.len())));
+    }
+    out.copy_from_slice(&c);
+    Ok(out)
+}
+
+/// Writes the Noise key pair into `dir`: [`NOISE_FILE`] (0600) and [`NOISE_PUBLIC_FILE`] (0644).
+pub fn write_noise_key(dir: &Path, key: &NoiseKey) -> Result<(), KeyError> {
+    let secret = pem_of(NOISE_PEM_TAG, key.secret_bytes());
+    write_file(&dir.join(NOISE_FILE), secret.as_bytes(), 0o600)?;
+    let public = pem_of(NOISE_PUBLIC_PEM_TAG, &key.public_bytes());
+    write_file(&dir.join(NOISE_PUBLIC_FILE), public.as_bytes(), 0o644)
+}
+
+/// Reads the Noise key from `dir`: `None` if [`NOISE_FILE`] does not exist. A file other users
+/// can read is refused, and so is a [`NOISE_PUBLIC_FILE`] that is not the key's public key.
+pub fn load_noise_key(dir: &Path) -> Result<Option<NoiseKey>, KeyError> {
+    let path = dir.join(NOISE_FILE);
+    if !path.exists() {
+        return Ok(None);
+    }
+    let text = read_private(&path)?;
+    let key = NoiseKey::new(*decode_32(&text, NOISE_PEM_TAG, &path)?);
+    let pub_path = dir.join(NOISE_PUBLIC_FILE);
+    if pub_path.exists() {
+        let io = |source| KeyError::Io {
+            path: pub_path.clone(),
+            source,
+        };
+        let text = std::fs::read_to_string(&pub_path).map_err(io)?;
+        if *decode_32(&text, NOISE_PUBLIC_PEM_TAG, &pub_path)? != key.public_bytes() {
+            return Err(KeyError::Malformed {
+                path: pub_path,
+                what: format!("not the public key of {NOISE_FILE}"),
+            });
+        }
+    }
+    Ok(Some(key))
+}
+
+/// Loads everything in a key directory: the Sphinx keys ([`load_keys`]) and the Noise key
+/// ([`load_noise_key`]).
+pub fn load_key_dir(dir: &Path) -> Result<KeyDir, KeyError> {
+    Ok(KeyDir {
+        sphinx: load_keys(dir)?,
+        noise: load_noise_key(dir)?,
+    })
+}
+
+/// Reads a private key file's text, refusing one that other users can read.
+fn read_private(path: &Path) -> Result<Zeroizing<String>, KeyError> {
     let io = |source| KeyError::Io {
         path: path.to_path_buf(),
         source,
@@ -187,7 +336,12 @@ pub fn read_key(path: &Path) -> Result<KeyMaterial, KeyError> {
             mode,
         });
     }
-    let text = Zeroizing::new(std::fs::read_to_string(path).map_err(io)?);
+    Ok(Zeroizing::new(std::fs::read_to_string(path).map_err(io)?))
+}
+
+/// Reads a key file, refusing one that other users can read.
+pub fn read_key(path: &Path) -> Result<KeyMaterial, KeyError> {
+    let text = read_private(path)?;
     let (secret, rotation) = decode_pem(&text, path)?;
     Ok(KeyMaterial::new(*secret, rotation))
 }
@@ -303,5 +457,64 @@ mod tests {
     #[test]
     fn generated_secrets_differ() {
         assert_ne!(*generate_secret(), *generate_secret());
+    }
+
+    #[test]
+    fn noise_key_files_are_nyms_format_private_and_checked() {
+        let d = tmpdir("noise");
+        assert!(load_noise_key(&d).unwrap().is_none());
+        let k = NoiseKey::generate();
+        write_noise_key(&d, &k).unwrap();
+        let text = std::fs::read_to_string(d.join(NOISE_FILE)).unwrap();
+        assert!(
+            text.starts_with("-----BEGIN X25519 PRIVATE KEY-----\n"),
+            "{text}"
+        );
+        let p = pem::parse(&text).unwrap();
+        assert_eq!(p.contents(), k.secret_bytes());
+        let pubtext = std::fs::read_to_string(d.join(NOISE_PUBLIC_FILE)).unwrap();
+        let pp = pem::parse(&pubtext).unwrap();
+        assert_eq!(pp.tag(), "X25519 PUBLIC KEY");
+        assert_eq!(pp.contents(), k.public_bytes());
+        let mode = |f: &str| std::fs::metadata(d.join(f)).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(NOISE_FILE), 0o600);
+        let back = load_noise_key(&d).unwrap().unwrap();
+        assert_eq!(back.secret_bytes(), k.secret_bytes());
+        assert_eq!(
+            bs58::decode(back.public_base58()).into_vec().unwrap(),
+            x25519::x25519(k.secret_bytes(), &x25519::BASEPOINT)
+        );
+        // a public file that does not match is refused
+        let other = NoiseKey::generate();
+        let wrong = pem_of(NOISE_PUBLIC_PEM_TAG, &other.public_bytes());
+        std::fs::write(d.join(NOISE_PUBLIC_FILE), wrong.as_bytes()).unwrap();
+        assert!(matches!(
+            load_noise_key(&d),
+            Err(KeyError::Malformed { .. })
+        ));
+        // group-readable is refused
+        write_noise_key(&d, &k).unwrap();
+        let np = d.join(NOISE_FILE);
+        std::fs::set_permissions(&np, std::fs::Permissions::from_mode(0o640)).unwrap();
+        assert!(matches!(load_noise_key(&d), Err(KeyError::Insecure { .. })));
+        // a Sphinx key where the noise key belongs is refused
+        write_key(&np, &[3; 32], 1).unwrap();
+        assert!(matches!(
+            load_noise_key(&d),
+            Err(KeyError::Malformed { .. })
+        ));
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn a_key_dir_loads_sphinx_and_noise_keys() {
+        let d = tmpdir("dir");
+        write_key(&d.join(PRIMARY_FILE), &[1; 32], 10).unwrap();
+        assert!(load_key_dir(&d).unwrap().noise.is_none());
+        write_noise_key(&d, &NoiseKey::new([5; 32])).unwrap();
+        let k = load_key_dir(&d).unwrap();
+        assert_eq!(k.sphinx.primary.rotation_id(), 10);
+        assert_eq!(k.noise.unwrap().secret_bytes(), &[5; 32]);
+        let _ = std::fs::remove_dir_all(&d);
     }
 }

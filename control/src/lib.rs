@@ -6,8 +6,17 @@
 //!   validation that names the offending field.
 //! * [`keys`]: Sphinx private keys in Nym's PEM format, public keys in base58, file permission
 //!   checks, zeroization.
+//! * [`rotation`]: Nym's key-rotation schedule and the steps from the keys on disk to it.
+//! * [`topology`]: nym-api's skimmed-nodes document, from a file or a URL.
+//! * [`admin`]: the admin HTTP API; [`metrics`]: Prometheus text.
+//!
+//! Types that name one concept for both planes live here and the dataplane re-exports them:
+//! [`config::IoBackendKind`] and [`config::SinkAddr`].
 //!
 //! Boundaries: nothing here runs per packet; the dataplane never waits on this crate.
+#![forbid(unsafe_code)]
+#![warn(unreachable_pub)]
+#![warn(missing_docs)]
 
 pub mod admin;
 pub mod config;

@@ -120,9 +120,36 @@ impl PromText {
     }
 }
 
+/// Why a Prometheus text page does not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ParseError {
+    /// A sample line without a value.
+    #[error("line {line}: no value")]
+    NoValue {
+        /// The line number (from 1).
+        line: usize,
+    },
+    /// A value that is not a number.
+    #[error("line {line}: {source}")]
+    BadValue {
+        /// The line number (from 1).
+        line: usize,
+        /// The number parser's error.
+        source: std::num::ParseFloatError,
+    },
+}
+
+/// For callers that report errors as text.
+impl From<ParseError> for String {
+    fn from(e: ParseError) -> String {
+        e.to_string()
+    }
+}
+
 /// Parses a Prometheus text page into (name with labels, value) pairs, skipping comments: for
 /// tests and tools that scrape the admin API.
-pub fn parse(text: &str) -> Result<Vec<(String, f64)>, String> {
+pub fn parse(text: &str) -> Result<Vec<(String, f64)>, ParseError> {
     let mut out = Vec::new();
     for (n, line) in text.lines().enumerate() {
         let line = line.trim();
@@ -131,11 +158,14 @@ pub fn parse(text: &str) -> Result<Vec<(String, f64)>, String> {
         }
         let (k, v) = line
             .rsplit_once(' ')
-            .ok_or_else(|| format!("line {}: no value", n + 1))?;
+            .ok_or(ParseError::NoValue { line: n + 1 })?;
         let v = match v {
             "+Inf" => f64::INFINITY,
             "-Inf" => f64::NEG_INFINITY,
-            v => v.parse().map_err(|e| format!("line {}: {e}", n + 1))?,
+            v => v.parse().map_err(|source| ParseError::BadValue {
+                line: n + 1,
+                source,
+            })?,
         };
         out.push((k.to_string(), v));
     }
@@ -170,7 +200,11 @@ mod tests {
         let parsed = parse(&text).unwrap();
         assert_eq!(parsed.len(), 1 + 1 + 3 + 2);
         assert!(parsed.contains(&("mixplane_wheel_packets".to_string(), 12.0)));
-        assert!(parse("x{a=\"b\"} nope").is_err());
+        assert!(matches!(
+            parse("x{a=\"b\"} nope"),
+            Err(ParseError::BadValue { line: 1, .. })
+        ));
+        assert_eq!(parse("\nnovalue"), Err(ParseError::NoValue { line: 2 }));
     }
 
     #[test]

@@ -4,34 +4,14 @@
 //! flags (1 byte: bit 0 = sealed v260 SURB reply) | message`. A UDP sink receives them through
 //! the worker's batched send path; a Unix datagram sink gets one `send` per message.
 
-use std::net::SocketAddr;
 use std::os::unix::net::UnixDatagram;
-use std::path::PathBuf;
 
 /// Bytes in front of the message in a sink datagram.
 pub(crate) const SINK_HEADER_LEN: usize = 32 + 16 + 1;
 
-/// Where to deliver final-hop messages.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SinkAddr {
-    /// A UDP address.
-    Udp(SocketAddr),
-    /// A Unix datagram socket path.
-    Unix(PathBuf),
-}
-
-impl std::str::FromStr for SinkAddr {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        if let Some(p) = s.strip_prefix("unix:") {
-            return Ok(SinkAddr::Unix(PathBuf::from(p)));
-        }
-        let s = s.strip_prefix("udp:").unwrap_or(s);
-        s.parse()
-            .map(SinkAddr::Udp)
-            .map_err(|e| format!("sink `{s}`: {e} (expected udp:IP:PORT or unix:/path)"))
-    }
-}
+/// Where to deliver final-hop messages: defined once in the control crate (the config names
+/// it) and re-exported here.
+pub use mixplane_control::config::SinkAddr;
 
 /// Writes the sink datagram header.
 pub(crate) fn write_header(

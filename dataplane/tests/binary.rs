@@ -166,6 +166,8 @@ fn topology_is_fetched_from_a_url_and_refetched_on_sighup() {
             "# url = \"https://validator.nymtech.net/api/v1/unstable/nym-nodes/skimmed\"",
             &format!("url = \"{url}\""),
         )
+        // the test server is plain http
+        .replace("allow_http = false", "allow_http = true")
         .replace("refresh_secs = 300", "refresh_secs = 3600");
     std::fs::write(&cfg, text).unwrap();
     let child = Command::new(BIN)
@@ -218,7 +220,27 @@ fn init_keys_run_reload_and_stop() {
         .output()
         .unwrap();
     assert!(keys.status.success());
-    assert!(String::from_utf8_lossy(&keys.stdout).contains("primary"));
+    let shown = String::from_utf8_lossy(&keys.stdout).to_string();
+    assert!(shown.contains("primary"), "{shown}");
+    // init wrote a Noise key (0600), and `keys` shows its public key in base58
+    let noise = dir.join("keys").join("x25519_noise");
+    let mode = {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::metadata(&noise).unwrap().permissions().mode() & 0o777
+    };
+    assert_eq!(mode, 0o600);
+    let line = shown
+        .lines()
+        .find(|l| l.starts_with("noise"))
+        .expect(&shown);
+    let b58 = line.split_whitespace().last().unwrap();
+    // 32 bytes in base58 (Bitcoin alphabet: no 0, O, I, l) are 43 or 44 characters
+    assert!((43..=44).contains(&b58.len()), "{line}");
+    assert!(
+        b58.chars()
+            .all(|c| c.is_ascii_alphanumeric() && !"0OIl".contains(c)),
+        "{line}"
+    );
 
     let (listen, admin) = (free_udp(), free_tcp());
     let text = small_node_config(&cfg, listen, admin)
@@ -252,6 +274,25 @@ fn init_keys_run_reload_and_stop() {
     wait_status(admin, Duration::from_secs(5), |s| {
         s.contains("\"version\":3")
     });
+
+    // a sharply shrunk file is refused, the topology kept and the alarm raised
+    std::thread::sleep(Duration::from_millis(1100));
+    write_topology(&topo, 1);
+    std::thread::sleep(Duration::from_millis(1500));
+    let s = get(admin, "/status").unwrap();
+    assert!(
+        s.contains("\"version\":3") && s.contains("\"nodes\":3"),
+        "{s}"
+    );
+    let metrics = get(admin, "/metrics").unwrap();
+    assert!(
+        metrics.contains("\nmixplane_topology_alarm 1\n"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("\nmixplane_topology_refused_total 1\n"),
+        "{metrics}"
+    );
 
     // a broken file is refused and the topology kept
     std::thread::sleep(Duration::from_millis(1100));

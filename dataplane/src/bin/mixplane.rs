@@ -8,15 +8,14 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use mixplane_control::admin::{self, AdminServer};
-use mixplane_control::config::{Config, EXAMPLE, IoChoice, SinkSpec};
+use mixplane_control::admin::{self, AdminHandler, AdminServer};
+use mixplane_control::config::{Config, EXAMPLE, IoBackendKind};
 use mixplane_control::keys::{self, KeyMaterial, StoredKeys};
-use mixplane_control::topology::Topology;
+use mixplane_control::metrics::PromText;
+use mixplane_control::topology::{self, FetchOptions, Parsed, Topology, TopologyHealth};
 use mixplane_dataplane::demo::{self, DemoConfig};
-use mixplane_dataplane::io::IoBackendKind;
 use mixplane_dataplane::node::{Node, NodeConfig};
 use mixplane_dataplane::plane::{Admin, ControlPlane};
-use mixplane_dataplane::sink::SinkAddr;
 use mixplane_dataplane::sphinx::{DropReason, NodeKeys, SizeClass, SphinxKey};
 
 #[derive(Parser)]
@@ -41,7 +40,7 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
-    /// Write a commented config and a fresh Sphinx key into a directory.
+    /// Write a commented config, a fresh Sphinx key and a Noise key into a directory.
     Init {
         /// Directory to create (node.toml, keys/, replay/).
         dir: PathBuf,
@@ -49,7 +48,7 @@ enum Command {
         #[arg(long)]
         rotation_id: Option<u32>,
     },
-    /// Show the node's Sphinx public keys (base58) and rotation ids.
+    /// Show the node's Sphinx public keys (base58) with their rotation ids, and its Noise key.
     Keys {
         /// The config file.
         #[arg(long, short)]
@@ -120,11 +119,7 @@ fn node_config(c: &Config, base: &Path) -> NodeConfig {
         listen: c.node.listen,
         workers: c.workers(),
         pin_cores: c.node.pin.then(|| c.node.cores.clone()),
-        io: match c.io_backend() {
-            Ok(IoChoice::IoUring) => IoBackendKind::Uring,
-            Ok(IoChoice::Mmsg) => IoBackendKind::Mmsg,
-            _ => IoBackendKind::Auto,
-        },
+        io: c.node.io,
         batch: c.node.batch,
         max_delay_ns: c.sphinx.max_delay_ms * 1_000_000,
         wheel_tick_ns: c.wheel.tick_us * 1000,
@@ -135,11 +130,7 @@ fn node_config(c: &Config, base: &Path) -> NodeConfig {
         replay_fp_rate: c.replay.false_positive_rate,
         replay_key_lifetime: Duration::from_secs(c.replay.key_lifetime_hours.saturating_mul(3600)),
         replay_dir: Some(c.replay_dir(base)),
-        sink: match c.sink_spec() {
-            Ok(Some(SinkSpec::Udp(a))) => Some(SinkAddr::Udp(a)),
-            Ok(Some(SinkSpec::Unix(p))) => Some(SinkAddr::Unix(base.join(p))),
-            _ => None,
-        },
+        sink: c.sink(base),
     }
 }
 
@@ -147,7 +138,17 @@ fn run_node(path: &Path) -> anyhow::Result<ExitCode> {
     let cfg = Config::load(path)?;
     init_logging(&cfg.log.level)?;
     let base = config_base(path);
-    let stored = keys::load_keys(&cfg.keys_dir(&base))?;
+    let keys::KeyDir {
+        sphinx: stored,
+        noise,
+    } = keys::load_key_dir(&cfg.keys_dir(&base))?;
+    match &noise {
+        Some(k) => tracing::info!(public = %k.public_base58(), "noise key loaded"),
+        None => tracing::warn!(
+            "no noise key ({}): Nym peers cannot use Noise to this node",
+            keys::NOISE_FILE
+        ),
+    }
     let nc = node_config(&cfg, &base);
     let node = Node::start(nc.clone(), Arc::new(node_keys(&stored)))?;
     tracing::info!(
@@ -166,22 +167,31 @@ fn run_node(path: &Path) -> anyhow::Result<ExitCode> {
         stored,
         schedule,
     ));
+    let health = Arc::new(TopologyHealth::new());
+    let guard = TopologyGuard {
+        min_fraction: cfg.topology.min_node_fraction,
+        health: health.clone(),
+    };
     let admin = if cfg.admin.enabled {
         let token_file = cfg.admin_token_file(&base);
         let token = if token_file.exists() {
-            Some(admin::read_token(&token_file).map_err(anyhow::Error::msg)?)
+            Some(admin::read_token(&token_file)?)
         } else {
             tracing::warn!(file = %token_file.display(), "no admin token file: POST endpoints are disabled");
             None
         };
-        let srv = AdminServer::start(cfg.admin.listen, token, Arc::new(Admin(plane.clone())))?;
+        let handler = NodeAdmin {
+            inner: Admin(plane.clone()),
+            topology: health.clone(),
+        };
+        let srv = AdminServer::start(cfg.admin.listen, token, Arc::new(handler))?;
         tracing::info!(addr = %srv.local_addr(), "admin API listening");
         Some(srv)
     } else {
         None
     };
     plane.set_routing_filter(cfg.topology.drop_unknown_next_hop);
-    let mut topo = TopologyFile::new(cfg.topology_file(&base));
+    let mut topo = TopologyFile::new(cfg.topology_file(&base), guard.clone());
     topo.reload(&plane, true);
     let hup = Arc::new(AtomicBool::new(false));
     signal_hook::flag::register(signal_hook::consts::SIGHUP, hup.clone())
@@ -190,10 +200,15 @@ fn run_node(path: &Path) -> anyhow::Result<ExitCode> {
     let stop_fetcher = Arc::new(AtomicBool::new(false));
     let fetcher = cfg.topology.url.clone().map(|url| {
         let (plane, now, stop) = (plane.clone(), fetch_now.clone(), stop_fetcher.clone());
-        let every = Duration::from_secs(cfg.topology.refresh_secs);
+        let fetch = Fetcher {
+            url,
+            opts: cfg.topology_fetch(),
+            every: Duration::from_secs(cfg.topology.refresh_secs),
+            guard: guard.clone(),
+        };
         std::thread::Builder::new()
             .name("mixplane-topology".into())
-            .spawn(move || fetch_topology_loop(&url, every, &plane, &now, &stop))
+            .spawn(move || fetch.run(&plane, &now, &stop))
     });
     let fetcher = fetcher
         .transpose()
@@ -267,37 +282,111 @@ fn run_node(path: &Path) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Fetches the `[topology] url` at start, every `every` and when `now` is set (SIGHUP), until
-/// `stop`. A failed fetch is logged and the current topology kept; an unchanged one is not
-/// republished.
-fn fetch_topology_loop(
-    url: &str,
+/// The admin API of a running node: the control plane's, with the topology health series
+/// added to the metrics page.
+struct NodeAdmin {
+    inner: Admin,
+    topology: Arc<TopologyHealth>,
+}
+
+impl AdminHandler for NodeAdmin {
+    fn metrics(&self) -> String {
+        let mut p = PromText::new();
+        self.topology.write_metrics(&mut p);
+        self.inner.metrics() + &p.finish()
+    }
+    fn status(&self) -> String {
+        self.inner.status()
+    }
+    fn rotate_keys(&self) -> Result<String, String> {
+        self.inner.rotate_keys()
+    }
+    fn set_topology(&self, body: &[u8]) -> Result<String, String> {
+        self.inner.set_topology(body)
+    }
+}
+
+/// Decides whether a parsed document replaces the current topology, and records what was
+/// skipped or refused.
+#[derive(Clone)]
+struct TopologyGuard {
+    min_fraction: f64,
+    health: Arc<TopologyHealth>,
+}
+
+impl TopologyGuard {
+    /// Publishes `parsed` unless it is empty or sharply shrunk, or unchanged and not
+    /// `republish_unchanged`; `source` names the file or URL in logs. Returns whether a new
+    /// version was published.
+    fn offer(
+        &self,
+        plane: &ControlPlane,
+        parsed: Parsed,
+        source: &str,
+        republish_unchanged: bool,
+    ) -> bool {
+        let Parsed {
+            topology: t,
+            skipped,
+        } = parsed;
+        self.health.record_skipped(skipped.len());
+        for e in &skipped {
+            tracing::warn!(source, error = %e, "topology node skipped");
+        }
+        let current = plane.topology().0;
+        let verdict = topology::check_replacement(current.as_deref(), &t, self.min_fraction);
+        self.health.record_replacement(&verdict);
+        if let Err(e) = verdict {
+            tracing::error!(source, error = %e, "topology refused; keeping the current one");
+            return false;
+        }
+        if !republish_unchanged && current.is_some_and(|cur| *cur == t) {
+            tracing::debug!(source, "topology unchanged");
+            return false;
+        }
+        let nodes = t.nodes.len();
+        let version = plane.set_topology(t);
+        tracing::info!(
+            source,
+            nodes,
+            version,
+            skipped = skipped.len(),
+            "topology updated"
+        );
+        true
+    }
+}
+
+/// The `[topology] url` fetcher.
+struct Fetcher {
+    url: String,
+    opts: FetchOptions,
     every: Duration,
-    plane: &ControlPlane,
-    now: &AtomicBool,
-    stop: &AtomicBool,
-) {
-    let mut last: Option<std::time::Instant> = None;
-    while !stop.load(Ordering::SeqCst) {
-        let due = last.is_none_or(|t| t.elapsed() >= every);
-        if now.swap(false, Ordering::SeqCst) || due {
-            last = Some(std::time::Instant::now());
-            match Topology::fetch(url, Duration::from_secs(10)) {
-                Ok(t) => {
-                    if plane.topology().0.is_some_and(|cur| *cur == t) {
-                        tracing::debug!(url, "topology unchanged");
-                    } else {
-                        let nodes = t.nodes.len();
-                        let version = plane.set_topology(t);
-                        tracing::info!(url, nodes, version, "topology fetched");
+    guard: TopologyGuard,
+}
+
+impl Fetcher {
+    /// Fetches at start, every `every` and when `now` is set (SIGHUP), until `stop`. A failed
+    /// fetch is logged and the current topology kept; an unchanged one is not republished.
+    fn run(&self, plane: &ControlPlane, now: &AtomicBool, stop: &AtomicBool) {
+        let mut last: Option<std::time::Instant> = None;
+        while !stop.load(Ordering::SeqCst) {
+            let due = last.is_none_or(|t| t.elapsed() >= self.every);
+            if now.swap(false, Ordering::SeqCst) || due {
+                last = Some(std::time::Instant::now());
+                match Topology::fetch(&self.url, &self.opts) {
+                    Ok(p) => {
+                        if self.guard.offer(plane, p, &self.url, false) {
+                            tracing::info!(url = %self.url, "topology fetched");
+                        }
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "topology not fetched; keeping the current one")
                     }
                 }
-                Err(e) => {
-                    tracing::error!(error = %e, "topology not fetched; keeping the current one")
-                }
             }
+            std::thread::sleep(Duration::from_millis(100));
         }
-        std::thread::sleep(Duration::from_millis(100));
     }
 }
 
@@ -305,15 +394,20 @@ fn fetch_topology_loop(
 struct TopologyFile {
     path: Option<PathBuf>,
     seen: Option<std::time::SystemTime>,
+    guard: TopologyGuard,
 }
 
 impl TopologyFile {
-    fn new(path: Option<PathBuf>) -> Self {
-        TopologyFile { path, seen: None }
+    fn new(path: Option<PathBuf>, guard: TopologyGuard) -> Self {
+        TopologyFile {
+            path,
+            seen: None,
+            guard,
+        }
     }
 
     /// Loads the file if `force` or it changed since the last load. A file that cannot be read
-    /// or parsed is logged and the current topology kept.
+    /// or parsed, or that the guard refuses, is logged and the current topology kept.
     fn reload(&mut self, plane: &ControlPlane, force: bool) {
         let Some(path) = &self.path else { return };
         let mtime = std::fs::metadata(path).and_then(|m| m.modified()).ok();
@@ -323,15 +417,16 @@ impl TopologyFile {
         self.seen = mtime;
         let loaded = std::fs::read(path)
             .map_err(|e| e.to_string())
-            .and_then(|b| Topology::parse(&b).map_err(|e| e.to_string()));
+            .and_then(|b| Topology::parse_counted(&b).map_err(|e| e.to_string()));
+        let source = path.display().to_string();
         match loaded {
-            Ok(t) => {
-                let nodes = t.nodes.len();
-                let version = plane.set_topology(t);
-                tracing::info!(file = %path.display(), nodes, version, "topology loaded");
+            Ok(p) => {
+                if self.guard.offer(plane, p, &source, true) {
+                    tracing::info!(file = %source, "topology loaded");
+                }
             }
             Err(e) => {
-                tracing::error!(file = %path.display(), error = %e, "topology not loaded; keeping the current one")
+                tracing::error!(file = %source, error = %e, "topology not loaded; keeping the current one")
             }
         }
     }
@@ -369,6 +464,14 @@ fn init_dir(dir: &Path, rotation_id: Option<u32>) -> anyhow::Result<()> {
         keys_dir.join(keys::PRIMARY_FILE).display()
     );
     println!("sphinx public key: {}", key.public_base58());
+    let noise = keys::NoiseKey::generate();
+    keys::write_noise_key(&keys_dir, &noise)?;
+    println!(
+        "wrote {} and {}",
+        keys_dir.join(keys::NOISE_FILE).display(),
+        keys_dir.join(keys::NOISE_PUBLIC_FILE).display()
+    );
+    println!("noise public key:  {}", noise.public_base58());
     let token_path = dir.join("admin.token");
     let token: String = random_token();
     {
@@ -405,7 +508,8 @@ fn main() -> anyhow::Result<ExitCode> {
         }
         Command::Keys { config } => {
             let cfg = Config::load(&config)?;
-            let stored = keys::load_keys(&cfg.keys_dir(&config_base(&config)))?;
+            let dir = keys::load_key_dir(&cfg.keys_dir(&config_base(&config)))?;
+            let stored = &dir.sphinx;
             println!(
                 "primary   rotation {:>6}  {}",
                 stored.primary.rotation_id(),
@@ -417,6 +521,13 @@ fn main() -> anyhow::Result<ExitCode> {
                     s.rotation_id(),
                     s.public_base58()
                 );
+            }
+            match &dir.noise {
+                Some(n) => println!("noise                     {}", n.public_base58()),
+                None => println!(
+                    "noise                     (none: {} is missing)",
+                    keys::NOISE_FILE
+                ),
             }
             return Ok(ExitCode::SUCCESS);
         }

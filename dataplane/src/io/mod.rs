@@ -18,31 +18,9 @@ use std::io;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-/// Which I/O backend a worker uses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-pub enum IoBackendKind {
-    /// io_uring if it can be set up, else recvmmsg/sendmmsg.
-    #[default]
-    Auto,
-    /// io_uring only (fail if unavailable).
-    Uring,
-    /// recvmmsg/sendmmsg.
-    Mmsg,
-}
-
-impl std::str::FromStr for IoBackendKind {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "auto" => Ok(IoBackendKind::Auto),
-            "io_uring" | "uring" => Ok(IoBackendKind::Uring),
-            "mmsg" | "recvmmsg" => Ok(IoBackendKind::Mmsg),
-            other => Err(format!(
-                "unknown io backend `{other}` (auto, io_uring, mmsg)"
-            )),
-        }
-    }
-}
+/// Which I/O backend a worker uses: defined once in the control crate (the config names it)
+/// and re-exported here.
+pub use mixplane_control::config::IoBackendKind;
 
 /// One received datagram within the backend's buffers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
