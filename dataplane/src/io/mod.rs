@@ -11,6 +11,7 @@
 pub mod memory;
 pub(crate) mod mmsg;
 pub mod socket;
+pub mod stream;
 mod tx;
 pub mod uring;
 
