@@ -10,12 +10,13 @@ use std::time::Instant;
 use arc_swap::ArcSwap;
 
 use crate::counters::WorkerCounters;
+use crate::io::tcp::{ConnLimits, PeerBook, TcpCounters, TcpIo, TcpSettings};
 use crate::io::{self, IoBackendKind, UdpIo};
 use crate::replay::{ReplayFilter, ReplayParams};
 use crate::sink::SinkAddr;
 use crate::snapshot::{ReplaySet, Snapshot};
 use crate::sphinx::{DEFAULT_MAX_DELAY_NS, NodeKeys};
-use crate::worker::{RunState, SharedRunState, Worker, WorkerSettings};
+use crate::worker::{RunState, SharedRunState, Transports, Worker, WorkerSettings};
 
 /// Everything a node needs to run.
 #[derive(Debug, Clone)]
@@ -50,6 +51,13 @@ pub struct NodeConfig {
     pub replay_dir: Option<PathBuf>,
     /// Where final-hop messages go.
     pub sink: Option<SinkAddr>,
+    /// Receive and send UDP datagrams at `listen` (mixplane peers).
+    pub udp: bool,
+    /// Nym's TCP transport (`None`: off). Its `listen` with port 0 on the UDP listen IP means
+    /// the port UDP got; `None` there: egress only.
+    pub tcp: Option<TcpSettings>,
+    /// Each next hop's transport and Noise key, until the control plane publishes a new book.
+    pub peers: PeerBook,
 }
 
 impl Default for NodeConfig {
@@ -70,6 +78,9 @@ impl Default for NodeConfig {
             replay_key_lifetime: std::time::Duration::from_secs(25 * 3600),
             replay_dir: None,
             sink: None,
+            udp: true,
+            tcp: None,
+            peers: PeerBook::default(),
         }
     }
 }
@@ -96,6 +107,9 @@ pub enum NodeError {
 /// A running node.
 pub struct Node {
     local_addr: SocketAddr,
+    tcp_addr: Option<SocketAddr>,
+    peers: Arc<ArcSwap<PeerBook>>,
+    tcp_counters: Vec<Arc<TcpCounters>>,
     state: Arc<SharedRunState>,
     shared: Arc<ArcSwap<Snapshot>>,
     counters: Vec<Arc<WorkerCounters>>,
@@ -138,24 +152,67 @@ pub fn replay_filter_for(
 }
 
 impl Node {
-    /// Starts the workers.
+    /// Starts the workers: each binds the UDP listen address and, with TCP on, its own TCP
+    /// listener on the TCP address (`SO_REUSEPORT`).
     pub fn start(config: NodeConfig, keys: Arc<NodeKeys>) -> Result<Node, NodeError> {
         if config.workers == 0 {
             return Err(NodeError::Config("workers must be at least 1".into()));
         }
-        let mut listen = config.listen;
-        let mut ios = Vec::with_capacity(config.workers);
-        for _ in 0..config.workers {
-            let (udp, local) =
-                io::open(config.io, listen, config.batch).map_err(|source| NodeError::Io {
-                    addr: listen,
-                    source,
-                })?;
-            // later workers bind the port the first one got
-            listen = local;
-            ios.push(udp);
+        if !config.udp && config.tcp.is_none() {
+            return Err(NodeError::Config("neither UDP nor TCP is on".into()));
         }
-        Self::start_with_io(config, keys, ios, listen)
+        let peers = Arc::new(ArcSwap::from_pointee(config.peers.clone()));
+        let limits = config
+            .tcp
+            .as_ref()
+            .map(|t| Arc::new(ConnLimits::new(t.max_connections, t.max_connections_per_ip)));
+        let mut listen = config.listen;
+        let mut tcp_listen = config.tcp.as_ref().and_then(|t| t.listen);
+        let mut ios = Vec::with_capacity(config.workers);
+        let mut tcp_counters = Vec::new();
+        for _ in 0..config.workers {
+            let udp = if config.udp {
+                let (udp, local) =
+                    io::open(config.io, listen, config.batch).map_err(|source| NodeError::Io {
+                        addr: listen,
+                        source,
+                    })?;
+                // later workers bind the port the first one got
+                listen = local;
+                if let Some(t) = tcp_listen.as_mut()
+                    && t.port() == 0
+                    && t.ip() == local.ip()
+                {
+                    t.set_port(local.port());
+                }
+                Some(udp)
+            } else {
+                None
+            };
+            let tcp = match (&config.tcp, &limits) {
+                (Some(settings), Some(limits)) => {
+                    let counters = Arc::new(TcpCounters::default());
+                    tcp_counters.push(counters.clone());
+                    let settings = TcpSettings {
+                        listen: tcp_listen,
+                        batch: config.batch,
+                        ..settings.clone()
+                    };
+                    let addr = tcp_listen.unwrap_or(listen);
+                    let fd = udp.as_ref().and_then(|u| u.readiness_fd());
+                    let t = TcpIo::new(settings, limits.clone(), peers.clone(), counters, fd)
+                        .map_err(|source| NodeError::Io { addr, source })?;
+                    tcp_listen = t.local_addr();
+                    Some(t)
+                }
+                _ => None,
+            };
+            ios.push(Transports { udp, tcp });
+        }
+        if !config.udp {
+            listen = tcp_listen.unwrap_or(listen);
+        }
+        Self::start_workers(config, keys, ios, listen, peers, tcp_counters)
     }
 
     /// Starts one worker per I/O backend given (`config.io`, `listen` and `workers` are not
@@ -167,6 +224,29 @@ impl Node {
         ios: Vec<Box<dyn UdpIo>>,
         local_addr: SocketAddr,
     ) -> Result<Node, NodeError> {
+        let peers = Arc::new(ArcSwap::from_pointee(config.peers.clone()));
+        let ios = ios
+            .into_iter()
+            .map(|udp| Transports {
+                udp: Some(udp),
+                tcp: None,
+            })
+            .collect();
+        Self::start_workers(config, keys, ios, local_addr, peers, Vec::new())
+    }
+
+    fn start_workers(
+        config: NodeConfig,
+        keys: Arc<NodeKeys>,
+        ios: Vec<Transports>,
+        local_addr: SocketAddr,
+        peers: Arc<ArcSwap<PeerBook>>,
+        tcp_counters: Vec<Arc<TcpCounters>>,
+    ) -> Result<Node, NodeError> {
+        let tcp_addr = ios
+            .first()
+            .and_then(|t| t.tcp.as_ref())
+            .and_then(|t| t.local_addr());
         if ios.is_empty() {
             return Err(NodeError::Config("workers must be at least 1".into()));
         }
@@ -193,8 +273,8 @@ impl Node {
         let mut counters = Vec::new();
         let mut io_name = "";
         let workers = ios.len();
-        for (id, udp) in ios.into_iter().enumerate() {
-            io_name = udp.name();
+        for (id, io) in ios.into_iter().enumerate() {
+            io_name = io.udp.as_ref().map_or("tcp", |u| u.name());
             let c = Arc::new(WorkerCounters::default());
             counters.push(c.clone());
             let core = match &config.pin_cores {
@@ -207,7 +287,8 @@ impl Node {
             };
             let worker = Worker {
                 id,
-                io: udp,
+                io,
+                peers: peers.clone(),
                 shared: shared.clone(),
                 state: state.clone(),
                 counters: c,
@@ -241,6 +322,9 @@ impl Node {
         tracing::info!(addr = %listen, workers, io = io_name, "node started");
         Ok(Node {
             local_addr: listen,
+            tcp_addr,
+            peers,
+            tcp_counters,
             state,
             shared,
             counters,
@@ -253,6 +337,27 @@ impl Node {
     /// The address the workers listen on.
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The address the TCP listeners share, when TCP ingress is on.
+    pub fn tcp_local_addr(&self) -> Option<SocketAddr> {
+        self.tcp_addr
+    }
+
+    /// Per-worker TCP counters (empty when TCP is off).
+    pub fn tcp_counters(&self) -> &[Arc<TcpCounters>] {
+        &self.tcp_counters
+    }
+
+    /// Replaces the next hops' transports and Noise keys; workers use it from their next batch,
+    /// new TCP connections from their next connect.
+    pub fn set_peers(&self, peers: PeerBook) {
+        self.peers.store(Arc::new(peers));
+    }
+
+    /// The next hops' transports and Noise keys in force.
+    pub fn peers(&self) -> Arc<PeerBook> {
+        self.peers.load_full()
     }
 
     /// The I/O backend in use.

@@ -16,6 +16,7 @@ use mixplane_control::topology::Topology;
 
 use crate::counters::{NodeDrop, WorkerCounters, WorkerPhase};
 use crate::histogram::AtomicHistogram;
+use crate::io::tcp::{PeerBook, TcpCounters, TcpDrop};
 use crate::node::{Node, NodeConfig, replay_filter_for};
 use crate::snapshot::{ReplaySet, Snapshot};
 use crate::sphinx::{DropReason, NodeKeys, SphinxKey};
@@ -82,6 +83,8 @@ impl ControlPlane {
     /// Replaces the topology; returns its version (1 for the first).
     pub fn set_topology(&self, topology: Topology) -> u64 {
         let mut t = self.topology.lock().unwrap_or_else(|e| e.into_inner());
+        let book = PeerBook::from_topology(&topology, self.node.peers().unknown());
+        self.node.set_peers(book);
         t.current = Some(Arc::new(topology));
         t.version += 1;
         self.republish(&t);
@@ -282,7 +285,11 @@ impl ControlPlane {
 
     /// The metrics page.
     pub(crate) fn metrics_text(&self) -> String {
-        metrics(self.node.counters(), &self.node.snapshot(), self.started)
+        let mut text = metrics(self.node.counters(), &self.node.snapshot(), self.started);
+        if !self.node.tcp_counters().is_empty() {
+            text.push_str(&tcp_metrics(self.node.tcp_counters()));
+        }
+        text
     }
 
     /// The status document.
@@ -298,6 +305,7 @@ impl ControlPlane {
         };
         serde_json::json!({
             "listen": self.node.local_addr().to_string(),
+            "tcp_listen": self.node.tcp_local_addr().map(|a| a.to_string()),
             "io_backend": self.node.io_backend(),
             "workers": self.node.counters().len(),
             "uptime_seconds": self.started.elapsed().as_secs(),
@@ -314,6 +322,92 @@ impl ControlPlane {
         })
         .to_string()
     }
+}
+
+/// The TCP transport's metrics, per worker.
+fn tcp_metrics(workers: &[Arc<TcpCounters>]) -> String {
+    let mut p = PromText::new();
+    let ids: Vec<String> = (0..workers.len()).map(|i| i.to_string()).collect();
+    let series = |f: &dyn Fn(&TcpCounters) -> u64| -> Vec<(Vec<(&str, &str)>, f64)> {
+        workers
+            .iter()
+            .zip(&ids)
+            .map(|(w, id)| (vec![("worker", id.as_str())], f(w) as f64))
+            .collect()
+    };
+    /// Metric name, help, whether a counter (else a gauge), and its value.
+    type Family<'a> = (&'a str, &'a str, bool, &'a dyn Fn(&TcpCounters) -> u64);
+    let plain: [Family<'_>; 7] = [
+        (
+            "mixplane_tcp_accepted_total",
+            "Inbound TCP connections accepted.",
+            true,
+            &|w| w.accepted.load(Relaxed),
+        ),
+        (
+            "mixplane_tcp_inbound_connections",
+            "Inbound TCP connections open.",
+            false,
+            &|w| w.inbound_open.load(Relaxed),
+        ),
+        (
+            "mixplane_tcp_outbound_connections",
+            "Outbound TCP connections open (connecting or up).",
+            false,
+            &|w| w.outbound_open.load(Relaxed),
+        ),
+        (
+            "mixplane_tcp_outbound_established_total",
+            "Outbound TCP connections established (with Noise: handshaken).",
+            true,
+            &|w| w.outbound_established.load(Relaxed),
+        ),
+        (
+            "mixplane_tcp_noise_handshakes_total",
+            "Noise handshakes completed, both directions.",
+            true,
+            &|w| w.noise_handshakes.load(Relaxed),
+        ),
+        (
+            "mixplane_tcp_frames_received_total",
+            "Frames received whole over TCP.",
+            true,
+            &|w| w.frames_in.load(Relaxed),
+        ),
+        (
+            "mixplane_tcp_frames_sent_total",
+            "Frames written whole to TCP next hops.",
+            true,
+            &|w| w.frames_out.load(Relaxed),
+        ),
+    ];
+    for (name, help, counter, f) in plain {
+        let v = series(f);
+        let samples: Vec<(&[(&str, &str)], f64)> =
+            v.iter().map(|(l, x)| (l.as_slice(), *x)).collect();
+        if counter {
+            p.counter(name, help, &samples);
+        } else {
+            p.gauge(name, help, &samples);
+        }
+    }
+    let mut drops: Vec<(Vec<(&str, &str)>, f64)> = Vec::new();
+    for (w, id) in workers.iter().zip(&ids) {
+        for r in TcpDrop::ALL {
+            drops.push((
+                vec![("worker", id.as_str()), ("reason", r.name())],
+                w.drops(r) as f64,
+            ));
+        }
+    }
+    let samples: Vec<(&[(&str, &str)], f64)> =
+        drops.iter().map(|(l, x)| (l.as_slice(), *x)).collect();
+    p.counter(
+        "mixplane_tcp_events_total",
+        "TCP connections refused or closed early, and frames dropped on TCP, by reason.",
+        &samples,
+    );
+    p.finish()
 }
 
 /// Latency histogram bounds for the metrics, in nanoseconds.

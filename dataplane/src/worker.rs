@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwap;
 
 use crate::counters::{NodeDrop, WorkerCounters, WorkerPhase};
+use crate::io::tcp::{PeerBook, PeerTransport, TcpIo};
 use crate::io::{Datagram, Outgoing, UdpIo};
 use crate::sink::{self, SinkAddr, UnixSink};
 use crate::slab::{Slab, SlotId};
@@ -73,6 +74,8 @@ pub(crate) struct Held {
     slot: SlotId,
     len: u32,
     to: SocketAddr,
+    /// The transport it leaves by (chosen once, when it is held).
+    via: PeerTransport,
     deadline_ns: u64,
     rx_ns: u64,
 }
@@ -89,10 +92,28 @@ pub(crate) struct WorkerSettings {
     pub(crate) sink: Option<SinkAddr>,
 }
 
+/// A worker's transports: UDP datagrams, Nym's TCP stream transport, or both (at least one).
+pub(crate) struct Transports {
+    pub(crate) udp: Option<Box<dyn UdpIo>>,
+    pub(crate) tcp: Option<TcpIo>,
+}
+
+impl Transports {
+    fn name(&self) -> &'static str {
+        match (&self.udp, &self.tcp) {
+            (Some(u), None) => u.name(),
+            (Some(_), Some(_)) => "udp+tcp",
+            (None, _) => "tcp",
+        }
+    }
+}
+
 /// A worker before it runs: what the node hands its thread.
 pub(crate) struct Worker {
     pub(crate) id: usize,
-    pub(crate) io: Box<dyn UdpIo>,
+    pub(crate) io: Transports,
+    /// Transport and Noise key of each next hop (shared with the TCP transport).
+    pub(crate) peers: Arc<ArcSwap<PeerBook>>,
     pub(crate) shared: Arc<ArcSwap<Snapshot>>,
     pub(crate) state: Arc<SharedRunState>,
     pub(crate) counters: Arc<WorkerCounters>,
@@ -117,15 +138,20 @@ impl Worker {
             }
             let wait = st.wait();
             if state == RunState::Running {
-                st.receive_and_process(self.io.as_mut(), wait);
+                st.receive(&mut self.io, wait);
             } else {
                 if st.outbox.wheel.is_empty() {
                     break;
                 }
-                std::thread::sleep(wait.min(Duration::from_millis(1)));
+                st.idle(&mut self.io, wait.min(Duration::from_millis(1)));
             }
-            st.release(self.io.as_mut());
-            st.counters.set_kernel_overflows(self.io.rx_overflows());
+            st.release(&mut self.io);
+            if let Some(udp) = &self.io.udp {
+                st.counters.set_kernel_overflows(udp.rx_overflows());
+            }
+        }
+        if self.state.load() != RunState::Abort {
+            st.finish_tcp(&mut self.io);
         }
         // abort: whatever is left is dropped (counted)
         let left = st.outbox.drop_all();
@@ -148,6 +174,10 @@ struct LoopState {
     shared: Arc<ArcSwap<Snapshot>>,
     /// The snapshot the current batch is judged by.
     snapshot: Arc<Snapshot>,
+    peers: Arc<ArcSwap<PeerBook>>,
+    /// The last UDP receive filled a batch: look again before waiting.
+    udp_busy: bool,
+    batch: usize,
     processor: Processor,
     /// Where accepted packets wait for their deadline.
     outbox: Outbox,
@@ -161,6 +191,8 @@ struct LoopState {
 /// their deadline, and the sink for final-hop messages.
 struct Outbox {
     counters: Arc<WorkerCounters>,
+    /// Which transports the worker has: (udp, tcp).
+    transports: (bool, bool),
     slab: Slab,
     wheel: DelayWheel<Held>,
     udp_sink: Option<SocketAddr>,
@@ -199,9 +231,13 @@ impl LoopState {
             counters: w.counters.clone(),
             shared: w.shared.clone(),
             snapshot,
+            peers: w.peers.clone(),
+            udp_busy: false,
+            batch: s.batch,
             processor,
             outbox: Outbox {
                 counters: w.counters.clone(),
+                transports: (w.io.udp.is_some(), w.io.tcp.is_some()),
                 slab: Slab::new(s.slab_small, s.slab_large),
                 wheel,
                 udp_sink,
@@ -225,19 +261,83 @@ impl LoopState {
         }
     }
 
+    /// Receives from every transport the worker has, waiting up to `wait` for the first
+    /// packet: with one transport its own receive waits; with both, the TCP poll watches the
+    /// UDP socket too and each gives what it has without waiting.
+    fn receive(&mut self, io: &mut Transports, wait: Duration) {
+        match (&mut io.udp, &mut io.tcp) {
+            (Some(udp), None) => {
+                self.receive_and_process(udp.as_mut(), wait);
+            }
+            (udp, Some(tcp)) => {
+                let wait = if self.udp_busy {
+                    Duration::ZERO
+                } else if udp.as_ref().is_some_and(|u| u.readiness_fd().is_none()) {
+                    // a backend the poll cannot watch (in-memory): look at it often
+                    wait.min(Duration::from_millis(1))
+                } else {
+                    wait
+                };
+                if let Err(e) = tcp.wait(wait) {
+                    tracing::warn!(worker = self.id, error = %e, "poll failed");
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                let t_call = self.now();
+                let n = tcp.take_frames(&mut self.datagrams);
+                if n > 0 {
+                    self.received(tcp.arena_mut(), n, t_call);
+                }
+                if let Some(udp) = udp {
+                    let n = self.receive_and_process(udp.as_mut(), Duration::ZERO);
+                    self.udp_busy = n >= self.batch;
+                }
+            }
+            (None, None) => std::thread::sleep(wait),
+        }
+    }
+
+    /// While draining: no receiving, but TCP connections still make progress (writes,
+    /// handshakes, timeouts).
+    fn idle(&mut self, io: &mut Transports, wait: Duration) {
+        match &mut io.tcp {
+            Some(tcp) => {
+                let _ = tcp.wait(wait);
+            }
+            None => std::thread::sleep(wait),
+        }
+    }
+
+    /// After the last release: give the TCP transport up to a second to write what it holds.
+    fn finish_tcp(&mut self, io: &mut Transports) {
+        let Some(tcp) = &mut io.tcp else {
+            return;
+        };
+        let end = Instant::now() + Duration::from_secs(1);
+        while tcp.queued_frames() > 0 && Instant::now() < end {
+            let _ = tcp.wait(Duration::from_millis(5));
+        }
+    }
+
     /// Receives one batch from `io` (waiting up to `wait`) and processes it in place in the
-    /// backend's arena ([`Self::process`]).
-    fn receive_and_process(&mut self, io: &mut dyn UdpIo, wait: Duration) {
+    /// backend's arena ([`Self::process`]). Returns how many datagrams it received.
+    fn receive_and_process(&mut self, io: &mut dyn UdpIo, wait: Duration) -> usize {
         let t_call = self.now();
         let n = match io.recv(wait, &mut self.datagrams) {
-            Ok(0) => return,
+            Ok(0) => return 0,
             Ok(n) => n,
             Err(e) => {
                 tracing::warn!(worker = self.id, error = %e, "receive failed");
                 std::thread::sleep(Duration::from_millis(1));
-                return;
+                return 0;
             }
         };
+        self.received(io.arena_mut(), n, t_call);
+        n
+    }
+
+    /// Counts a received batch of `n` frames (the receive began at `t_call`) and processes
+    /// it in place in `arena`.
+    fn received(&mut self, arena: &mut [u8], n: usize, t_call: u64) {
         let t_rx = self.now();
         self.counters
             .add_phase(WorkerPhase::Receive, t_rx.saturating_sub(t_call));
@@ -245,7 +345,7 @@ impl LoopState {
         WorkerCounters::add(&self.counters.rx_batches, 1);
         // carve needs arena order (io_uring hands buffers back in any order)
         self.datagrams.sort_unstable_by_key(|d| d.offset);
-        let mut frames = carve(io.arena_mut(), &self.datagrams);
+        let mut frames = carve(arena, &self.datagrams);
         self.process(&mut frames, t_rx);
     }
 
@@ -271,15 +371,22 @@ impl LoopState {
         self.counters.add_phase(WorkerPhase::Process, spent);
         self.counters.batch_size.record(n);
         let allowed = self.snapshot.next_hops.as_deref();
+        let peers = self.peers.load();
+        let route = Route {
+            allowed,
+            peers: &peers,
+            transports: self.outbox.transports,
+        };
         for (frame, v) in frames.iter().zip(&self.verdicts) {
-            self.outbox.take(allowed, frame, v, t_rx);
+            self.outbox.take(&route, frame, v, t_rx);
         }
         self.counters
             .add_phase(WorkerPhase::Hold, self.now().saturating_sub(t_done));
     }
 
-    /// Sends what the wheel says is due, grouped by destination, and frees its slots.
-    fn release(&mut self, io: &mut dyn UdpIo) {
+    /// Sends what the wheel says is due, grouped by transport and destination, and frees its
+    /// slots.
+    fn release(&mut self, io: &mut Transports) {
         let now = self.now();
         let outbox = &mut self.outbox;
         self.due.clear();
@@ -290,19 +397,41 @@ impl LoopState {
                     .record_lateness(now.saturating_sub(h.deadline_ns));
                 self.counters.residence.record(now.saturating_sub(h.rx_ns));
             }
-            // group by destination, longest first, so runs can go out as GSO messages
-            self.due
-                .sort_unstable_by(|a, b| a.to.cmp(&b.to).then(b.len.cmp(&a.len)));
-            let out: Vec<Outgoing<'_>> = self
-                .due
-                .iter()
-                .map(|h| Outgoing {
-                    to: h.to,
-                    data: &outbox.slab.get(h.slot)[..h.len as usize],
-                })
-                .collect();
-            let st = io.send(&out);
-            drop(out);
+            // group by transport and destination, longest first, so runs can go out as GSO
+            // messages (UDP) or one write per next hop (TCP)
+            self.due.sort_unstable_by(|a, b| {
+                (a.via as u8, a.to)
+                    .cmp(&(b.via as u8, b.to))
+                    .then(b.len.cmp(&a.len))
+            });
+            let split = self.due.partition_point(|h| h.via == PeerTransport::Udp);
+            let (by_udp, by_tcp) = self.due.split_at(split);
+            let outgoing = |held: &[Held]| -> Vec<Outgoing<'_>> {
+                held.iter()
+                    .map(|h| Outgoing {
+                        to: h.to,
+                        data: &outbox.slab.get(h.slot)[..h.len as usize],
+                    })
+                    .collect()
+            };
+            let mut st = crate::io::SendStats::default();
+            for (held, via) in [(by_udp, PeerTransport::Udp), (by_tcp, PeerTransport::Tcp)] {
+                if held.is_empty() {
+                    continue;
+                }
+                let out = outgoing(held);
+                let s = match via {
+                    PeerTransport::Udp => io.udp.as_mut().map(|u| u.send(&out)),
+                    PeerTransport::Tcp => io.tcp.as_mut().map(|t| t.send_frames(&out)),
+                }
+                .unwrap_or(crate::io::SendStats {
+                    failed: held.len(),
+                    ..Default::default()
+                });
+                st.sent += s.sent;
+                st.failed += s.failed;
+                st.calls += s.calls;
+            }
             WorkerCounters::add(&self.counters.tx_datagrams, st.sent as u64);
             WorkerCounters::add(&self.counters.tx_calls, st.calls as u64);
             if st.failed > 0 {
@@ -318,6 +447,28 @@ impl LoopState {
         self.counters
             .wheel_len
             .store(outbox.wheel.len() as u64, Ordering::Relaxed);
+    }
+}
+
+/// What a batch's next hops are checked and routed by.
+struct Route<'a> {
+    /// The routing filter (known nodes), when on.
+    allowed: Option<&'a std::collections::HashSet<SocketAddr>>,
+    /// Each next hop's transport.
+    peers: &'a PeerBook,
+    /// Which transports this worker has: (udp, tcp).
+    transports: (bool, bool),
+}
+
+impl Route<'_> {
+    /// Whether a packet may go to `to`, and by which transport.
+    fn to(&self, to: SocketAddr) -> Result<PeerTransport, NodeDrop> {
+        next_hop_ok(self.allowed, to)?;
+        Ok(match (self.peers.transport(to), self.transports) {
+            (PeerTransport::Udp, (false, _)) => PeerTransport::Tcp,
+            (PeerTransport::Tcp, (_, false)) => PeerTransport::Udp,
+            (t, _) => t,
+        })
     }
 }
 
@@ -341,31 +492,26 @@ impl Outbox {
     /// Acts on one verdict for `frame`, received at `t_rx`: counts a drop, holds a forward hop
     /// until its deadline, or sends a final hop's SURB-ACK on and delivers its message. Next
     /// hops must pass [`next_hop_ok`] against `allowed`.
-    fn take(
-        &mut self,
-        allowed: Option<&std::collections::HashSet<SocketAddr>>,
-        frame: &[u8],
-        v: &Verdict,
-        t_rx: u64,
-    ) {
+    fn take(&mut self, route: &Route<'_>, frame: &[u8], v: &Verdict, t_rx: u64) {
         match v {
             Verdict::Drop(r) => self.counters.drop_sphinx(*r),
-            Verdict::Forward(f) => match next_hop_ok(allowed, f.next_hop) {
+            Verdict::Forward(f) => match route.to(f.next_hop) {
                 Err(r) => self.counters.drop_node(r, 1),
-                Ok(()) => {
+                Ok(via) => {
                     let deadline = t_rx + f.delay_ns;
-                    if self.hold(&frame[f.frame.clone()], f.next_hop, deadline, t_rx, None) {
+                    let to = (f.next_hop, via);
+                    if self.hold(&frame[f.frame.clone()], to, deadline, t_rx, None) {
                         WorkerCounters::add(&self.counters.forwarded, 1);
                     }
                 }
             },
             Verdict::Deliver(d) => {
                 if let Some(ack) = &d.surb_ack {
-                    match next_hop_ok(allowed, ack.next_hop) {
+                    match route.to(ack.next_hop) {
                         Err(r) => self.counters.drop_node(r, 1),
-                        Ok(()) => {
-                            if self.hold(&frame[ack.frame.clone()], ack.next_hop, t_rx, t_rx, None)
-                            {
+                        Ok(via) => {
+                            let to = (ack.next_hop, via);
+                            if self.hold(&frame[ack.frame.clone()], to, t_rx, t_rx, None) {
                                 WorkerCounters::add(&self.counters.surb_acks, 1);
                             }
                         }
@@ -384,7 +530,14 @@ impl Outbox {
         let msg = &frame[d.message.clone()];
         if let Some(to) = self.udp_sink {
             let header = (&d.destination, &d.identifier, d.sealed);
-            self.hold(msg, to, t_rx, t_rx, Some(header))
+            // the sink is a local UDP socket, whatever the next hops speak
+            let via = if self.transports.0 {
+                PeerTransport::Udp
+            } else {
+                self.counters.drop_node(NodeDrop::NoSink, 1);
+                return false;
+            };
+            self.hold(msg, (to, via), t_rx, t_rx, Some(header))
         } else if let Some(u) = &mut self.unix_sink {
             let ok = u.send(&d.destination, &d.identifier, d.sealed, msg);
             if !ok {
@@ -402,7 +555,7 @@ impl Outbox {
     fn hold(
         &mut self,
         bytes: &[u8],
-        to: SocketAddr,
+        (to, via): (SocketAddr, PeerTransport),
         deadline_ns: u64,
         rx_ns: u64,
         sink_header: Option<(&[u8; 32], &[u8; 16], bool)>,
@@ -426,6 +579,7 @@ impl Outbox {
             slot,
             len: len as u32,
             to,
+            via,
             deadline_ns,
             rx_ns,
         };

@@ -9,14 +9,16 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use mixplane_control::admin::{self, AdminHandler, AdminServer};
-use mixplane_control::config::{Config, EXAMPLE, IoBackendKind};
+use mixplane_control::config::{Config, EXAMPLE, IoBackendKind, TcpFrameVersion};
 use mixplane_control::keys::{self, KeyMaterial, StoredKeys};
 use mixplane_control::metrics::PromText;
 use mixplane_control::topology::{self, FetchOptions, Parsed, Topology, TopologyHealth};
 use mixplane_dataplane::demo::{self, DemoConfig};
+use mixplane_dataplane::io::tcp::{PeerBook, TcpSettings};
 use mixplane_dataplane::node::{Node, NodeConfig};
 use mixplane_dataplane::plane::{Admin, ControlPlane};
-use mixplane_dataplane::sphinx::{DropReason, NodeKeys, SizeClass, SphinxKey};
+use mixplane_dataplane::sphinx::{DropReason, FrameVersion, NodeKeys, SizeClass, SphinxKey};
+use zeroize::Zeroizing;
 
 #[derive(Parser)]
 #[command(
@@ -113,9 +115,32 @@ fn node_keys(k: &StoredKeys) -> NodeKeys {
     }
 }
 
-/// The dataplane settings a config asks for.
-fn node_config(c: &Config, base: &Path) -> NodeConfig {
+/// The dataplane settings a config asks for (`noise`: the node's Noise secret, if it has one).
+fn node_config(c: &Config, base: &Path, noise: Option<&[u8; 32]>) -> NodeConfig {
+    let t = &c.transport;
+    let ms = Duration::from_millis;
+    let tcp = t.tcp.then(|| TcpSettings {
+        listen: Some(c.tcp_listen()),
+        noise_secret: noise.map(|k| Zeroizing::new(*k)),
+        noise: t.noise,
+        batch: c.node.batch,
+        handshake_timeout: ms(t.handshake_timeout_ms),
+        frame_timeout: ms(t.frame_timeout_ms),
+        egress_queue_frames: t.egress_queue_packets,
+        frame_version: match t.tcp_frame_version {
+            TcpFrameVersion::V7 => FrameVersion::V7,
+            TcpFrameVersion::V8 => FrameVersion::V8,
+        },
+        connect_timeout: ms(t.connect_timeout_ms),
+        backoff_initial: ms(t.reconnect_backoff_ms),
+        backoff_max: ms(t.reconnect_backoff_max_ms),
+        max_connections: t.max_connections,
+        max_connections_per_ip: t.max_connections_per_ip,
+    });
     NodeConfig {
+        udp: t.udp,
+        tcp,
+        peers: PeerBook::new(t.unknown_peer_transport),
         listen: c.node.listen,
         workers: c.workers(),
         pin_cores: c.node.pin.then(|| c.node.cores.clone()),
@@ -149,7 +174,7 @@ fn run_node(path: &Path) -> anyhow::Result<ExitCode> {
             keys::NOISE_FILE
         ),
     }
-    let nc = node_config(&cfg, &base);
+    let nc = node_config(&cfg, &base, noise.as_ref().map(|k| k.secret_bytes()));
     let node = Node::start(nc.clone(), Arc::new(node_keys(&stored)))?;
     tracing::info!(
         listen = %node.local_addr(),

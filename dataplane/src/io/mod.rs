@@ -12,6 +12,7 @@ pub mod memory;
 pub(crate) mod mmsg;
 pub mod socket;
 pub mod stream;
+pub mod tcp;
 mod tx;
 pub mod uring;
 
@@ -80,6 +81,12 @@ pub trait UdpIo: Send {
     /// reported by `SO_RXQ_OVFL`; 0 where the backend cannot tell).
     fn rx_overflows(&self) -> u64 {
         0
+    }
+
+    /// A descriptor that polls readable when datagrams arrive (the socket), so a worker with a
+    /// second transport can wait on both at once; `None` where there is none.
+    fn readiness_fd(&self) -> Option<std::os::fd::RawFd> {
+        None
     }
 }
 

@@ -398,6 +398,11 @@ impl UdpIo for UringIo {
         self.rx_overflows.max(self.kernel_drops.get(&self.sock))
     }
 
+    fn readiness_fd(&self) -> Option<std::os::fd::RawFd> {
+        use std::os::fd::AsRawFd;
+        Some(self.sock.as_raw_fd())
+    }
+
     fn send(&mut self, batch: &[Outgoing<'_>]) -> SendStats {
         let mut stats = SendStats::default();
         if batch.is_empty() {

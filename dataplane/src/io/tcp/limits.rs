@@ -6,40 +6,48 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
-/// How a next hop is reached.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-pub enum PeerTransport {
-    /// Datagrams (mixplane peers).
-    #[default]
-    Udp,
-    /// Nym's TCP stream transport (nym-nodes), with Noise when the peer has a noise key.
-    Tcp,
-}
-
-/// What the node knows of one next hop.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PeerInfo {
-    /// The transport the peer speaks.
-    pub transport: PeerTransport,
-    /// The peer's x25519 Noise public key, if the topology publishes one.
-    pub noise_key: Option<[u8; 32]>,
-}
+pub use mixplane_control::topology::{PeerInfo, PeerTransport};
 
 /// Next hops by address, and the transport of those it does not know.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct PeerBook {
     peers: HashMap<SocketAddr, PeerInfo>,
     noise_by_ip: HashMap<IpAddr, [u8; 32]>,
     unknown: PeerTransport,
 }
 
+impl Default for PeerBook {
+    /// Every next hop over UDP: mixplane nodes among themselves.
+    fn default() -> Self {
+        PeerBook::new(PeerTransport::Udp)
+    }
+}
+
 impl PeerBook {
     /// A book where every next hop uses `unknown` and none has a Noise key.
     pub fn new(unknown: PeerTransport) -> PeerBook {
         PeerBook {
+            peers: HashMap::new(),
+            noise_by_ip: HashMap::new(),
             unknown,
-            ..PeerBook::default()
         }
+    }
+
+    /// A book of a topology's nodes.
+    pub fn from_topology(
+        topology: &mixplane_control::topology::Topology,
+        unknown: PeerTransport,
+    ) -> PeerBook {
+        let mut book = PeerBook::new(unknown);
+        for (addr, info) in topology.peers() {
+            book.insert(addr, info);
+        }
+        book
+    }
+
+    /// The transport of next hops the book does not list.
+    pub fn unknown(&self) -> PeerTransport {
+        self.unknown
     }
 
     /// Adds or replaces a peer.
@@ -274,8 +282,10 @@ mod tests {
         book.insert(
             nym,
             PeerInfo {
+                node_id: 1,
                 transport: PeerTransport::Tcp,
                 noise_key: Some([9; 32]),
+                noise_version: Some(1),
             },
         );
         assert_eq!(book.transport(nym), PeerTransport::Tcp);

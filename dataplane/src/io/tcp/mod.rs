@@ -80,6 +80,31 @@ pub struct TcpSettings {
     pub backoff_initial: Duration,
     /// Longest reconnection delay.
     pub backoff_max: Duration,
+    /// Inbound connections the node accepts at once (all workers together).
+    pub max_connections: usize,
+    /// Inbound connections from one IP address at once.
+    pub max_connections_per_ip: usize,
+}
+
+impl std::fmt::Debug for TcpSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // everything but the secret
+        f.debug_struct("TcpSettings")
+            .field("listen", &self.listen)
+            .field(
+                "noise_secret",
+                &self.noise_secret.as_ref().map(|_| "<secret>"),
+            )
+            .field("noise", &self.noise)
+            .field("batch", &self.batch)
+            .field("handshake_timeout", &self.handshake_timeout)
+            .field("frame_timeout", &self.frame_timeout)
+            .field("egress_queue_frames", &self.egress_queue_frames)
+            .field("frame_version", &self.frame_version)
+            .field("max_connections", &self.max_connections)
+            .field("max_connections_per_ip", &self.max_connections_per_ip)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Default for TcpSettings {
@@ -96,6 +121,8 @@ impl Default for TcpSettings {
             connect_timeout: Duration::from_millis(1500),
             backoff_initial: Duration::from_secs(10),
             backoff_max: Duration::from_secs(300),
+            max_connections: 4096,
+            max_connections_per_ip: 64,
         }
     }
 }
@@ -299,7 +326,6 @@ impl TcpIo {
             Conn::In(c) => read_inbound(c, &mut self.scratch, noise_key, now, &mut take),
             Conn::Out(c) => read_outbound(c, &mut self.scratch),
         };
-        drop(take);
         let got = (out.len() - before) as u64;
         TcpCounters::add(&self.counters.frames_in, got);
         match result {
@@ -436,7 +462,8 @@ impl TcpIo {
         let take = frames.len().min(room);
         let dropped = frames.len() - take;
         if dropped > 0 {
-            self.counters.count(TcpDrop::EgressQueueFull, dropped as u64);
+            self.counters
+                .count(TcpDrop::EgressQueueFull, dropped as u64);
         }
         if take == 0 {
             return (0, dropped);
@@ -452,9 +479,7 @@ impl TcpIo {
                     let mut plain = std::mem::take(&mut c.out.waiting);
                     plain.clear();
                     encode(&mut plain);
-                    let r = c
-                        .tx
-                        .push_frames(take as u32, |w| link.send(&plain, w));
+                    let r = c.tx.push_frames(take as u32, |w| link.send(&plain, w));
                     plain.clear();
                     c.out.waiting = plain;
                     if r.is_err() {
@@ -523,7 +548,11 @@ impl TcpIo {
         if self
             .poll
             .registry()
-            .register(&mut stream, Token(i), Interest::READABLE | Interest::WRITABLE)
+            .register(
+                &mut stream,
+                Token(i),
+                Interest::READABLE | Interest::WRITABLE,
+            )
             .is_err()
         {
             self.fail(i, now);
@@ -668,6 +697,18 @@ impl TcpIo {
         }
     }
 
+    /// Frames queued on outbound connections and not yet written whole.
+    pub fn queued_frames(&self) -> usize {
+        self.conns
+            .iter()
+            .flatten()
+            .map(|c| match c {
+                Conn::Out(c) => c.tx.frames() + c.out.waiting_frames as usize,
+                Conn::In(_) => 0,
+            })
+            .sum()
+    }
+
     /// Connections open now: (inbound, outbound).
     pub fn open_connections(&self) -> (usize, usize) {
         let mut n = (0, 0);
@@ -714,7 +755,10 @@ fn flush_conn(conn: &mut Conn, counters: &TcpCounters, now: Instant) -> Flush {
                     Err(_) => return Flush::FailOutbound(None),
                 }
             }
-            if c.out.ready() && c.out.waiting_frames > 0 && established(&mut c.out, &mut c.tx).is_err() {
+            if c.out.ready()
+                && c.out.waiting_frames > 0
+                && established(&mut c.out, &mut c.tx).is_err()
+            {
                 return Flush::FailOutbound(Some(TcpDrop::NoiseFailed));
             }
             (s, &mut c.tx)
@@ -816,8 +860,7 @@ fn read_outbound(c: &mut OutConn, scratch: &mut [u8]) -> ReadOutcome {
             let was = link.is_established();
             let mut discard = Vec::new();
             let mut r = Ok(());
-            c.tx
-                .push_control(|w| r = link.receive(&scratch[..n], w, &mut discard));
+            c.tx.push_control(|w| r = link.receive(&scratch[..n], w, &mut discard));
             if r.is_err() {
                 return ReadOutcome::Close(Some(TcpDrop::NoiseFailed));
             }

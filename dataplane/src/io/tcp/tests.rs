@@ -227,10 +227,7 @@ fn a_full_queue_drops_and_never_blocks() {
     assert!(t.elapsed() < Duration::from_secs(5), "sending blocked");
     assert!(failed > 0, "the queue never filled");
     assert_eq!(sent + failed, 8000);
-    assert_eq!(
-        tx.counters.drops(TcpDrop::EgressQueueFull),
-        failed as u64
-    );
+    assert_eq!(tx.counters.drops(TcpDrop::EgressQueueFull), failed as u64);
     drop(stalled);
 }
 
@@ -265,4 +262,123 @@ fn an_unreachable_next_hop_backs_off_and_counts() {
     let mut got = vec![0u8; f.len()];
     c.read_exact(&mut got).unwrap();
     assert_eq!(got, f);
+}
+
+fn public(secret: &[u8; 32]) -> [u8; 32] {
+    x25519_dalek::PublicKey::from(&x25519_dalek::StaticSecret::from(*secret)).to_bytes()
+}
+
+fn noise_pair(responder_secret: [u8; 32]) -> (Node, Node) {
+    let rx = node(
+        TcpSettings {
+            noise_secret: Some(Zeroizing::new(responder_secret)),
+            ..TcpSettings::default()
+        },
+        ConnLimits::new(64, 16),
+        PeerBook::default(),
+    );
+    let to = rx.io.local_addr().unwrap();
+    let mut book = PeerBook::new(PeerTransport::Tcp);
+    book.insert(
+        to,
+        PeerInfo {
+            node_id: 7,
+            transport: PeerTransport::Tcp,
+            noise_key: Some(public(&responder_secret)),
+            noise_version: Some(1),
+        },
+    );
+    let tx = node(
+        TcpSettings {
+            listen: None,
+            noise_secret: Some(Zeroizing::new([3; 32])),
+            ..TcpSettings::default()
+        },
+        ConnLimits::new(1, 1),
+        book,
+    );
+    (rx, tx)
+}
+
+/// Sends `frames` from `tx` to `rx`'s listener and collects what `rx` receives.
+fn exchange(rx: &mut Node, tx: &mut Node, frames: &[Vec<u8>], want: usize) -> Vec<Vec<u8>> {
+    let to = rx.io.local_addr().unwrap();
+    let out: Vec<Outgoing<'_>> = frames.iter().map(|d| Outgoing { to, data: d }).collect();
+    tx.io.send(&out);
+    let mut got = Vec::new();
+    let end = Instant::now() + Duration::from_secs(5);
+    while got.len() < want && Instant::now() < end {
+        spin(&mut tx.io, 2);
+        got.extend(receive(&mut rx.io, want - got.len(), 5));
+    }
+    got
+}
+
+#[test]
+fn noise_egress_reaches_a_noise_responder() {
+    let (mut rx, mut tx) = noise_pair([5; 32]);
+    let frames: Vec<Vec<u8>> = (0..40)
+        .map(|i| frame(FrameVersion::V7, SizeClass::Regular, i as u8))
+        .collect();
+    let got = exchange(&mut rx, &mut tx, &frames, 40);
+    assert_eq!(got, frames);
+    assert_eq!(rx.counters.noise_handshakes.load(Ordering::Relaxed), 1);
+    assert_eq!(tx.counters.noise_handshakes.load(Ordering::Relaxed), 1);
+    // a second batch reuses the connection
+    let got = exchange(&mut rx, &mut tx, &frames[..3], 3);
+    assert_eq!(got, frames[..3].to_vec());
+    assert_eq!(rx.counters.accepted.load(Ordering::Relaxed), 1);
+}
+
+#[test]
+fn a_wrong_noise_key_fails_and_is_counted() {
+    let (mut rx, mut tx) = noise_pair([5; 32]);
+    // the initiator believes in another responder key
+    let to = rx.io.local_addr().unwrap();
+    let mut book = PeerBook::new(PeerTransport::Tcp);
+    book.insert(
+        to,
+        PeerInfo {
+            node_id: 7,
+            transport: PeerTransport::Tcp,
+            noise_key: Some(public(&[6; 32])),
+            noise_version: Some(1),
+        },
+    );
+    tx.io.peers.store(Arc::new(book));
+    let frames = vec![frame(FrameVersion::V7, SizeClass::Ack, 1)];
+    let got = exchange(&mut rx, &mut tx, &frames, 1);
+    assert!(got.is_empty());
+    spin(&mut rx.io, 50);
+    assert_eq!(rx.counters.drops(TcpDrop::NoiseFailed), 1);
+    assert_eq!(rx.limits.open(), 0);
+}
+
+#[test]
+fn a_noise_node_still_takes_plain_tcp() {
+    let (mut rx, _) = noise_pair([5; 32]);
+    let to = rx.io.local_addr().unwrap();
+    let f = frame(FrameVersion::V8, SizeClass::Regular, 9);
+    let mut c = StdStream::connect(to).unwrap();
+    c.write_all(&f).unwrap();
+    assert_eq!(receive(&mut rx.io, 1, 2000), vec![f]);
+    assert_eq!(rx.counters.noise_handshakes.load(Ordering::Relaxed), 0);
+}
+
+#[test]
+fn noise_without_a_key_is_refused() {
+    let mut rx = plain_node();
+    let to = rx.io.local_addr().unwrap();
+    let mut c = StdStream::connect(to).unwrap();
+    // a Noise header: version 1, XKpsk3, handshake, length 48
+    c.write_all(&[1, 1, 0, 0, 48, 0, 0, 0]).unwrap();
+    c.write_all(&[0; 48]).unwrap();
+    spin(&mut rx.io, 50);
+    assert_eq!(rx.counters.drops(TcpDrop::NoiseUnavailable), 1);
+    let (mut rx2, _) = noise_pair([5; 32]);
+    let mut c = StdStream::connect(rx2.io.local_addr().unwrap()).unwrap();
+    c.write_all(&[1, 1, 0, 0, 48, 0, 0, 0]).unwrap();
+    c.write_all(&[0xaa; 48]).unwrap();
+    spin(&mut rx2.io, 50);
+    assert_eq!(rx2.counters.drops(TcpDrop::NoiseFailed), 1);
 }
