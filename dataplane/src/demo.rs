@@ -15,6 +15,8 @@ use rand::{RngExt, SeedableRng};
 
 use crate::counters::{NodeDrop, WorkerCounters};
 use crate::io::IoBackendKind;
+use crate::io::stream::NoiseLink;
+use crate::io::tcp::{PeerBook, PeerInfo, PeerTransport, TcpDrop, TcpSettings};
 use crate::node::{Node, NodeConfig, NodeError};
 use crate::sink::{self, SinkAddr};
 use crate::sphinx::build::{self, FinalPadding, Hop, PacketSpec};
@@ -37,6 +39,43 @@ pub struct DemoConfig {
     pub io: IoBackendKind,
     /// Seed for keys, routes and delays (None: random).
     pub seed: Option<u64>,
+    /// How the client and the nodes talk to each other.
+    pub transport: DemoTransport,
+}
+
+/// The transport between the demo's client and nodes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DemoTransport {
+    /// UDP datagrams (mixplane among itself).
+    #[default]
+    Udp,
+    /// Nym's TCP stream transport, plain (v7 frames, as nym-nodes send them).
+    Tcp,
+    /// Nym's TCP transport inside Noise XKpsk3 (every node has a noise key).
+    Noise,
+}
+
+impl DemoTransport {
+    /// Its name on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            DemoTransport::Udp => "udp",
+            DemoTransport::Tcp => "tcp",
+            DemoTransport::Noise => "noise",
+        }
+    }
+}
+
+impl std::str::FromStr for DemoTransport {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "udp" => Ok(DemoTransport::Udp),
+            "tcp" => Ok(DemoTransport::Tcp),
+            "noise" => Ok(DemoTransport::Noise),
+            other => Err(format!("unknown transport `{other}` (udp, tcp, noise)")),
+        }
+    }
 }
 
 impl Default for DemoConfig {
@@ -49,6 +88,7 @@ impl Default for DemoConfig {
             rate: 1000,
             io: IoBackendKind::Auto,
             seed: None,
+            transport: DemoTransport::Udp,
         }
     }
 }
@@ -72,6 +112,10 @@ pub struct DemoReport {
     pub io_backend: &'static str,
     /// Worst release lateness observed by any node's wheel, µs.
     pub max_release_lateness_us: u64,
+    /// Frames the nodes received whole over TCP (0 with the UDP transport).
+    pub tcp_frames_in: u64,
+    /// Noise handshakes the nodes completed.
+    pub noise_handshakes: u64,
 }
 
 impl DemoReport {
@@ -87,33 +131,51 @@ struct DemoNode {
     node: Node,
     hop: Hop,
     rotation: KeyRotation,
+    noise_public: [u8; 32],
 }
 
 fn start_node(
     cfg: &DemoConfig,
     secret: [u8; 32],
+    noise_secret: [u8; 32],
     sink: Option<SinkAddr>,
 ) -> Result<DemoNode, NodeError> {
     let key = SphinxKey::from_secret(secret, 1);
     let hop_key = *key.public();
     let rotation = key.parity();
-    let node = Node::start(
-        NodeConfig {
-            workers: cfg.workers,
-            io: cfg.io,
-            wheel_capacity: cfg.packets.max(1024) * 2,
-            slab_small: cfg.packets.max(1024) * 2,
-            slab_large: if cfg.size == SizeClass::Regular || cfg.size == SizeClass::Ack {
-                64
-            } else {
-                cfg.packets.max(64)
+    let noise_public = *SphinxKey::from_secret(noise_secret, 0).public();
+    // TCP listens on the port UDP gets (a port taken for TCP alone: try another)
+    let tcp = (cfg.transport != DemoTransport::Udp).then(|| TcpSettings {
+        listen: Some("127.0.0.1:0".parse().expect("an address")),
+        noise_secret: (cfg.transport == DemoTransport::Noise)
+            .then(|| zeroize::Zeroizing::new(noise_secret)),
+        ..TcpSettings::default()
+    });
+    let mut tries = 0;
+    let node = loop {
+        let r = Node::start(
+            NodeConfig {
+                tcp: tcp.clone(),
+                workers: cfg.workers,
+                io: cfg.io,
+                wheel_capacity: cfg.packets.max(1024) * 2,
+                slab_small: cfg.packets.max(1024) * 2,
+                slab_large: if cfg.size == SizeClass::Regular || cfg.size == SizeClass::Ack {
+                    64
+                } else {
+                    cfg.packets.max(64)
+                },
+                replay_expected: (cfg.packets as u64 * 4).max(10_000),
+                sink: sink.clone(),
+                ..NodeConfig::default()
             },
-            replay_expected: (cfg.packets as u64 * 4).max(10_000),
-            sink,
-            ..NodeConfig::default()
-        },
-        Arc::new(NodeKeys::single(key)),
-    )?;
+            Arc::new(NodeKeys::single(key.clone())),
+        );
+        match r {
+            Err(NodeError::Io { .. }) if tries < 5 => tries += 1,
+            r => break r?,
+        }
+    };
     Ok(DemoNode {
         hop: Hop {
             address: node.local_addr(),
@@ -121,7 +183,82 @@ fn start_node(
         },
         node,
         rotation,
+        noise_public,
     })
+}
+
+/// Tells every node that every other speaks TCP (with its noise key when Noise is on).
+fn publish_peers(cfg: &DemoConfig, nodes: &[DemoNode]) {
+    if cfg.transport == DemoTransport::Udp {
+        return;
+    }
+    let mut book = PeerBook::new(PeerTransport::Udp);
+    for (i, n) in nodes.iter().enumerate() {
+        book.insert(
+            n.hop.address,
+            PeerInfo {
+                node_id: i as u32,
+                transport: PeerTransport::Tcp,
+                noise_key: (cfg.transport == DemoTransport::Noise).then_some(n.noise_public),
+                noise_version: (cfg.transport == DemoTransport::Noise).then_some(1),
+            },
+        );
+    }
+    for n in nodes {
+        n.node.set_peers(book.clone());
+    }
+}
+
+/// How the client reaches the entry node.
+enum Entry {
+    Udp(UdpSocket),
+    Tcp(std::net::TcpStream, Option<NoiseLink>, Vec<u8>),
+}
+
+impl Entry {
+    fn open(cfg: &DemoConfig, entry: &DemoNode) -> anyhow::Result<Entry> {
+        let to = entry.hop.address;
+        if cfg.transport == DemoTransport::Udp {
+            return Ok(Entry::Udp(UdpSocket::bind("127.0.0.1:0")?));
+        }
+        let mut s = std::net::TcpStream::connect(to)?;
+        s.set_nodelay(true)?;
+        let link = if cfg.transport == DemoTransport::Noise {
+            use std::io::{Read, Write};
+            let mut wire = Vec::new();
+            let mut link = NoiseLink::initiator(&rand::random(), &entry.noise_public, &mut wire)?;
+            s.write_all(&wire)?;
+            s.set_read_timeout(Some(Duration::from_secs(5)))?;
+            let mut buf = [0u8; 1024];
+            while !link.is_established() {
+                let k = s.read(&mut buf)?;
+                anyhow::ensure!(k > 0, "the entry node closed the Noise handshake");
+                wire.clear();
+                link.receive(&buf[..k], &mut wire, &mut Vec::new())?;
+                s.write_all(&wire)?;
+            }
+            Some(link)
+        } else {
+            None
+        };
+        Ok(Entry::Tcp(s, link, Vec::new()))
+    }
+
+    fn send(&mut self, frame: &[u8], to: std::net::SocketAddr) -> anyhow::Result<()> {
+        use std::io::Write;
+        match self {
+            Entry::Udp(s) => {
+                s.send_to(frame, to)?;
+            }
+            Entry::Tcp(s, None, _) => s.write_all(frame)?,
+            Entry::Tcp(s, Some(link), wire) => {
+                wire.clear();
+                link.send(frame, wire)?;
+                s.write_all(wire)?;
+            }
+        }
+        Ok(())
+    }
 }
 
 fn exp_delay_ns(rng: &mut impl rand::Rng, mean_ms: f64) -> u64 {
@@ -140,8 +277,9 @@ pub fn run(cfg: &DemoConfig) -> anyhow::Result<DemoReport> {
     let mut nodes = Vec::new();
     for layer in 0..4 {
         let sink = (layer == 3).then_some(SinkAddr::Udp(sink_addr));
-        nodes.push(start_node(cfg, rng.random(), sink)?);
+        nodes.push(start_node(cfg, rng.random(), rng.random(), sink)?);
     }
+    publish_peers(cfg, &nodes);
     let route: Vec<Hop> = nodes.iter().map(|n| n.hop).collect();
     let io_backend = nodes[0].node.io_backend();
 
@@ -149,7 +287,15 @@ pub fn run(cfg: &DemoConfig) -> anyhow::Result<DemoReport> {
     let epoch = Instant::now();
     let built = build_all(cfg, &route, &mut rng)?;
     let entry = route[0].address;
-    let header = FrameHeader::v8(cfg.size, nodes[0].rotation);
+    let header = match cfg.transport {
+        // what a nym-node sends by default
+        DemoTransport::Tcp | DemoTransport::Noise => FrameHeader {
+            version: crate::sphinx::FrameVersion::V7,
+            size_class: cfg.size,
+            key_rotation: KeyRotation::Unknown,
+        },
+        DemoTransport::Udp => FrameHeader::v8(cfg.size, nodes[0].rotation),
+    };
 
     // Sink: count messages and acks, measure latency against the send times the client
     // records per sequence number (the message itself is encrypted before it is sent).
@@ -158,7 +304,7 @@ pub fn run(cfg: &DemoConfig) -> anyhow::Result<DemoReport> {
     let table = sent_at.clone();
     let receiver = std::thread::spawn(move || receive(sink_sock, n, epoch, &table));
 
-    let client = UdpSocket::bind("127.0.0.1:0")?;
+    let mut client = Entry::open(cfg, &nodes[0])?;
     let start = Instant::now();
     for (i, (seq, packet)) in built.iter().enumerate() {
         if cfg.rate > 0 {
@@ -169,7 +315,7 @@ pub fn run(cfg: &DemoConfig) -> anyhow::Result<DemoReport> {
         }
         let frame = header.frame(packet);
         sent_at[*seq as usize].store(epoch.elapsed().as_nanos() as u64, Relaxed);
-        client.send_to(&frame, entry)?;
+        client.send(&frame, entry)?;
     }
     let recv = receiver
         .join()
@@ -192,6 +338,16 @@ pub fn run(cfg: &DemoConfig) -> anyhow::Result<DemoReport> {
             drops.push((r.name().to_string(), c));
         }
     }
+    for r in TcpDrop::ALL {
+        let c: u64 = nodes
+            .iter()
+            .flat_map(|d| d.node.tcp_counters())
+            .map(|t| t.drops(r))
+            .sum();
+        if c > 0 {
+            drops.push((format!("tcp_{}", r.name()), c));
+        }
+    }
     if recv.sink_overflows > 0 {
         drops.push(("demo_sink_rx_overflow".to_string(), recv.sink_overflows));
     }
@@ -200,6 +356,15 @@ pub fn run(cfg: &DemoConfig) -> anyhow::Result<DemoReport> {
         .map(|w| w.release_lateness_ns_max.load(Relaxed))
         .max()
         .unwrap_or(0);
+    let tcp_sum = |f: &dyn Fn(&crate::io::tcp::TcpCounters) -> u64| -> u64 {
+        nodes
+            .iter()
+            .flat_map(|d| d.node.tcp_counters())
+            .map(|t| f(t))
+            .sum()
+    };
+    let tcp_frames_in = tcp_sum(&|t| t.frames_in.load(Relaxed));
+    let noise_handshakes = tcp_sum(&|t| t.noise_handshakes.load(Relaxed));
     for d in nodes {
         d.node.shutdown()?;
     }
@@ -217,6 +382,8 @@ pub fn run(cfg: &DemoConfig) -> anyhow::Result<DemoReport> {
         ],
         io_backend,
         max_release_lateness_us: max_late / 1000,
+        tcp_frames_in,
+        noise_handshakes,
     })
 }
 
@@ -372,5 +539,40 @@ fn receive(sock: UdpSocket, n: usize, epoch: Instant, sent_at: &[AtomicU64]) -> 
         hist,
         last,
         sink_overflows: io.rx_overflows(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run_with(transport: DemoTransport) -> DemoReport {
+        run(&DemoConfig {
+            packets: 200,
+            rate: 2000,
+            mean_delay_ms: 1.0,
+            seed: Some(7),
+            transport,
+            ..DemoConfig::default()
+        })
+        .expect("the demo runs")
+    }
+
+    #[test]
+    fn the_local_mixnet_runs_over_tcp_and_noise() {
+        let r = run_with(DemoTransport::Tcp);
+        assert!(r.all_arrived(), "{r:?}");
+        // client -> entry, three node-to-node hops, and the acks' four hops (the exit
+        // delivers to the UDP sink): 200 * (4 + 4) frames over TCP
+        assert_eq!(r.tcp_frames_in, 200 * 8, "{r:?}");
+        assert_eq!(r.noise_handshakes, 0);
+        let r = run_with(DemoTransport::Noise);
+        assert!(r.all_arrived(), "{r:?}");
+        assert_eq!(r.tcp_frames_in, 200 * 8, "{r:?}");
+        // the client's, and one per next hop a node connected to (both directions count)
+        assert!(r.noise_handshakes >= 2, "{r:?}");
+        let r = run_with(DemoTransport::Udp);
+        assert!(r.all_arrived(), "{r:?}");
+        assert_eq!(r.tcp_frames_in, 0);
     }
 }

@@ -13,7 +13,7 @@ use mixplane_control::config::{Config, EXAMPLE, IoBackendKind, TcpFrameVersion};
 use mixplane_control::keys::{self, KeyMaterial, StoredKeys};
 use mixplane_control::metrics::PromText;
 use mixplane_control::topology::{self, FetchOptions, Parsed, Topology, TopologyHealth};
-use mixplane_dataplane::demo::{self, DemoConfig};
+use mixplane_dataplane::demo::{self, DemoConfig, DemoTransport};
 use mixplane_dataplane::io::tcp::{PeerBook, TcpSettings};
 use mixplane_dataplane::node::{Node, NodeConfig};
 use mixplane_dataplane::plane::{Admin, ControlPlane};
@@ -80,6 +80,10 @@ enum Command {
         /// Seed for keys, routes and delays.
         #[arg(long)]
         seed: Option<u64>,
+        /// Transport between client and nodes: udp, tcp (Nym's framing) or noise (Nym's
+        /// framing inside Noise XKpsk3).
+        #[arg(long, default_value = "udp")]
+        transport: DemoTransport,
     },
 }
 
@@ -571,6 +575,7 @@ fn main() -> anyhow::Result<ExitCode> {
             rate,
             io,
             seed,
+            transport,
         } => {
             let cfg = DemoConfig {
                 packets,
@@ -580,6 +585,7 @@ fn main() -> anyhow::Result<ExitCode> {
                 rate,
                 io,
                 seed,
+                transport,
             };
             println!(
                 "mixplane demo: 3 mix layers + exit node on loopback, {} {} packets, mean delay {} ms/hop, {} worker(s) per node",
@@ -590,6 +596,16 @@ fn main() -> anyhow::Result<ExitCode> {
             );
             let r = demo::run(&cfg)?;
             println!("io backend:        {}", r.io_backend);
+            if cfg.transport == DemoTransport::Udp {
+                println!("transport:         udp");
+            } else {
+                println!(
+                    "transport:         {} ({} frames received over TCP, {} Noise handshakes)",
+                    cfg.transport.name(),
+                    r.tcp_frames_in,
+                    r.noise_handshakes
+                );
+            }
             println!("sent:              {}", r.sent);
             println!("delivered:         {} messages", r.delivered);
             println!("SURB-ACKs back:    {}", r.acks);
