@@ -15,7 +15,10 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use mixplane_dataplane::counters::{WorkerCounters, WorkerPhase};
 use mixplane_dataplane::histogram::{AtomicHistogram, quantile_of};
-use mixplane_dataplane::io::{self, IoBackendKind, Outgoing, UdpIo};
+use mixplane_dataplane::io::tcp::{
+    ConnLimits, PeerBook, PeerInfo, PeerTransport, TcpCounters, TcpIo, TcpSettings,
+};
+use mixplane_dataplane::io::{self, Datagram, IoBackendKind, Outgoing, UdpIo};
 use mixplane_dataplane::node::{Node, NodeConfig};
 use mixplane_dataplane::sphinx::build::{self, FinalPadding, Hop, PacketSpec};
 use mixplane_dataplane::sphinx::{
@@ -52,7 +55,20 @@ struct Args {
     /// The node's receive batch (`[node] batch`): most datagrams per receive.
     #[arg(long, default_value_t = 64)]
     batch: usize,
+    /// Transports to measure the throughput phase over, each with a fresh node and packets:
+    /// udp, tcp (Nym's framing, TCP in and out), noise (the same inside Noise XKpsk3).
+    #[arg(long, value_delimiter = ',', default_value = "udp")]
+    transport: Vec<Transport>,
 }
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug, clap::ValueEnum)]
+enum Transport {
+    Udp,
+    Tcp,
+    Noise,
+}
+
+const NOISE_SECRET: [u8; 32] = [9u8; 32];
 
 const BATCH: usize = 64;
 
@@ -141,6 +157,252 @@ fn sink_thread(mut io: Box<dyn UdpIo>, count: Arc<AtomicU64>, stop: Arc<AtomicBo
     }
 }
 
+/// The throughput phase over one transport: a fresh node driven flat out (closed loop) with
+/// `frames`, forwarding to the sink (over UDP, or over TCP to a TCP sink at the same address);
+/// prints the rate next to the unwrap rate and returns the node (still running).
+fn throughput(
+    args: &Args,
+    transport: Transport,
+    secret: &[u8; 32],
+    sink_addr: SocketAddr,
+    frames: &[Vec<u8>],
+    unwrap: f64,
+) -> anyhow::Result<Node> {
+    // Throughput: the node's workers on the last cores, the sender on core 0.
+    let ncores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let cores: Vec<usize> = (0..args.workers).map(|i| ncores - 1 - i % ncores).collect();
+    let tcp = transport != Transport::Udp;
+    let noise = transport == Transport::Noise;
+    let mut peers = PeerBook::new(PeerTransport::Udp);
+    if tcp {
+        peers.insert(sink_addr, tcp_peer(noise));
+    }
+    let node = Node::start(
+        NodeConfig {
+            workers: args.workers,
+            batch: args.batch,
+            pin_cores: Some(cores),
+            io: args.io,
+            wheel_capacity: 1 << 18,
+            slab_small: 1 << 17,
+            replay_expected: (args.packets as u64 + args.delay_packets as u64) * 2,
+            tcp: tcp.then(|| TcpSettings {
+                listen: Some("127.0.0.1:0".parse().expect("an address")),
+                noise_secret: noise.then(|| zeroize::Zeroizing::new(NOISE_SECRET)),
+                egress_queue_frames: 1 << 16,
+                ..TcpSettings::default()
+            }),
+            peers,
+            ..NodeConfig::default()
+        },
+        Arc::new(NodeKeys::single(SphinxKey::from_secret(*secret, 1))),
+    )?;
+    let to = node.local_addr();
+    let mut tx = Sender::open(transport, to)?;
+    // the TCP sink listens on the UDP sink's port
+    let tcp_sink = tcp.then(|| TcpSink::start(sink_addr, noise)).transpose()?;
+    // Closed loop: keep at most IN_FLIGHT packets between the sender and the node, so the
+    // node always has work queued but its socket never overflows.
+    const IN_FLIGHT: u64 = 4096;
+    let handled = |node: &Node| {
+        sum(node, |c| {
+            c.rx_datagrams.load(Relaxed)
+                + c.node_drops(mixplane_dataplane::counters::NodeDrop::KernelRxOverflow)
+        })
+    };
+    let t0 = Instant::now();
+    let mut sent = 0u64;
+    let mut send_failed = 0;
+    for chunk in frames.chunks(BATCH) {
+        while sent.saturating_sub(handled(&node)) > IN_FLIGHT {
+            tx.progress();
+        }
+        let out: Vec<Outgoing<'_>> = chunk.iter().map(|f| Outgoing { to, data: f }).collect();
+        let st = tx.send(&out);
+        send_failed += st.failed;
+        sent += chunk.len() as u64;
+    }
+    tx.flush();
+    // wait until the node has forwarded what it received and gone quiet
+    let mut last = u64::MAX;
+    let mut last_change = Instant::now();
+    while last_change.elapsed() < Duration::from_millis(300) {
+        let now = sum(&node, |c| c.tx_datagrams.load(Relaxed));
+        if now != last {
+            last = now;
+            last_change = Instant::now();
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let busy = last_change.duration_since(t0).as_secs_f64();
+    let rx = sum(&node, |c| c.rx_datagrams.load(Relaxed));
+    let fwd = sum(&node, |c| c.tx_datagrams.load(Relaxed));
+    let overflow = sum(&node, |c| {
+        c.node_drops(mixplane_dataplane::counters::NodeDrop::KernelRxOverflow)
+    });
+    let rate = fwd as f64 / busy;
+    let per_worker = rate / args.workers as f64;
+    println!(
+        "node forwarding over {transport:?} ({} worker(s), io {}): {} sent ({} send errors), {} received, {} forwarded, {} kernel drops in {:.2} s = {:.0} packets/s, {:.0} per worker",
+        args.workers,
+        node.io_backend(),
+        sent,
+        send_failed,
+        rx,
+        fwd,
+        overflow,
+        busy,
+        rate,
+        per_worker
+    );
+    println!(
+        "{transport:?}: I/O, wheel and replay overhead: forwarding per worker is {:.1}% of the unwrap rate (target >= {}%)",
+        100.0 * per_worker / unwrap,
+        if noise { 80 } else { 85 }
+    );
+    if let Some(s) = tcp_sink {
+        let tcp_c = |f: &dyn Fn(&TcpCounters) -> u64| -> u64 {
+            node.tcp_counters().iter().map(|c| f(c)).sum()
+        };
+        println!(
+            "{transport:?}: frames in over TCP {}, out over TCP {}, Noise handshakes {}; the TCP sink got {}",
+            tcp_c(&|c| c.frames_in.load(Relaxed)),
+            tcp_c(&|c| c.frames_out.load(Relaxed)),
+            tcp_c(&|c| c.noise_handshakes.load(Relaxed)),
+            s.stop()
+        );
+    }
+    // Where the workers' time went (their own phase counters), per forwarded packet, next to
+    // the microbenchmark; and how the kernel batched the receives.
+    let per_packet =
+        |ph: WorkerPhase| sum(&node, |c| c.phase_ns(ph)) as f64 / fwd.max(1) as f64 / 1e3;
+    let batches = sum(&node, |c| c.batch_size.count());
+    println!(
+        "worker time per packet: receive {:.2} µs, process_batch {:.2} µs (microbenchmark {:.2}), hold {:.2} µs, release and send {:.2} µs; {} receive batches of {:.0} datagrams on average",
+        per_packet(WorkerPhase::Receive),
+        per_packet(WorkerPhase::Process),
+        1e6 / unwrap,
+        per_packet(WorkerPhase::Hold),
+        per_packet(WorkerPhase::Release),
+        batches,
+        sum(&node, |c| c.batch_size.sum()) as f64 / batches.max(1) as f64,
+    );
+
+    Ok(node)
+}
+
+fn tcp_peer(noise: bool) -> PeerInfo {
+    PeerInfo {
+        node_id: 0,
+        transport: PeerTransport::Tcp,
+        noise_key: noise.then(|| build::public_key(&NOISE_SECRET)),
+        noise_version: noise.then_some(1),
+    }
+}
+
+/// The load's sender: UDP datagrams, or one TCP connection (plain or Noise) as a Nym node has.
+enum Sender {
+    Udp(Box<dyn UdpIo>),
+    Tcp(Box<TcpIo>, Vec<Datagram>),
+}
+
+impl Sender {
+    fn open(transport: Transport, to: SocketAddr) -> anyhow::Result<Sender> {
+        if transport == Transport::Udp {
+            return Ok(Sender::Udp(
+                io::open(IoBackendKind::Mmsg, "127.0.0.1:0".parse()?, 64)?.0,
+            ));
+        }
+        let mut peers = PeerBook::new(PeerTransport::Tcp);
+        peers.insert(to, tcp_peer(transport == Transport::Noise));
+        let io = TcpIo::new(
+            TcpSettings {
+                noise_secret: Some(zeroize::Zeroizing::new([3u8; 32])),
+                egress_queue_frames: 1 << 16,
+                ..TcpSettings::default()
+            },
+            Arc::new(ConnLimits::new(1, 1)),
+            Arc::new(arc_swap::ArcSwap::from_pointee(peers)),
+            Arc::new(TcpCounters::default()),
+            None,
+        )?;
+        Ok(Sender::Tcp(Box::new(io), Vec::new()))
+    }
+
+    fn send(&mut self, out: &[Outgoing<'_>]) -> io::SendStats {
+        match self {
+            Sender::Udp(u) => u.send(out),
+            Sender::Tcp(t, _) => t.send_frames(out),
+        }
+    }
+
+    /// Lets a TCP sender write and handshake; a UDP sender only yields.
+    fn progress(&mut self) {
+        match self {
+            Sender::Udp(_) => std::thread::yield_now(),
+            Sender::Tcp(t, d) => {
+                let _ = t.wait(Duration::from_micros(200));
+                t.take_frames(d);
+            }
+        }
+    }
+
+    fn flush(&mut self) {
+        if let Sender::Tcp(t, _) = self {
+            let end = Instant::now() + Duration::from_secs(10);
+            while t.queued_frames() > 0 && Instant::now() < end {
+                let _ = t.wait(Duration::from_millis(1));
+            }
+        }
+    }
+}
+
+/// A TCP next hop that counts the frames it receives.
+struct TcpSink {
+    count: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl TcpSink {
+    fn start(addr: SocketAddr, noise: bool) -> anyhow::Result<TcpSink> {
+        let mut io = TcpIo::new(
+            TcpSettings {
+                listen: Some(addr),
+                noise_secret: noise.then(|| zeroize::Zeroizing::new(NOISE_SECRET)),
+                batch: 256,
+                ..TcpSettings::default()
+            },
+            Arc::new(ConnLimits::new(64, 64)),
+            Arc::new(arc_swap::ArcSwap::from_pointee(PeerBook::default())),
+            Arc::new(TcpCounters::default()),
+            None,
+        )?;
+        let count = Arc::new(AtomicU64::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (c, s) = (count.clone(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            let mut d = Vec::new();
+            while !s.load(Relaxed) {
+                if let Ok(n) = io.recv(Duration::from_millis(20), &mut d) {
+                    c.fetch_add(n as u64, Relaxed);
+                }
+            }
+        });
+        Ok(TcpSink {
+            count,
+            stop,
+            thread,
+        })
+    }
+
+    fn stop(self) -> u64 {
+        self.stop.store(true, Relaxed);
+        let _ = self.thread.join();
+        self.count.load(Relaxed)
+    }
+}
+
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let secret = [5u8; 32];
@@ -172,96 +434,28 @@ fn main() -> anyhow::Result<()> {
         );
     }
 
-    // Throughput: the node's workers on the last cores, the sender on core 0.
-    let ncores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let cores: Vec<usize> = (0..args.workers).map(|i| ncores - 1 - i % ncores).collect();
-    let node = Node::start(
-        NodeConfig {
-            workers: args.workers,
-            batch: args.batch,
-            pin_cores: Some(cores),
-            io: args.io,
-            wheel_capacity: 1 << 18,
-            slab_small: 1 << 17,
-            replay_expected: (args.packets as u64 + args.delay_packets as u64) * 2,
-            ..NodeConfig::default()
-        },
-        Arc::new(NodeKeys::single(SphinxKey::from_secret(secret, 1))),
-    )?;
+    let mut node = None;
+    for (k, &transport) in args.transport.iter().enumerate() {
+        if let Some(n) = node.take() {
+            let n: Node = n;
+            n.shutdown()?;
+        }
+        let fresh = if k == 0 {
+            frames.clone()
+        } else {
+            println!(
+                "building {} more packets for the {transport:?} phase...",
+                args.packets
+            );
+            build_frames(&secret, sink_addr, args.packets, |_| 0, 10 + k as u64)?
+        };
+        node = Some(throughput(
+            &args, transport, &secret, sink_addr, &fresh, unwrap,
+        )?);
+    }
+    let node = node.expect("at least one transport");
     let to = node.local_addr();
     let (mut tx, _) = io::open(IoBackendKind::Mmsg, "127.0.0.1:0".parse()?, 64)?;
-    // Closed loop: keep at most IN_FLIGHT packets between the sender and the node, so the
-    // node always has work queued but its socket never overflows.
-    const IN_FLIGHT: u64 = 4096;
-    let handled = |node: &Node| {
-        sum(node, |c| {
-            c.rx_datagrams.load(Relaxed)
-                + c.node_drops(mixplane_dataplane::counters::NodeDrop::KernelRxOverflow)
-        })
-    };
-    let t0 = Instant::now();
-    let mut sent = 0u64;
-    let mut send_failed = 0;
-    for chunk in frames.chunks(BATCH) {
-        while sent.saturating_sub(handled(&node)) > IN_FLIGHT {
-            std::thread::yield_now();
-        }
-        let out: Vec<Outgoing<'_>> = chunk.iter().map(|f| Outgoing { to, data: f }).collect();
-        let st = tx.send(&out);
-        send_failed += st.failed;
-        sent += chunk.len() as u64;
-    }
-    // wait until the node has forwarded what it received and gone quiet
-    let mut last = u64::MAX;
-    let mut last_change = Instant::now();
-    while last_change.elapsed() < Duration::from_millis(300) {
-        let now = sum(&node, |c| c.tx_datagrams.load(Relaxed));
-        if now != last {
-            last = now;
-            last_change = Instant::now();
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    let busy = last_change.duration_since(t0).as_secs_f64();
-    let rx = sum(&node, |c| c.rx_datagrams.load(Relaxed));
-    let fwd = sum(&node, |c| c.tx_datagrams.load(Relaxed));
-    let overflow = sum(&node, |c| {
-        c.node_drops(mixplane_dataplane::counters::NodeDrop::KernelRxOverflow)
-    });
-    let rate = fwd as f64 / busy;
-    let per_worker = rate / args.workers as f64;
-    println!(
-        "node forwarding ({} worker(s), io {}): {} sent ({} send errors), {} received, {} forwarded, {} kernel drops in {:.2} s = {:.0} packets/s, {:.0} per worker",
-        args.workers,
-        node.io_backend(),
-        sent,
-        send_failed,
-        rx,
-        fwd,
-        overflow,
-        busy,
-        rate,
-        per_worker
-    );
-    println!(
-        "I/O, wheel and replay overhead: forwarding per worker is {:.1}% of the unwrap rate (target >= 85%)",
-        100.0 * per_worker / unwrap
-    );
-    // Where the workers' time went (their own phase counters), per forwarded packet, next to
-    // the microbenchmark; and how the kernel batched the receives.
-    let per_packet =
-        |ph: WorkerPhase| sum(&node, |c| c.phase_ns(ph)) as f64 / fwd.max(1) as f64 / 1e3;
-    let batches = sum(&node, |c| c.batch_size.count());
-    println!(
-        "worker time per packet: receive {:.2} µs, process_batch {:.2} µs (microbenchmark {:.2}), hold {:.2} µs, release and send {:.2} µs; {} receive batches of {:.0} datagrams on average",
-        per_packet(WorkerPhase::Receive),
-        per_packet(WorkerPhase::Process),
-        1e6 / unwrap,
-        per_packet(WorkerPhase::Hold),
-        per_packet(WorkerPhase::Release),
-        batches,
-        sum(&node, |c| c.batch_size.sum()) as f64 / batches.max(1) as f64,
-    );
 
     // Release error: moderate rate, random delays.
     let mut rng = rand::rngs::StdRng::seed_from_u64(2);

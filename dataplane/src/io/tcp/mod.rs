@@ -263,6 +263,25 @@ impl TcpIo {
         }
         writable.clear();
         self.writable = writable;
+        // outbound connections carry no frames to us, only Noise handshake replies: read them
+        // here, so a sender makes progress without taking frames
+        let mut i = 0;
+        while i < self.ready.len() {
+            let c = self.ready[i];
+            if let Some(Some(Conn::Out(_))) = self.conns.get(c) {
+                self.ready.swap_remove(i);
+                let mut none = Vec::new();
+                let mut used = 0;
+                // bounded: a next hop that streams bytes at us cannot keep the worker here
+                for _ in 0..16 {
+                    if !self.read_conn(c, &mut none, &mut used) {
+                        break;
+                    }
+                }
+            } else {
+                i += 1;
+            }
+        }
         let now = Instant::now();
         if now.duration_since(self.last_sweep) >= SWEEP_EVERY {
             self.last_sweep = now;
