@@ -303,11 +303,13 @@ impl TcpIo {
         ready.dedup();
         let mut again = Vec::new();
         for i in ready {
-            if out.len() >= self.settings.batch || used >= ARENA_BYTES {
-                again.push(i);
-                continue;
+            // read a connection until it has nothing more or the batch is full (a busy peer
+            // fills the batch as a UDP burst would; the rest wait for the next batch)
+            let mut more = true;
+            while more && out.len() < self.settings.batch && used < ARENA_BYTES {
+                more = self.read_conn(i, out, &mut used);
             }
-            if self.read_conn(i, out, &mut used) {
+            if more {
                 again.push(i);
             }
         }
