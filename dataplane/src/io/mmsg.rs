@@ -4,7 +4,7 @@
 use std::io;
 use std::net::UdpSocket;
 use std::os::fd::AsRawFd;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::socket::{CmsgBuf, DropPoller, rx_control};
 use super::tx::{GsoPolicy, TxMessages};
@@ -179,7 +179,8 @@ impl UdpIo for MmsgIo {
         if batch.is_empty() {
             return stats;
         }
-        let m = self.tx.build(batch, self.gso.max_seg);
+        let now = Instant::now();
+        let m = self.tx.build(batch, &self.gso, now);
         let mut done = 0;
         let mut gso_failed = false;
         while done < m {
@@ -198,8 +199,9 @@ impl UdpIo for MmsgIo {
             });
             match r {
                 Err(e) => {
+                    let (first, _, seg) = self.tx.runs[done];
                     if self.tx.datagrams(done) > 1
-                        && self.gso.learn(e.raw_os_error(), self.tx.runs[done].2)
+                        && self.gso.learn(batch[first].to, e.raw_os_error(), seg, now)
                     {
                         gso_failed = true;
                         break;

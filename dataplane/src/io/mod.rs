@@ -120,10 +120,10 @@ pub(crate) fn split_gro(offset: usize, len: usize, gso: usize, out: &mut Vec<Dat
 
 /// Groups a send batch into GSO runs: consecutive datagrams to the same address where all but
 /// the last have the same length, within the kernel's limits, for segments of at most
-/// `max_seg` bytes (0: no GSO). Calls `f(start, end, seg_len)`.
+/// `max_seg(destination)` bytes (0: no GSO to that destination). Calls `f(start, end, seg_len)`.
 pub(crate) fn gso_runs(
     batch: &[Outgoing<'_>],
-    max_seg: usize,
+    max_seg: impl Fn(&SocketAddr) -> usize,
     mut f: impl FnMut(usize, usize, usize),
 ) {
     let mut i = 0;
@@ -131,7 +131,7 @@ pub(crate) fn gso_runs(
         let seg = batch[i].data.len();
         let mut j = i + 1;
         let mut bytes = seg;
-        if seg <= max_seg {
+        if i + 1 < batch.len() && batch[i + 1].to == batch[i].to && seg <= max_seg(&batch[i].to) {
             while j < batch.len()
                 && j - i < MAX_GSO_SEGMENTS
                 && batch[j].to == batch[i].to
@@ -274,10 +274,25 @@ mod tests {
             Outgoing { to: b, data: &big },
         ];
         let mut runs = Vec::new();
-        gso_runs(&batch, usize::MAX, |s, e, l| runs.push((s, e, l)));
+        gso_runs(&batch, |_| usize::MAX, |s, e, l| runs.push((s, e, l)));
         assert_eq!(runs, vec![(0, 3, 100), (3, 4, 100), (4, 5, 100)]);
         runs.clear();
-        gso_runs(&batch, 0, |s, e, l| runs.push((s, e, l)));
+        gso_runs(&batch, |_| 0, |s, e, l| runs.push((s, e, l)));
+        assert_eq!(runs.len(), 5);
+        // GSO off for `b` only: `a`'s runs are unchanged
+        runs.clear();
+        gso_runs(
+            &batch,
+            |to| if *to == b { 0 } else { usize::MAX },
+            |s, e, l| runs.push((s, e, l)),
+        );
+        assert_eq!(runs, vec![(0, 3, 100), (3, 4, 100), (4, 5, 100)]);
+        runs.clear();
+        gso_runs(
+            &batch,
+            |to| if *to == a { 99 } else { usize::MAX },
+            |s, e, l| runs.push((s, e, l)),
+        );
         assert_eq!(runs.len(), 5);
         let many: Vec<_> = (0..70)
             .map(|_| Outgoing {
@@ -286,7 +301,7 @@ mod tests {
             })
             .collect();
         runs.clear();
-        gso_runs(&many, usize::MAX, |s, e, l| runs.push((s, e, l)));
+        gso_runs(&many, |_| usize::MAX, |s, e, l| runs.push((s, e, l)));
         assert_eq!(runs, vec![(0, 64, 50), (64, 70, 50)]);
     }
 }

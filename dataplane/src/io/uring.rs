@@ -408,7 +408,8 @@ impl UdpIo for UringIo {
         if batch.is_empty() {
             return stats;
         }
-        let m = self.tx.build(batch, self.gso.max_seg);
+        let now = std::time::Instant::now();
+        let m = self.tx.build(batch, &self.gso, now);
         let fd = types::Fd(self.sock.as_raw_fd());
         let mut next = 0; // next message to queue
         let mut in_flight = 0;
@@ -452,9 +453,10 @@ impl UdpIo for UringIo {
                 let k = k as usize;
                 in_flight -= 1;
                 let n = self.tx.datagrams(k);
+                let (first, _, seg) = self.tx.runs[k];
                 if res >= 0 {
                     stats.sent += n;
-                } else if n > 1 && self.gso.learn(Some(-res), self.tx.runs[k].2) {
+                } else if n > 1 && self.gso.learn(batch[first].to, Some(-res), seg, now) {
                     refused.push(k);
                 } else {
                     stats.failed += n;
@@ -637,7 +639,13 @@ mod tests {
         ];
         let st = u.send(&batch);
         assert_eq!((st.sent, st.failed), (2, 2), "{st:?}");
-        assert_eq!(u.gso.max_seg, 0, "the refusal was taken as one");
+        let now = Instant::now();
+        assert_eq!(u.gso.max_seg(&bad, now), 0, "the refusal was taken as one");
+        assert_eq!(
+            u.gso.max_seg(&good, now),
+            usize::MAX,
+            "GSO stays on for the other destination"
+        );
         let mut buf = [0u8; 2048];
         let mut got = 0;
         while rx.recv(&mut buf).is_ok() {
