@@ -161,8 +161,12 @@ impl UdpIo for MmsgIo {
         Ok(out.len())
     }
 
-    fn arena_mut(&mut self) -> &mut [u8] {
-        &mut self.arena
+    fn frames_mut<'a>(&'a mut self, datagrams: &[Datagram]) -> Vec<&'a mut [u8]> {
+        crate::io::carve(&mut self.arena, datagrams)
+    }
+
+    fn datagram(&self, d: Datagram) -> &[u8] {
+        crate::io::slice_of(&self.arena, d)
     }
 
     fn rx_overflows(&self) -> u64 {

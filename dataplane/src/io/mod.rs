@@ -69,9 +69,24 @@ pub trait UdpIo: Send {
     /// Fills `out` (cleared first) with the datagrams; returns how many.
     fn recv(&mut self, timeout: Duration, out: &mut Vec<Datagram>) -> io::Result<usize>;
 
-    /// The receive arena that `Datagram` offsets point into, mutable so the Sphinx core can
-    /// process frames in place. Valid until the next `recv`.
-    fn arena_mut(&mut self) -> &mut [u8];
+    /// The bytes of `datagrams`, some or all of those the last `recv` returned, mutable so
+    /// that the Sphinx core can process them in place: one slice per datagram, in the same
+    /// order. `datagrams` must be in ascending offset order (sort what `recv` returned by
+    /// offset). The slices cover only buffers that the last `recv` completed, never memory the
+    /// kernel may still be writing; they live until the next call that takes `&mut self`.
+    ///
+    /// # Panics
+    ///
+    /// If `datagrams` are out of order or overlap, or one is not within what the last `recv`
+    /// received.
+    fn frames_mut<'a>(&'a mut self, datagrams: &[Datagram]) -> Vec<&'a mut [u8]>;
+
+    /// The bytes of one datagram that the last `recv` returned.
+    ///
+    /// # Panics
+    ///
+    /// If `d` is not within what the last `recv` received.
+    fn datagram(&self, d: Datagram) -> &[u8];
 
     /// Sends datagrams. Callers pass them grouped by destination so that runs of equal-sized
     /// datagrams to one address go out as one GSO message.
@@ -99,6 +114,35 @@ pub(crate) fn retry_if_interrupted<T>(mut f: impl FnMut() -> io::Result<T>) -> i
             result => return result,
         }
     }
+}
+
+/// Splits `arena` into one disjoint mutable slice per datagram, for backends whose whole arena
+/// is theirs between calls (no kernel writes into it outside a system call).
+///
+/// # Panics
+///
+/// If `datagrams` are out of ascending offset order, overlap, or reach past `arena`.
+pub(crate) fn carve<'a>(arena: &'a mut [u8], datagrams: &[Datagram]) -> Vec<&'a mut [u8]> {
+    let mut frames = Vec::with_capacity(datagrams.len());
+    let mut rest = arena;
+    let mut base = 0usize;
+    for d in datagrams {
+        let skip = d
+            .offset
+            .checked_sub(base)
+            .expect("datagrams in ascending offset order, not overlapping");
+        let (_, tail) = rest.split_at_mut(skip);
+        let (frame, tail) = tail.split_at_mut(d.len);
+        frames.push(frame);
+        rest = tail;
+        base = d.offset + d.len;
+    }
+    frames
+}
+
+/// The bytes of `d` in `arena`. Panics if `d` reaches past `arena`.
+pub(crate) fn slice_of(arena: &[u8], d: Datagram) -> &[u8] {
+    &arena[d.offset..][..d.len]
 }
 
 /// Splits `len` bytes received with GRO segment size `gso` (0: not coalesced) into datagrams.
@@ -227,6 +271,33 @@ mod tests {
             assert_eq!(sizes.iter().sum::<usize>(), 40, "{kind:?}");
             assert!(sizes.contains(&8), "{kind:?}: {sizes:?}");
         }
+    }
+
+    #[test]
+    fn carve_hands_out_each_datagram_once() {
+        let mut arena: Vec<u8> = (0..32).collect();
+        let dg = [
+            Datagram { offset: 2, len: 3 },
+            Datagram { offset: 5, len: 0 },
+            Datagram { offset: 10, len: 4 },
+        ];
+        let frames = carve(&mut arena, &dg);
+        assert_eq!(frames.len(), 3);
+        assert_eq!(&*frames[0], &[2, 3, 4]);
+        assert!(frames[1].is_empty());
+        assert_eq!(&*frames[2], &[10, 11, 12, 13]);
+        assert_eq!(slice_of(&arena, dg[2]), &[10, 11, 12, 13]);
+    }
+
+    #[test]
+    #[should_panic(expected = "ascending offset order")]
+    fn carve_refuses_overlapping_datagrams() {
+        let mut arena = [0u8; 16];
+        let dg = [
+            Datagram { offset: 2, len: 4 },
+            Datagram { offset: 4, len: 4 },
+        ];
+        let _ = carve(&mut arena, &dg);
     }
 
     #[test]
