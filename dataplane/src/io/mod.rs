@@ -27,7 +27,7 @@ pub use mixplane_control::config::IoBackendKind;
 /// One received datagram within the backend's buffers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Datagram {
-    /// Offset in the receive arena.
+    /// Offset in the backend's receive buffers (see [`UdpIo::frames_mut`]).
     pub offset: usize,
     /// Length in bytes.
     pub len: usize,
