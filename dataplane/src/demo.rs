@@ -509,10 +509,9 @@ fn receive(sock: UdpSocket, n: usize, epoch: Instant, sent_at: &[AtomicU64]) -> 
                 continue;
             }
         }
-        let arena = io.arena_mut();
         for d in &datagrams {
             {
-                let Some(m) = sink::parse(&arena[d.offset..d.offset + d.len]) else {
+                let Some(m) = sink::parse(io.datagram(*d)) else {
                     continue;
                 };
                 if m.message.len() >= 16 && &m.message[..8] == MAGIC {

@@ -285,7 +285,7 @@ impl LoopState {
                 let t_call = self.now();
                 let n = tcp.take_frames(&mut self.datagrams);
                 if n > 0 {
-                    self.received(tcp.arena_mut(), n, t_call);
+                    self.received(tcp, n, t_call);
                 }
                 if let Some(udp) = udp {
                     let n = self.receive_and_process(udp.as_mut(), Duration::ZERO);
@@ -331,21 +331,21 @@ impl LoopState {
                 return 0;
             }
         };
-        self.received(io.arena_mut(), n, t_call);
+        self.received(io, n, t_call);
         n
     }
 
     /// Counts a received batch of `n` frames (the receive began at `t_call`) and processes
-    /// it in place in `arena`.
-    fn received(&mut self, arena: &mut [u8], n: usize, t_call: u64) {
+    /// it in place in `io`'s buffers.
+    fn received(&mut self, io: &mut dyn UdpIo, n: usize, t_call: u64) {
         let t_rx = self.now();
         self.counters
             .add_phase(WorkerPhase::Receive, t_rx.saturating_sub(t_call));
         WorkerCounters::add(&self.counters.rx_datagrams, n as u64);
         WorkerCounters::add(&self.counters.rx_batches, 1);
-        // carve needs arena order (io_uring hands buffers back in any order)
+        // frames_mut needs arena order (io_uring hands buffers back in any order)
         self.datagrams.sort_unstable_by_key(|d| d.offset);
-        let mut frames = carve(arena, &self.datagrams);
+        let mut frames = io.frames_mut(&self.datagrams);
         self.process(&mut frames, t_rx);
     }
 
@@ -617,23 +617,6 @@ fn next_hop_ok(
     } else {
         Ok(())
     }
-}
-
-/// Splits the arena into disjoint mutable frames, one per datagram (offsets ascending).
-fn carve<'a>(arena: &'a mut [u8], datagrams: &[Datagram]) -> Vec<&'a mut [u8]> {
-    let mut frames = Vec::with_capacity(datagrams.len());
-    let mut rest = arena;
-    let mut base = 0usize;
-    for d in datagrams {
-        debug_assert!(d.offset >= base, "datagrams are in arena order");
-        let skip = d.offset - base;
-        let (_, tail) = rest.split_at_mut(skip);
-        let (frame, tail) = tail.split_at_mut(d.len);
-        frames.push(frame);
-        rest = tail;
-        base = d.offset + d.len;
-    }
-    frames
 }
 
 #[cfg(test)]

@@ -388,10 +388,9 @@ pub(super) fn receive(mut io: Box<dyn UdpIo>, ctx: ReceiverCtx) -> Received {
             _ => continue,
         }
         let now = ctx.epoch.elapsed().as_nanos() as u64;
-        let arena = io.arena_mut();
         let mut ours = false;
         for d in &datagrams {
-            let tag = sink::parse(&arena[d.offset..d.offset + d.len])
+            let tag = sink::parse(io.datagram(*d))
                 .and_then(|m| Tag::parse(m.message))
                 .filter(|t| ctx.run.is_none_or(|r| t.run == r));
             let Some(tag) = tag else {

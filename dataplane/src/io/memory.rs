@@ -155,8 +155,12 @@ impl UdpIo for MemoryIo {
         Ok(out.len())
     }
 
-    fn arena_mut(&mut self) -> &mut [u8] {
-        &mut self.arena
+    fn frames_mut<'a>(&'a mut self, datagrams: &[Datagram]) -> Vec<&'a mut [u8]> {
+        crate::io::carve(&mut self.arena, datagrams)
+    }
+
+    fn datagram(&self, d: Datagram) -> &[u8] {
+        crate::io::slice_of(&self.arena, d)
     }
 
     fn send(&mut self, batch: &[Outgoing<'_>]) -> SendStats {
@@ -189,8 +193,7 @@ mod tests {
         let mut out = Vec::new();
         let mut got = Vec::new();
         while io.recv(Duration::ZERO, &mut out).unwrap() > 0 {
-            let a = io.arena_mut();
-            got.extend(out.iter().map(|d| a[d.offset..d.offset + d.len].to_vec()));
+            got.extend(out.iter().map(|d| io.datagram(*d).to_vec()));
         }
         assert_eq!(got, frames.to_vec());
         assert_eq!(p.received(), 10);

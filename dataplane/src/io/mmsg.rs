@@ -4,7 +4,7 @@
 use std::io;
 use std::net::UdpSocket;
 use std::os::fd::AsRawFd;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::socket::{CmsgBuf, DropPoller, rx_control};
 use super::tx::{GsoPolicy, TxMessages};
@@ -161,8 +161,12 @@ impl UdpIo for MmsgIo {
         Ok(out.len())
     }
 
-    fn arena_mut(&mut self) -> &mut [u8] {
-        &mut self.arena
+    fn frames_mut<'a>(&'a mut self, datagrams: &[Datagram]) -> Vec<&'a mut [u8]> {
+        crate::io::carve(&mut self.arena, datagrams)
+    }
+
+    fn datagram(&self, d: Datagram) -> &[u8] {
+        crate::io::slice_of(&self.arena, d)
     }
 
     fn rx_overflows(&self) -> u64 {
@@ -179,7 +183,8 @@ impl UdpIo for MmsgIo {
         if batch.is_empty() {
             return stats;
         }
-        let m = self.tx.build(batch, self.gso.max_seg);
+        let now = Instant::now();
+        let m = self.tx.build(batch, &self.gso, now);
         let mut done = 0;
         let mut gso_failed = false;
         while done < m {
@@ -198,8 +203,9 @@ impl UdpIo for MmsgIo {
             });
             match r {
                 Err(e) => {
+                    let (first, _, seg) = self.tx.runs[done];
                     if self.tx.datagrams(done) > 1
-                        && self.gso.learn(e.raw_os_error(), self.tx.runs[done].2)
+                        && self.gso.learn(batch[first].to, e.raw_os_error(), seg, now)
                     {
                         gso_failed = true;
                         break;

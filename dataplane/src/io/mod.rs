@@ -27,7 +27,7 @@ pub use mixplane_control::config::IoBackendKind;
 /// One received datagram within the backend's buffers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Datagram {
-    /// Offset in the receive arena.
+    /// Offset in the backend's receive buffers (see [`UdpIo::frames_mut`]).
     pub offset: usize,
     /// Length in bytes.
     pub len: usize,
@@ -69,9 +69,24 @@ pub trait UdpIo: Send {
     /// Fills `out` (cleared first) with the datagrams; returns how many.
     fn recv(&mut self, timeout: Duration, out: &mut Vec<Datagram>) -> io::Result<usize>;
 
-    /// The receive arena that `Datagram` offsets point into, mutable so the Sphinx core can
-    /// process frames in place. Valid until the next `recv`.
-    fn arena_mut(&mut self) -> &mut [u8];
+    /// The bytes of `datagrams`, some or all of those the last `recv` returned, mutable so
+    /// that the Sphinx core can process them in place: one slice per datagram, in the same
+    /// order. `datagrams` must be in ascending offset order (sort what `recv` returned by
+    /// offset). The slices cover only buffers that the last `recv` completed, never memory the
+    /// kernel may still be writing; they live until the next call that takes `&mut self`.
+    ///
+    /// # Panics
+    ///
+    /// If `datagrams` are out of order or overlap, or one is not within what the last `recv`
+    /// received.
+    fn frames_mut<'a>(&'a mut self, datagrams: &[Datagram]) -> Vec<&'a mut [u8]>;
+
+    /// The bytes of one datagram that the last `recv` returned.
+    ///
+    /// # Panics
+    ///
+    /// If `d` is not within what the last `recv` received.
+    fn datagram(&self, d: Datagram) -> &[u8];
 
     /// Sends datagrams. Callers pass them grouped by destination so that runs of equal-sized
     /// datagrams to one address go out as one GSO message.
@@ -101,6 +116,35 @@ pub(crate) fn retry_if_interrupted<T>(mut f: impl FnMut() -> io::Result<T>) -> i
     }
 }
 
+/// Splits `arena` into one disjoint mutable slice per datagram, for backends whose whole arena
+/// is theirs between calls (no kernel writes into it outside a system call).
+///
+/// # Panics
+///
+/// If `datagrams` are out of ascending offset order, overlap, or reach past `arena`.
+pub(crate) fn carve<'a>(arena: &'a mut [u8], datagrams: &[Datagram]) -> Vec<&'a mut [u8]> {
+    let mut frames = Vec::with_capacity(datagrams.len());
+    let mut rest = arena;
+    let mut base = 0usize;
+    for d in datagrams {
+        let skip = d
+            .offset
+            .checked_sub(base)
+            .expect("datagrams in ascending offset order, not overlapping");
+        let (_, tail) = rest.split_at_mut(skip);
+        let (frame, tail) = tail.split_at_mut(d.len);
+        frames.push(frame);
+        rest = tail;
+        base = d.offset + d.len;
+    }
+    frames
+}
+
+/// The bytes of `d` in `arena`. Panics if `d` reaches past `arena`.
+pub(crate) fn slice_of(arena: &[u8], d: Datagram) -> &[u8] {
+    &arena[d.offset..][..d.len]
+}
+
 /// Splits `len` bytes received with GRO segment size `gso` (0: not coalesced) into datagrams.
 pub(crate) fn split_gro(offset: usize, len: usize, gso: usize, out: &mut Vec<Datagram>) {
     if gso == 0 || gso >= len {
@@ -120,10 +164,10 @@ pub(crate) fn split_gro(offset: usize, len: usize, gso: usize, out: &mut Vec<Dat
 
 /// Groups a send batch into GSO runs: consecutive datagrams to the same address where all but
 /// the last have the same length, within the kernel's limits, for segments of at most
-/// `max_seg` bytes (0: no GSO). Calls `f(start, end, seg_len)`.
+/// `max_seg(destination)` bytes (0: no GSO to that destination). Calls `f(start, end, seg_len)`.
 pub(crate) fn gso_runs(
     batch: &[Outgoing<'_>],
-    max_seg: usize,
+    max_seg: impl Fn(&SocketAddr) -> usize,
     mut f: impl FnMut(usize, usize, usize),
 ) {
     let mut i = 0;
@@ -131,7 +175,7 @@ pub(crate) fn gso_runs(
         let seg = batch[i].data.len();
         let mut j = i + 1;
         let mut bytes = seg;
-        if seg <= max_seg {
+        if i + 1 < batch.len() && batch[i + 1].to == batch[i].to && seg <= max_seg(&batch[i].to) {
             while j < batch.len()
                 && j - i < MAX_GSO_SEGMENTS
                 && batch[j].to == batch[i].to
@@ -230,6 +274,33 @@ mod tests {
     }
 
     #[test]
+    fn carve_hands_out_each_datagram_once() {
+        let mut arena: Vec<u8> = (0..32).collect();
+        let dg = [
+            Datagram { offset: 2, len: 3 },
+            Datagram { offset: 5, len: 0 },
+            Datagram { offset: 10, len: 4 },
+        ];
+        let frames = carve(&mut arena, &dg);
+        assert_eq!(frames.len(), 3);
+        assert_eq!(&*frames[0], &[2, 3, 4]);
+        assert!(frames[1].is_empty());
+        assert_eq!(&*frames[2], &[10, 11, 12, 13]);
+        assert_eq!(slice_of(&arena, dg[2]), &[10, 11, 12, 13]);
+    }
+
+    #[test]
+    #[should_panic(expected = "ascending offset order")]
+    fn carve_refuses_overlapping_datagrams() {
+        let mut arena = [0u8; 16];
+        let dg = [
+            Datagram { offset: 2, len: 4 },
+            Datagram { offset: 4, len: 4 },
+        ];
+        let _ = carve(&mut arena, &dg);
+    }
+
+    #[test]
     fn gro_split() {
         let mut v = Vec::new();
         split_gro(100, 10, 0, &mut v);
@@ -274,10 +345,25 @@ mod tests {
             Outgoing { to: b, data: &big },
         ];
         let mut runs = Vec::new();
-        gso_runs(&batch, usize::MAX, |s, e, l| runs.push((s, e, l)));
+        gso_runs(&batch, |_| usize::MAX, |s, e, l| runs.push((s, e, l)));
         assert_eq!(runs, vec![(0, 3, 100), (3, 4, 100), (4, 5, 100)]);
         runs.clear();
-        gso_runs(&batch, 0, |s, e, l| runs.push((s, e, l)));
+        gso_runs(&batch, |_| 0, |s, e, l| runs.push((s, e, l)));
+        assert_eq!(runs.len(), 5);
+        // GSO off for `b` only: `a`'s runs are unchanged
+        runs.clear();
+        gso_runs(
+            &batch,
+            |to| if *to == b { 0 } else { usize::MAX },
+            |s, e, l| runs.push((s, e, l)),
+        );
+        assert_eq!(runs, vec![(0, 3, 100), (3, 4, 100), (4, 5, 100)]);
+        runs.clear();
+        gso_runs(
+            &batch,
+            |to| if *to == a { 99 } else { usize::MAX },
+            |s, e, l| runs.push((s, e, l)),
+        );
         assert_eq!(runs.len(), 5);
         let many: Vec<_> = (0..70)
             .map(|_| Outgoing {
@@ -286,7 +372,7 @@ mod tests {
             })
             .collect();
         runs.clear();
-        gso_runs(&many, usize::MAX, |s, e, l| runs.push((s, e, l)));
+        gso_runs(&many, |_| usize::MAX, |s, e, l| runs.push((s, e, l)));
         assert_eq!(runs, vec![(0, 64, 50), (64, 70, 50)]);
     }
 }

@@ -13,10 +13,12 @@
 //!   with one `io_uring_enter`; `send` returns when all of them completed, so the caller's data
 //!   only has to live for the call.
 //!
-//! The arena that [`UdpIo::arena_mut`] hands the worker spans every buffer, including those the
-//! kernel may be filling at that moment; the worker only reads and writes the ranges `recv`
-//! returned, which the kernel no longer touches. (Handing out one slice per buffer would make
-//! that a type-level guarantee; the trait's one-arena shape does not allow it yet.)
+//! The receive buffers are one allocation held only through a raw pointer ([`RxBuffers`]): the
+//! kernel writes into the buffers published to the ring at any moment, so no Rust reference may
+//! cover them. Slices are made only of buffers whose completion `recv` took (the kernel is done
+//! with them and they are not published again before the next `recv`, which needs `&mut self`
+//! and so cannot run while a slice lives): [`UdpIo::frames_mut`] and [`UdpIo::datagram`] check
+//! every datagram against that set.
 //!
 //! [`UringIo::new`] fails (and `Auto` falls back to recvmmsg/sendmmsg) when the ring, the
 //! buffer ring or multishot receive cannot be set up: seccomp-filtered containers, kernels
@@ -116,13 +118,99 @@ impl Drop for BufRingMem {
     }
 }
 
+/// The receive buffers: `count` buffers of [`BUF_LEN`] bytes in one allocation that the
+/// kernel writes into through the buffer ring. Held as a raw pointer, never as a Rust
+/// reference, because the kernel owns every buffer published to the ring; a buffer becomes
+/// ours when its completion is taken and stays ours until it is published again.
+struct RxBuffers {
+    ptr: std::ptr::NonNull<u8>,
+    layout: std::alloc::Layout,
+    /// Which buffers are ours (taken from a completion and not published again), by id.
+    ours: Vec<bool>,
+    /// Never free the memory (the kernel may still write into it).
+    leak: bool,
+}
+
+impl RxBuffers {
+    fn new(count: usize) -> io::Result<RxBuffers> {
+        let layout = std::alloc::Layout::from_size_align(count.max(1) * BUF_LEN, 64)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        // SAFETY: the layout has a non-zero size.
+        let ptr = unsafe { std::alloc::alloc_zeroed(layout) };
+        let ptr = std::ptr::NonNull::new(ptr).ok_or_else(|| {
+            io::Error::new(io::ErrorKind::OutOfMemory, "receive buffer allocation")
+        })?;
+        Ok(RxBuffers {
+            ptr,
+            layout,
+            ours: vec![true; count],
+            leak: false,
+        })
+    }
+
+    /// The start of buffer `bid`, for publishing it to the ring (which makes it the kernel's).
+    fn publish(&mut self, bid: u16) -> *mut u8 {
+        let i = usize::from(bid);
+        self.ours[i] = false;
+        // SAFETY: `i < count` (the index above did not panic), so the offset stays inside the
+        // allocation.
+        unsafe { self.ptr.as_ptr().add(i * BUF_LEN) }
+    }
+
+    /// Takes buffer `bid` back from the kernel (its completion arrived); returns its first
+    /// `len` bytes (at most `BUF_LEN`), or `None` for an id that is not ours to take.
+    fn take(&mut self, bid: u16, len: usize) -> Option<&[u8]> {
+        let i = usize::from(bid);
+        let ours = self.ours.get_mut(i)?;
+        *ours = true;
+        // SAFETY: buffer `i` lies inside the allocation (`i < count`); its completion says the
+        // kernel has finished writing it, and it is not published again while the returned
+        // borrow of `self` lives (publishing needs `&mut self`).
+        Some(unsafe {
+            std::slice::from_raw_parts(self.ptr.as_ptr().add(i * BUF_LEN), len.min(BUF_LEN))
+        })
+    }
+
+    /// Where `d` starts, after checking that it lies within one buffer that is ours.
+    ///
+    /// # Panics
+    ///
+    /// If it does not.
+    fn checked(&self, d: Datagram) -> *mut u8 {
+        let i = d.offset / BUF_LEN;
+        let end = d.offset.checked_add(d.len);
+        assert!(
+            self.ours.get(i) == Some(&true) && end.is_some_and(|e| e <= (i + 1) * BUF_LEN),
+            "datagram {d:?} is not within a buffer the last recv completed"
+        );
+        // SAFETY: `d.offset < (i + 1) * BUF_LEN <= count * BUF_LEN`, inside the allocation.
+        unsafe { self.ptr.as_ptr().add(d.offset) }
+    }
+
+    /// The allocation's address, for turning pointers into it into offsets.
+    fn base(&self) -> usize {
+        self.ptr.as_ptr() as usize
+    }
+}
+
+impl Drop for RxBuffers {
+    fn drop(&mut self) {
+        if self.leak {
+            return;
+        }
+        // SAFETY: allocated in `new` with this layout; `UringIo`'s Drop either saw the
+        // multishot receive end (no request can pick a buffer any more) or set `leak`.
+        unsafe { std::alloc::dealloc(self.ptr.as_ptr(), self.layout) }
+    }
+}
+
 /// io_uring I/O on one socket.
 pub struct UringIo {
     // Field order matters: the ring is dropped (and the kernel lets go of the buffers) before
     // the buffer memory.
     ring: IoUring,
     sock: UdpSocket,
-    bufs: Vec<u8>,
+    bufs: RxBuffers,
     buf_ring: BufRingMem,
     /// Buffers handed out by the last `recv`, given back to the ring by the next.
     in_use: Vec<u16>,
@@ -146,9 +234,9 @@ pub struct UringIo {
     rx_errors: u64,
 }
 
-// SAFETY: the raw pointers (buffer ring memory, the recv msghdr, the tx scratch) point into
-// memory owned by this struct, not shared with other threads except the kernel; the struct
-// moves to its worker thread before first use.
+// SAFETY: the raw pointers (receive buffers, buffer ring memory, the recv msghdr, the tx
+// scratch) point into memory owned by this struct, not shared with other threads except the
+// kernel; the struct moves to its worker thread before first use.
 unsafe impl Send for UringIo {}
 
 impl UringIo {
@@ -193,7 +281,7 @@ impl UringIo {
         let mut io = UringIo {
             ring,
             sock,
-            bufs: vec![0u8; nbufs * BUF_LEN],
+            bufs: RxBuffers::new(nbufs)?,
             buf_ring,
             in_use: (0..nbufs as u16).collect(),
             rx_hdr,
@@ -232,10 +320,8 @@ impl UringIo {
             return;
         }
         let tail = self.buf_ring.tail().load(Ordering::Relaxed);
-        let base = self.bufs.as_mut_ptr();
         for (i, &bid) in self.in_use.iter().enumerate() {
-            // SAFETY: bid < nbufs, so the buffer lies inside `bufs`.
-            let addr = unsafe { base.add(usize::from(bid) * BUF_LEN) };
+            let addr = self.bufs.publish(bid);
             self.buf_ring
                 .set(tail.wrapping_add(i as u16), addr, BUF_LEN, bid);
         }
@@ -296,15 +382,17 @@ impl UringIo {
             return;
         };
         // the buffer is ours until we give it back, whatever the result
+        let len = usize::try_from(res).unwrap_or(0);
+        let base = self.bufs.base();
+        let Some(buf) = self.bufs.take(bid, len) else {
+            self.rx_errors += 1;
+            return;
+        };
         self.in_use.push(bid);
         if res < 0 {
             self.rx_errors += 1;
             return;
         }
-        let start = usize::from(bid) * BUF_LEN;
-        let Some(buf) = self.bufs.get(start..start + (res as usize).min(BUF_LEN)) else {
-            return;
-        };
         let Ok(msg) = types::RecvMsgOut::parse(buf, &self.rx_hdr) else {
             self.rx_errors += 1;
             return;
@@ -332,7 +420,7 @@ impl UringIo {
             self.rx_overflows = self.rx_overflows.max(u64::from(o));
         }
         let payload = msg.payload_data();
-        let offset = payload.as_ptr() as usize - self.bufs.as_ptr() as usize;
+        let offset = payload.as_ptr() as usize - base;
         split_gro(offset, payload.len(), gso, out);
     }
 
@@ -390,8 +478,30 @@ impl UdpIo for UringIo {
         Ok(out.len())
     }
 
-    fn arena_mut(&mut self) -> &mut [u8] {
-        &mut self.bufs
+    fn frames_mut<'a>(&'a mut self, datagrams: &[Datagram]) -> Vec<&'a mut [u8]> {
+        let mut frames = Vec::with_capacity(datagrams.len());
+        let mut end = 0;
+        for &d in datagrams {
+            assert!(
+                d.offset >= end,
+                "datagrams in ascending offset order, not overlapping"
+            );
+            let start = self.bufs.checked(d);
+            end = d.offset + d.len;
+            // SAFETY: `checked` put `d` inside one buffer whose completion the last `recv` took:
+            // the kernel no longer writes it, and it is not published again before the next
+            // `recv`, which needs `&mut self` and so waits for these slices to end. The
+            // ascending, non-overlapping order makes the slices disjoint.
+            frames.push(unsafe { std::slice::from_raw_parts_mut(start, d.len) });
+        }
+        frames
+    }
+
+    fn datagram(&self, d: Datagram) -> &[u8] {
+        let start = self.bufs.checked(d);
+        // SAFETY: as in `frames_mut`: a completed buffer that stays ours while `self` is
+        // borrowed; no mutable slice of it can coexist with this `&self` borrow.
+        unsafe { std::slice::from_raw_parts(start, d.len) }
     }
 
     fn rx_overflows(&self) -> u64 {
@@ -408,7 +518,8 @@ impl UdpIo for UringIo {
         if batch.is_empty() {
             return stats;
         }
-        let m = self.tx.build(batch, self.gso.max_seg);
+        let now = std::time::Instant::now();
+        let m = self.tx.build(batch, &self.gso, now);
         let fd = types::Fd(self.sock.as_raw_fd());
         let mut next = 0; // next message to queue
         let mut in_flight = 0;
@@ -452,9 +563,10 @@ impl UdpIo for UringIo {
                 let k = k as usize;
                 in_flight -= 1;
                 let n = self.tx.datagrams(k);
+                let (first, _, seg) = self.tx.runs[k];
                 if res >= 0 {
                     stats.sent += n;
-                } else if n > 1 && self.gso.learn(Some(-res), self.tx.runs[k].2) {
+                } else if n > 1 && self.gso.learn(batch[first].to, Some(-res), seg, now) {
                     refused.push(k);
                 } else {
                     stats.failed += n;
@@ -504,7 +616,7 @@ impl Drop for UringIo {
             // The receive may still be live when the ring closes (asynchronously): leak the
             // buffers and the buffer ring rather than let the kernel write into freed memory.
             tracing::warn!("io_uring receive not cancelled in time; leaking its buffers");
-            std::mem::forget(std::mem::take(&mut self.bufs));
+            self.bufs.leak = true;
             self.buf_ring.leak = true;
         }
     }
@@ -535,11 +647,7 @@ mod tests {
         let end = Instant::now() + Duration::from_secs(5);
         while got.len() < want && Instant::now() < end {
             u.recv(Duration::from_millis(50), &mut dg).unwrap();
-            let arena = u.arena_mut();
-            got.extend(
-                dg.iter()
-                    .map(|d| arena[d.offset..d.offset + d.len].to_vec()),
-            );
+            got.extend(dg.iter().map(|d| u.datagram(*d).to_vec()));
         }
         got
     }
@@ -565,6 +673,89 @@ mod tests {
             assert!(d[4..].iter().all(|&b| b == (i % 251) as u8));
         }
         assert_eq!(u.rx_errors(), 0);
+    }
+
+    /// Sends `n` datagrams of 100 bytes to `addr` and receives them (one batch or more).
+    fn one_batch(u: &mut UringIo, addr: std::net::SocketAddr, n: usize) -> Vec<Datagram> {
+        let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        for i in 0..n {
+            tx.send_to(&[i as u8; 100], addr).unwrap();
+        }
+        let mut dg = Vec::new();
+        let end = Instant::now() + Duration::from_secs(5);
+        while dg.is_empty() && Instant::now() < end {
+            u.recv(Duration::from_millis(50), &mut dg).unwrap();
+        }
+        dg
+    }
+
+    #[test]
+    fn frames_are_writable_in_place_and_disjoint() {
+        let Some((mut u, addr)) = uring(8) else {
+            return;
+        };
+        let mut dg = one_batch(&mut u, addr, 3);
+        assert!(!dg.is_empty());
+        dg.sort_unstable_by_key(|d| d.offset);
+        for (k, f) in u.frames_mut(&dg).into_iter().enumerate() {
+            assert_eq!(f.len(), 100);
+            f[0] = 0xa0 + k as u8;
+        }
+        for (k, d) in dg.iter().enumerate() {
+            assert_eq!(u.datagram(*d)[0], 0xa0 + k as u8);
+        }
+    }
+
+    /// Whether `f` panics (the backends refuse bad datagrams by panicking).
+    fn panics(f: impl FnOnce()) -> bool {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).is_err()
+    }
+
+    #[test]
+    fn a_buffer_the_kernel_owns_is_never_handed_out() {
+        let Some((mut u, addr)) = uring(8) else {
+            return;
+        };
+        let dg = one_batch(&mut u, addr, 1);
+        assert_eq!(dg.len(), 1);
+        // the next buffer is published to the ring: the kernel may be writing it
+        let bid = dg[0].offset / BUF_LEN;
+        let theirs = Datagram {
+            offset: ((bid + 1) % 8) * BUF_LEN + 100,
+            len: 10,
+        };
+        assert!(panics(|| {
+            let _ = u.frames_mut(&[theirs]);
+        }));
+        assert!(panics(|| {
+            let _ = u.datagram(theirs);
+        }));
+        // past the end of the buffer that is ours
+        let past = Datagram {
+            offset: dg[0].offset,
+            len: BUF_LEN,
+        };
+        assert!(panics(|| {
+            let _ = u.datagram(past);
+        }));
+        assert!(!panics(|| {
+            let _ = u.frames_mut(&dg);
+        }));
+    }
+
+    #[test]
+    fn buffers_given_back_by_recv_are_no_longer_handed_out() {
+        let Some((mut u, addr)) = uring(8) else {
+            return;
+        };
+        let dg = one_batch(&mut u, addr, 1);
+        let mut none = Vec::new();
+        // this recv publishes the buffer again
+        u.recv(Duration::ZERO, &mut none).unwrap();
+        assert!(none.is_empty());
+        assert!(panics(|| {
+            let _ = u.datagram(dg[0]);
+        }));
     }
 
     #[test]
@@ -637,7 +828,13 @@ mod tests {
         ];
         let st = u.send(&batch);
         assert_eq!((st.sent, st.failed), (2, 2), "{st:?}");
-        assert_eq!(u.gso.max_seg, 0, "the refusal was taken as one");
+        let now = Instant::now();
+        assert_eq!(u.gso.max_seg(&bad, now), 0, "the refusal was taken as one");
+        assert_eq!(
+            u.gso.max_seg(&good, now),
+            usize::MAX,
+            "GSO stays on for the other destination"
+        );
         let mut buf = [0u8; 2048];
         let mut got = 0;
         while rx.recv(&mut buf).is_ok() {

@@ -952,8 +952,12 @@ impl UdpIo for TcpIo {
         Ok(self.take_frames(out))
     }
 
-    fn arena_mut(&mut self) -> &mut [u8] {
-        &mut self.arena
+    fn frames_mut<'a>(&'a mut self, datagrams: &[Datagram]) -> Vec<&'a mut [u8]> {
+        crate::io::carve(&mut self.arena, datagrams)
+    }
+
+    fn datagram(&self, d: Datagram) -> &[u8] {
+        crate::io::slice_of(&self.arena, d)
     }
 
     fn send(&mut self, batch: &[Outgoing<'_>]) -> SendStats {

@@ -63,9 +63,8 @@ fn receive(io: &mut TcpIo, want: usize, ms: u64) -> Vec<Vec<u8>> {
     let end = Instant::now() + Duration::from_millis(ms);
     loop {
         io.recv(Duration::from_millis(20), &mut dg).unwrap();
-        let arena = io.arena_mut();
         for d in &dg {
-            got.push(arena[d.offset..d.offset + d.len].to_vec());
+            got.push(io.datagram(*d).to_vec());
         }
         if got.len() >= want || Instant::now() >= end {
             return got;
