@@ -28,11 +28,24 @@ const PAYLOAD_ZERO_PREFIX: usize = 16;
 /// A SURB-ACK: 19-byte first-hop address and a whole ack-class Sphinx packet.
 const SURB_ACK_LEN: usize = address::MAX_UNPADDED_LEN + SizeClass::Ack.packet_len();
 
+/// What the processor does with a forward hop whose delay is over the cap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OverCap {
+    /// Forward it with the delay cut to the cap and mark it ([`Forward::delay_clamped`]), as
+    /// nym-node does (it counts such packets as `excessive_delay_packets`).
+    #[default]
+    Clamp,
+    /// Drop it ([`DropReason::DelayTooLong`]).
+    Drop,
+}
+
 /// Settings of the Sphinx core.
 #[derive(Debug, Clone)]
 pub struct ProcessorConfig {
-    /// Forward hops asking for a longer delay are dropped ([`DropReason::DelayTooLong`]).
+    /// Cap on one forward hop's delay; [`Self::over_cap`] says what happens to longer ones.
     pub max_delay_ns: u64,
+    /// Clamp (Nym's behaviour, the default) or drop delays over [`Self::max_delay_ns`].
+    pub over_cap: OverCap,
     /// The X25519 implementation.
     pub backend: x25519::Backend,
 }
@@ -41,6 +54,7 @@ impl Default for ProcessorConfig {
     fn default() -> Self {
         ProcessorConfig {
             max_delay_ns: DEFAULT_MAX_DELAY_NS,
+            over_cap: OverCap::Clamp,
             backend: x25519::Backend::best(),
         }
     }
@@ -52,6 +66,7 @@ enum Route {
     Forward {
         next_hop: std::net::SocketAddr,
         delay_ns: u64,
+        delay_clamped: bool,
     },
     Final {
         destination: [u8; 32],
@@ -307,8 +322,7 @@ impl Processor {
                 continue;
             }
             let frame = frame.as_mut();
-            s.progress = match unwrap_routing(frame, s, &mut self.routing, self.config.max_delay_ns)
-            {
+            s.progress = match unwrap_routing(frame, s, &mut self.routing, &self.config) {
                 Err(r) => Progress::Dropped(r),
                 Ok(route) => {
                     if matches!(route, Route::Forward { .. }) {
@@ -479,7 +493,7 @@ fn unwrap_routing(
     frame: &mut [u8],
     s: &mut Slot,
     stream: &mut [u8; ROUTING_STREAM_LEN],
-    max_delay_ns: u64,
+    config: &ProcessorConfig,
 ) -> Result<Route, DropReason> {
     let h = s.header.len();
     // stream = keystream XOR (beta || 0^60)
@@ -499,14 +513,20 @@ fn unwrap_routing(
         }
         FLAG_FORWARD => {
             let next_hop = address::parse(&stream[4..36]).map_err(|_| DropReason::BadNextHop)?;
-            let delay_ns = u64::from_be_bytes(stream[36..44].try_into().expect("8 bytes"));
-            if delay_ns > max_delay_ns {
+            let asked_ns = u64::from_be_bytes(stream[36..44].try_into().expect("8 bytes"));
+            let delay_clamped = asked_ns > config.max_delay_ns;
+            if delay_clamped && config.over_cap == OverCap::Drop {
                 return Err(DropReason::DelayTooLong);
             }
+            let delay_ns = asked_ns.min(config.max_delay_ns);
             // next gamma = slot[44..60]; next beta = stream[60..360]
             frame[h + GAMMA..h + BETA].copy_from_slice(&stream[44..SLOT_LEN]);
             frame[h + BETA..h + BETA + BETA_LEN].copy_from_slice(&stream[SLOT_LEN..]);
-            Ok(Route::Forward { next_hop, delay_ns })
+            Ok(Route::Forward {
+                next_hop,
+                delay_ns,
+                delay_clamped,
+            })
         }
         FLAG_FINAL => Ok(Route::Final {
             destination: stream[4..36].try_into().expect("32 bytes"),
@@ -533,9 +553,14 @@ fn verdict(frame: &mut [u8], s: &Slot, route: Route) -> Verdict {
         replay_tag: *s.secret.replay_tag(),
     };
     match route {
-        Route::Forward { next_hop, delay_ns } => Verdict::Forward(Forward {
+        Route::Forward {
             next_hop,
             delay_ns,
+            delay_clamped,
+        } => Verdict::Forward(Forward {
+            next_hop,
+            delay_ns,
+            delay_clamped,
             frame: 0..frame.len(),
             sphinx_version: s.version,
             accepted,
