@@ -131,6 +131,16 @@ impl DhJobs {
         self.out.clear();
     }
 
+    /// Makes room for `n` jobs before any is pushed: a vector that grew while holding scalars
+    /// or shared secrets would leave a copy of them in the freed buffer. The old buffers are
+    /// wiped (their whole capacity) before they are given back.
+    fn reserve(&mut self, n: usize) {
+        reserve_wiped(&mut self.scalars, n);
+        reserve_wiped(&mut self.out, n);
+        self.index.reserve(n.saturating_sub(self.index.len()));
+        self.points.reserve(n.saturating_sub(self.points.len()));
+    }
+
     fn push(&mut self, i: usize, scalar: &[u8; 32], point: &[u8; 32]) {
         self.index.push(i);
         self.scalars.push(*scalar);
@@ -141,6 +151,19 @@ impl DhJobs {
         self.out.resize(self.scalars.len(), [0u8; 32]);
         x25519::x25519_batch(backend, &self.scalars, &self.points, &mut self.out);
     }
+}
+
+/// Grows `v` to hold at least `n` items without leaving its contents in a freed buffer: the
+/// items move to a new buffer and the old one is wiped, its whole capacity, before it is freed.
+fn reserve_wiped<T: Zeroize + Copy>(v: &mut Vec<T>, n: usize) {
+    if v.capacity() >= n {
+        return;
+    }
+    let mut grown = Vec::with_capacity(n.max(v.capacity() * 2));
+    grown.extend_from_slice(v);
+    // `zeroize` on a Vec wipes its elements and then its spare capacity
+    v.zeroize();
+    *v = grown;
 }
 
 /// The Sphinx batch processor. One per worker; it owns its scratch space.
@@ -217,6 +240,8 @@ impl Processor {
     /// (one X25519 batch). Every frame is `Parsed` or `Dropped` afterwards.
     fn shared_secrets<B: AsMut<[u8]>>(&mut self, frames: &mut [B], keys: &NodeKeys) {
         self.dh.clear();
+        self.dh.reserve(frames.len());
+        self.retry.reserve(frames.len());
         for (i, frame) in frames.iter_mut().enumerate() {
             let frame = frame.as_mut();
             let s = &mut self.slots[i];
@@ -312,6 +337,7 @@ impl Processor {
         R: ReplayGuard + ?Sized,
     {
         self.dh.clear();
+        self.dh.reserve(frames.len());
         for (i, frame) in frames.iter_mut().enumerate() {
             let s = &mut self.slots[i];
             if !matches!(s.progress, Progress::Verified) {
@@ -352,6 +378,7 @@ impl Processor {
     /// eight with AVX-512, else four).
     fn decrypt_payloads<B: AsMut<[u8]>>(&mut self, frames: &mut [B]) {
         self.payload_keys.clear();
+        reserve_wiped(&mut self.payload_keys, frames.len());
         self.survivors.clear();
         let mut payloads: Vec<&mut [u8]> = Vec::with_capacity(frames.len());
         for (i, frame) in frames.iter_mut().enumerate() {
@@ -633,4 +660,31 @@ fn final_hop(
             frame: frame_at..packet_at + SizeClass::Ack.packet_len(),
         }),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scratch_holding_secrets_never_grows_while_full() {
+        // a push that reallocates would leave the scalars in the freed buffer: once reserved,
+        // a whole batch of pushes keeps the same buffers
+        let mut dh = DhJobs::default();
+        dh.push(0, &[1; 32], &[9; 32]);
+        dh.clear();
+        dh.reserve(64);
+        let (scalars, out) = (dh.scalars.as_ptr(), dh.out.as_ptr());
+        for i in 0..64 {
+            dh.push(i, &[i as u8; 32], &[9; 32]);
+        }
+        dh.out.resize(64, [0; 32]);
+        assert_eq!(dh.scalars.as_ptr(), scalars);
+        assert_eq!(dh.out.as_ptr(), out);
+        // growing keeps what was there
+        let mut v: Vec<[u8; 4]> = vec![[1; 4], [2; 4]];
+        reserve_wiped(&mut v, 100);
+        assert!(v.capacity() >= 100);
+        assert_eq!(v, [[1; 4], [2; 4]]);
+    }
 }
