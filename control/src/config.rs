@@ -256,6 +256,12 @@ pub struct NodeSection {
     /// Datagrams per receive batch (a receive of GRO super-packets stops at the first that
     /// reaches it). Default 64.
     pub batch: usize,
+    /// Forward to next hops in private ranges (RFC 1918, 100.64.0.0/10, fc00::/7): for a
+    /// mixnet on a private network. Default false.
+    pub allow_private_next_hops: bool,
+    /// Forward to loopback next hops (127.0.0.0/8, ::1): for nodes on one host (tests).
+    /// Default false.
+    pub allow_loopback_next_hops: bool,
 }
 
 impl Default for NodeSection {
@@ -267,6 +273,8 @@ impl Default for NodeSection {
             cores: Vec::new(),
             io: IoBackendKind::Auto,
             batch: 64,
+            allow_private_next_hops: false,
+            allow_loopback_next_hops: false,
         }
     }
 }
@@ -275,16 +283,31 @@ impl Default for NodeSection {
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct SphinxSection {
-    /// Packets asking for a longer per-hop delay are dropped. Default 10000 (Nym's cap).
+    /// Cap on one hop's delay, in milliseconds. Default 10000 (Nym's cap).
     pub max_delay_ms: u64,
+    /// What happens to a packet asking for a longer delay: "clamp" (sent after the cap and
+    /// counted, as nym-node does) or "drop". Default "clamp".
+    pub over_cap: OverCapChoice,
 }
 
 impl Default for SphinxSection {
     fn default() -> Self {
         SphinxSection {
             max_delay_ms: 10_000,
+            over_cap: OverCapChoice::Clamp,
         }
     }
+}
+
+/// `[sphinx] over_cap`: what happens to a packet whose delay is over the cap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OverCapChoice {
+    /// Hold it for the cap and count it (`excessive_delay_packets`), as nym-node does.
+    #[default]
+    Clamp,
+    /// Drop it and count it (`delay_too_long`).
+    Drop,
 }
 
 /// `[wheel]`.
@@ -407,7 +430,8 @@ pub struct TopologySection {
     pub min_node_fraction: f64,
     /// Seconds between fetches of `url`. Default 300.
     pub refresh_secs: u64,
-    /// Drop packets whose next hop is not a node of the topology. Default false.
+    /// Once a topology is loaded, drop packets whose next hop is not one of its nodes (as
+    /// nym-node does); without a topology nothing is filtered. Default true.
     pub drop_unknown_next_hop: bool,
 }
 
@@ -420,7 +444,7 @@ impl Default for TopologySection {
             max_document_bytes: 64 << 20,
             min_node_fraction: 0.5,
             refresh_secs: 300,
-            drop_unknown_next_hop: false,
+            drop_unknown_next_hop: true,
         }
     }
 }

@@ -10,7 +10,13 @@
 //!
 //! Public keys are shown in base58, as Nym's directory publishes them. Private key files are
 //! created 0600 and one readable by group or others is refused. Secrets are zeroized when
-//! dropped.
+//! dropped, and so is every buffer that held one (PEM text included).
+//!
+//! Files are written durably: a temporary file next to the target is created exclusively
+//! without following symlinks, written, synced, renamed into place, and the directory synced.
+//! A rotation ([`install_keys`]) orders its writes so that a crash between any two of them
+//! never leaves both key files holding the same key; [`load_keys`] finishes or discards what
+//! a crash left half done.
 
 use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
@@ -176,17 +182,25 @@ pub enum KeyError {
     },
 }
 
-/// Encodes a key as Nym's PEM.
-pub fn encode_pem(secret: &[u8; 32], rotation_id: u32) -> String {
-    let mut contents = Zeroizing::new(Vec::with_capacity(36));
-    contents.extend_from_slice(&rotation_id.to_be_bytes());
-    contents.extend_from_slice(secret);
+/// Encodes a key as Nym's PEM (the text is wiped when dropped).
+pub fn encode_pem(secret: &[u8; 32], rotation_id: u32) -> Zeroizing<String> {
+    let mut contents = [0u8; 36];
+    contents[..4].copy_from_slice(&rotation_id.to_be_bytes());
+    contents[4..].copy_from_slice(secret);
     let p = pem::Pem::new(PEM_TAG, contents.to_vec());
-    let out = pem::encode_config(
+    contents.zeroize();
+    encode_wiped(p)
+}
+
+/// Encodes `p` with LF line endings and wipes its contents.
+fn encode_wiped(p: pem::Pem) -> Zeroizing<String> {
+    let out = Zeroizing::new(pem::encode_config(
         &p,
         pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF),
-    );
-    drop(p);
+    ));
+    // the Pem's own copy of the bytes
+    let mut c = p.into_contents();
+    c.zeroize();
     out
 }
 
@@ -197,13 +211,11 @@ pub fn decode_pem(text: &str, path: &Path) -> Result<(Zeroizing<[u8; 32]>, u32),
         what,
     };
     let p = pem::parse(text).map_err(|e| bad(format!("not a PEM file: {e}")))?;
-    if p.tag() != PEM_TAG {
-        return Err(bad(format!(
-            "PEM block is `{}`, expected `{PEM_TAG}`",
-            p.tag()
-        )));
+    let tag = p.tag().to_string();
+    let c = Zeroizing::new(p.into_contents());
+    if tag != PEM_TAG {
+        return Err(bad(format!("PEM block is `{tag}`, expected `{PEM_TAG}`")));
     }
-    let c = Zeroizing::new(p.contents().to_vec());
     if c.len() != 36 {
         return Err(bad(format!(
             "key block has {} bytes, expected 36 (rotation id + 32-byte key)",
@@ -218,46 +230,178 @@ pub fn decode_pem(text: &str, path: &Path) -> Result<(Zeroizing<[u8; 32]>, u32),
 
 /// Writes a key file with mode 0600 (replacing an existing one atomically).
 pub fn write_key(path: &Path, secret: &[u8; 32], rotation_id: u32) -> Result<(), KeyError> {
-    let text = Zeroizing::new(encode_pem(secret, rotation_id));
+    let text = encode_pem(secret, rotation_id);
     write_file(path, text.as_bytes(), 0o600)
 }
 
-/// Writes `contents` to `path` with `mode` through a synced temporary file renamed into place.
-fn write_file(path: &Path, contents: &[u8], mode: u32) -> Result<(), KeyError> {
-    let io = |source| KeyError::Io {
+/// The temporary file a write of `path` goes through (`path` + `.tmp`, as nym-node names it).
+fn tmp_path(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".tmp");
+    PathBuf::from(name)
+}
+
+fn io_err(path: &Path) -> impl Fn(std::io::Error) -> KeyError + '_ {
+    move |source| KeyError::Io {
         path: path.to_path_buf(),
         source,
+    }
+}
+
+/// Removes `path` if it exists (a symlink itself, never what it points to).
+fn remove_if_present(path: &Path) -> Result<(), KeyError> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io_err(path)(e)),
+        _ => Ok(()),
+    }
+}
+
+/// Syncs the directory holding `path`, so that a rename or removal in it is durable.
+fn sync_dir_of(path: &Path) -> Result<(), KeyError> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
     };
-    let mut tmp_name = path.as_os_str().to_owned();
-    tmp_name.push(".tmp");
-    let tmp = PathBuf::from(tmp_name);
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_err(dir))
+}
+
+/// Creates `path` (which must not exist: `O_EXCL`, and `O_NOFOLLOW` so that not even a
+/// dangling symlink is followed) with `mode`, writes `contents` and syncs the file.
+fn create_synced(path: &Path, contents: &[u8], mode: u32) -> Result<(), KeyError> {
+    let io = io_err(path);
     let mut f = std::fs::OpenOptions::new()
         .write(true)
-        .create(true)
-        .truncate(true)
+        .create_new(true)
         .mode(mode)
-        .open(&tmp)
-        .map_err(io)?;
-    // an existing temp file keeps its old mode: force it
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)
+        .map_err(&io)?;
+    // the umask may have taken bits off `mode`; the file is ours alone, so set it exactly
     f.set_permissions(std::fs::Permissions::from_mode(mode))
-        .map_err(io)?;
-    f.write_all(contents).map_err(io)?;
-    f.sync_all().map_err(io)?;
-    std::fs::rename(&tmp, path).map_err(io)?;
-    Ok(())
+        .map_err(&io)?;
+    f.write_all(contents).map_err(&io)?;
+    f.sync_all().map_err(&io)
+}
+
+/// Writes `contents` to `tmp` from scratch (a stale temporary file is removed first).
+fn write_tmp(tmp: &Path, contents: &[u8], mode: u32) -> Result<(), KeyError> {
+    remove_if_present(tmp)?;
+    create_synced(tmp, contents, mode)
+}
+
+/// Writes `contents` to `path` with `mode` through a synced temporary file renamed into place,
+/// then syncs the directory: after a crash `path` holds the old contents or the new, whole.
+fn write_file(path: &Path, contents: &[u8], mode: u32) -> Result<(), KeyError> {
+    let tmp = tmp_path(path);
+    write_tmp(&tmp, contents, mode)?;
+    std::fs::rename(&tmp, path).map_err(io_err(path))?;
+    sync_dir_of(path)
+}
+
+/// Whether two stored keys are the same key.
+fn same_key(a: &KeyMaterial, b: &KeyMaterial) -> bool {
+    use subtle::ConstantTimeEq;
+    a.rotation_id == b.rotation_id && bool::from(a.secret.ct_eq(&b.secret))
+}
+
+/// Replaces the live keys in `dir`, `current`, by `new`, durably and in an order that a crash
+/// cannot turn into two files holding the same key.
+///
+/// Writing the secondary and then the primary in place would not do: in a rotation the old
+/// primary becomes the secondary, so a crash between the two writes would leave the old
+/// primary in both files (and in a swap the old secondary likewise). Instead:
+///
+/// 1. the new secondary is written to `SECONDARY_FILE.tmp` and synced: the live files are
+///    untouched;
+/// 2. the new primary takes its place: when it is the current secondary (a swap) by renaming
+///    the secondary file over the primary file, which leaves no secondary file; otherwise
+///    through its own synced temporary file renamed over the primary file;
+/// 3. `SECONDARY_FILE.tmp` is renamed to the secondary file (or, with no new secondary, the
+///    secondary file removed), and the directory synced.
+///
+/// Each rename is atomic and followed by a sync of the directory. A crash before step 2 leaves
+/// the current keys; after it, the new primary beside either the current secondary (which is
+/// not the new primary, or step 2 would have moved it) or none. [`load_keys`] then finishes
+/// step 3 when the temporary secondary is whole and differs from the primary, and discards it
+/// otherwise, so the two files never hold the same key.
+pub fn install_keys(dir: &Path, current: &StoredKeys, new: &StoredKeys) -> Result<(), KeyError> {
+    install_keys_until(dir, current, new, usize::MAX)
+}
+
+/// [`install_keys`], stopping (as a crash would) after `steps` durable steps.
+fn install_keys_until(
+    dir: &Path,
+    current: &StoredKeys,
+    new: &StoredKeys,
+    steps: usize,
+) -> Result<(), KeyError> {
+    let p = dir.join(PRIMARY_FILE);
+    let s = dir.join(SECONDARY_FILE);
+    let s_tmp = tmp_path(&s);
+    let mut done = 0;
+    let mut step = || {
+        done += 1;
+        done > steps
+    };
+    if let Some(sec) = &new.secondary {
+        let text = encode_pem(sec.secret(), sec.rotation_id());
+        write_tmp(&s_tmp, text.as_bytes(), 0o600)?;
+        sync_dir_of(&s_tmp)?;
+    }
+    if step() {
+        return Ok(());
+    }
+    let swap = current
+        .secondary
+        .as_ref()
+        .is_some_and(|c| same_key(c, &new.primary));
+    if swap {
+        std::fs::rename(&s, &p).map_err(io_err(&p))?;
+        sync_dir_of(&p)?;
+    } else if !same_key(&current.primary, &new.primary) {
+        write_key(&p, new.primary.secret(), new.primary.rotation_id())?;
+    }
+    if step() {
+        return Ok(());
+    }
+    match &new.secondary {
+        Some(_) => std::fs::rename(&s_tmp, &s).map_err(io_err(&s))?,
+        None => remove_if_present(&s)?,
+    }
+    sync_dir_of(&s)
+}
+
+/// Finishes or discards what a crash in [`install_keys`] left behind: a temporary primary is
+/// discarded (the primary file is whole: only a rename replaces it); a temporary secondary is
+/// renamed into place when it is a whole key file that differs from the primary, else removed.
+fn recover_rotation(dir: &Path, primary: &KeyMaterial) -> Result<(), KeyError> {
+    let p_tmp = tmp_path(&dir.join(PRIMARY_FILE));
+    if p_tmp.symlink_metadata().is_ok() {
+        tracing::warn!(file = %p_tmp.display(), "discarding a key file a crash left half written");
+        remove_if_present(&p_tmp)?;
+    }
+    let s = dir.join(SECONDARY_FILE);
+    let s_tmp = tmp_path(&s);
+    let Ok(meta) = s_tmp.symlink_metadata() else {
+        return Ok(());
+    };
+    let whole =
+        meta.file_type().is_file() && read_key(&s_tmp).is_ok_and(|k| !same_key(&k, primary));
+    if whole {
+        tracing::warn!(file = %s.display(), "finishing a key rotation a crash interrupted");
+        std::fs::rename(&s_tmp, &s).map_err(io_err(&s))?;
+    } else {
+        tracing::warn!(file = %s_tmp.display(), "discarding a key file a crash left behind");
+        remove_if_present(&s_tmp)?;
+    }
+    sync_dir_of(&s)
 }
 
 /// Encodes 32 bytes as a PEM block with `tag` (LF line endings).
 fn pem_of(tag: &str, bytes: &[u8; 32]) -> Zeroizing<String> {
-    let p = pem::Pem::new(tag, bytes.to_vec());
-    let out = pem::encode_config(
-        &p,
-        pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF),
-    );
-    // the Pem's own copy of the bytes
-    let mut c = p.into_contents();
-    c.zeroize();
-    Zeroizing::new(out)
+    encode_wiped(pem::Pem::new(tag, bytes.to_vec()))
 }
 
 /// Decodes a PEM block of exactly 32 bytes tagged `tag`.
@@ -267,10 +411,11 @@ fn decode_32(text: &str, tag: &str, path: &Path) -> Result<Zeroizing<[u8; 32]>, 
         what,
     };
     let p = pem::parse(text).map_err(|e| bad(format!("not a PEM file: {e}")))?;
-    if p.tag() != tag {
-        return Err(bad(format!("PEM block is `{}`, expected `{tag}`", p.tag())));
-    }
+    let found = p.tag().to_string();
     let c = Zeroizing::new(p.into_contents());
+    if found != tag {
+        return Err(bad(format!("PEM block is `{found}`, expected `{tag}`")));
+    }
     let mut out = Zeroizing::new([0u8; 32]);
     if c.len() != 32 {
         return Err(bad(format!("key block has {} bytes, expected 32", c.len())));
@@ -336,7 +481,16 @@ fn read_private(path: &Path) -> Result<Zeroizing<String>, KeyError> {
             mode,
         });
     }
-    Ok(Zeroizing::new(std::fs::read_to_string(path).map_err(io)?))
+    // read into a buffer sized for the whole file, so that no reallocation leaves a copy of
+    // the key text behind in freed memory
+    let mut f = std::fs::File::open(path).map_err(io)?;
+    let mut buf = Zeroizing::new(Vec::with_capacity(meta.len() as usize + 1));
+    std::io::Read::read_to_end(&mut f, &mut buf).map_err(io)?;
+    let text = std::str::from_utf8(&buf).map_err(|_| KeyError::Malformed {
+        path: path.to_path_buf(),
+        what: "not UTF-8 text".into(),
+    })?;
+    Ok(Zeroizing::new(text.to_owned()))
 }
 
 /// Reads a key file, refusing one that other users can read.
@@ -346,15 +500,25 @@ pub fn read_key(path: &Path) -> Result<KeyMaterial, KeyError> {
     Ok(KeyMaterial::new(*secret, rotation))
 }
 
-/// Loads the live keys from a key directory: the primary, and the secondary if present.
+/// Loads the live keys from a key directory: the primary, and the secondary if present. A
+/// rotation that a crash interrupted is finished or undone first ([`install_keys`]); a
+/// secondary file holding the primary key (left by older versions) is ignored.
 pub fn load_keys(dir: &Path) -> Result<StoredKeys, KeyError> {
     let primary = read_key(&dir.join(PRIMARY_FILE))?;
+    recover_rotation(dir, &primary)?;
     let sp = dir.join(SECONDARY_FILE);
     let secondary = if sp.exists() {
         Some(read_key(&sp)?)
     } else {
         None
     };
+    let secondary = secondary.filter(|s| {
+        let dup = same_key(s, &primary);
+        if dup {
+            tracing::warn!(file = %sp.display(), "the secondary key file holds the primary key: ignored");
+        }
+        !dup
+    });
     Ok(StoredKeys { primary, secondary })
 }
 
@@ -515,6 +679,119 @@ mod tests {
         let k = load_key_dir(&d).unwrap();
         assert_eq!(k.sphinx.primary.rotation_id(), 10);
         assert_eq!(k.noise.unwrap().secret_bytes(), &[5; 32]);
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    fn key(rotation: u32) -> KeyMaterial {
+        KeyMaterial::generate(rotation)
+    }
+
+    fn install_fresh(d: &Path, k: &StoredKeys) {
+        for f in [PRIMARY_FILE, SECONDARY_FILE] {
+            let _ = std::fs::remove_file(d.join(f));
+            let _ = std::fs::remove_file(tmp_path(&d.join(f)));
+        }
+        write_key(
+            &d.join(PRIMARY_FILE),
+            k.primary.secret(),
+            k.primary.rotation_id(),
+        )
+        .unwrap();
+        if let Some(s) = &k.secondary {
+            write_key(&d.join(SECONDARY_FILE), s.secret(), s.rotation_id()).unwrap();
+        }
+    }
+
+    fn ids(k: &StoredKeys) -> (u32, Option<u32>) {
+        (
+            k.primary.rotation_id(),
+            k.secondary.as_ref().map(|s| s.rotation_id()),
+        )
+    }
+
+    #[test]
+    fn a_crash_at_any_step_of_a_rotation_never_leaves_one_key_in_both_files() {
+        let d = tmpdir("crash");
+        let (a, b, c) = (key(1), key(2), key(3));
+        let both = |p: &KeyMaterial, s: &KeyMaterial| StoredKeys {
+            primary: p.clone(),
+            secondary: Some(s.clone()),
+        };
+        let only = |p: &KeyMaterial| StoredKeys {
+            primary: p.clone(),
+            secondary: None,
+        };
+        // (name, before, after): every kind of step the control plane takes
+        let steps = [
+            ("rotate", both(&a, &b), both(&c, &a)),
+            ("rotate from one key", only(&a), both(&c, &a)),
+            ("swap", both(&a, &b), both(&b, &a)),
+            ("pre-announce", only(&a), both(&a, &c)),
+            ("purge", both(&a, &b), only(&a)),
+            ("reset", both(&a, &b), both(&c, &key(4))),
+        ];
+        for (name, before, after) in &steps {
+            for crash_after in 0..=3 {
+                install_fresh(&d, before);
+                install_keys_until(&d, before, after, crash_after).unwrap();
+                let raw_p = read_key(&d.join(PRIMARY_FILE)).unwrap();
+                let raw_s = read_key(&d.join(SECONDARY_FILE)).ok();
+                assert!(
+                    raw_s.as_ref().is_none_or(|s| !same_key(s, &raw_p)),
+                    "{name}, crash after step {crash_after}: both files hold key {}",
+                    raw_p.rotation_id()
+                );
+                let got = load_keys(&d).unwrap();
+                let s_ok = got
+                    .secondary
+                    .as_ref()
+                    .is_none_or(|s| !same_key(s, &got.primary));
+                assert!(s_ok, "{name}, crash after {crash_after}: {:?}", ids(&got));
+                assert!(
+                    same_key(&got.primary, &before.primary)
+                        || same_key(&got.primary, &after.primary),
+                    "{name}, crash after {crash_after}: primary {:?}",
+                    ids(&got)
+                );
+                if crash_after >= 2 {
+                    assert_eq!(ids(&got), ids(after), "{name}: finished");
+                }
+                // nothing temporary is left once loaded
+                for f in [PRIMARY_FILE, SECONDARY_FILE] {
+                    assert!(!tmp_path(&d.join(f)).exists(), "{name}: {f}.tmp left");
+                }
+            }
+        }
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn temporary_files_are_created_afresh_and_never_through_a_symlink() {
+        let d = tmpdir("symlink");
+        let victim = d.join("victim");
+        std::fs::write(&victim, b"precious").unwrap();
+        let p = d.join(PRIMARY_FILE);
+        std::os::unix::fs::symlink(&victim, tmp_path(&p)).unwrap();
+        write_key(&p, &[4; 32], 7).unwrap();
+        assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
+        assert_eq!(read_key(&p).unwrap().secret(), &[4; 32]);
+        assert!(
+            !std::fs::symlink_metadata(&p)
+                .unwrap()
+                .file_type()
+                .is_symlink()
+        );
+        // a stale temporary file with loose permissions does not lend them to the key
+        let tmp = tmp_path(&p);
+        std::fs::write(&tmp, b"old").unwrap();
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o666)).unwrap();
+        write_key(&p, &[5; 32], 8).unwrap();
+        let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        // creating the temporary file itself refuses to follow a symlink or reuse a file
+        std::os::unix::fs::symlink(&victim, &tmp).unwrap();
+        assert!(create_synced(&tmp, b"x", 0o600).is_err());
+        assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
         let _ = std::fs::remove_dir_all(&d);
     }
 }

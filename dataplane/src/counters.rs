@@ -22,8 +22,15 @@ pub enum NodeDrop {
     KernelRxOverflow,
     /// The next hop is not a node of the topology (routing filter on).
     UnknownNextHop,
-    /// The next hop cannot be sent to: port 0, an unspecified, multicast or broadcast address.
+    /// The next hop cannot be sent to: port 0, an unspecified, multicast, broadcast,
+    /// link-local or reserved address (or an IPv6 form of one).
     UnroutableNextHop,
+    /// The next hop is a loopback address and the egress policy does not allow those.
+    LoopbackNextHop,
+    /// The next hop is in a private range and the egress policy does not allow those.
+    PrivateNextHop,
+    /// The next hop is one of the node's own listen addresses.
+    OwnAddressNextHop,
 }
 
 /// Where a worker's time goes, per batch (measured around each part of the loop).
@@ -63,7 +70,7 @@ impl WorkerPhase {
 
 impl NodeDrop {
     /// Every reason, in counter order.
-    pub const ALL: [NodeDrop; 8] = [
+    pub const ALL: [NodeDrop; 11] = [
         NodeDrop::SlabFull,
         NodeDrop::WheelFull,
         NodeDrop::SendFailed,
@@ -72,6 +79,9 @@ impl NodeDrop {
         NodeDrop::KernelRxOverflow,
         NodeDrop::UnknownNextHop,
         NodeDrop::UnroutableNextHop,
+        NodeDrop::LoopbackNextHop,
+        NodeDrop::PrivateNextHop,
+        NodeDrop::OwnAddressNextHop,
     ];
 
     /// Stable snake_case name for metrics.
@@ -85,6 +95,9 @@ impl NodeDrop {
             NodeDrop::KernelRxOverflow => "kernel_rx_overflow",
             NodeDrop::UnknownNextHop => "unknown_next_hop",
             NodeDrop::UnroutableNextHop => "unroutable_next_hop",
+            NodeDrop::LoopbackNextHop => "loopback_next_hop",
+            NodeDrop::PrivateNextHop => "private_next_hop",
+            NodeDrop::OwnAddressNextHop => "own_address_next_hop",
         }
     }
 
@@ -110,6 +123,9 @@ pub struct WorkerCounters {
     pub tx_datagrams: AtomicU64,
     /// Send syscalls / submissions.
     pub tx_calls: AtomicU64,
+    /// Forward hops whose delay was over the cap and was cut to it (Nym's
+    /// `excessive_delay_packets`).
+    pub excessive_delay: AtomicU64,
     /// Packets held in the wheel right now.
     pub wheel_len: AtomicU64,
     /// Sum over released packets of (actual release time - deadline), ns.

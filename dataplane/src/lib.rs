@@ -11,7 +11,7 @@
 //! * [`node`] puts them together: pinned workers (the private `worker` module) that receive,
 //!   unwrap, hold and send, reading the keys and filters the control plane ([`plane`])
 //!   publishes as a snapshot (private `snapshot` module); [`counters`] are what they count;
-//!   [`sink`] is where final-hop messages go.
+//!   [`sink`] is where final-hop messages go; [`egress`] says which next hops are allowed.
 //!
 //! Boundaries: key files, topology, config and metrics export belong to `mixplane-control`;
 //! vector crypto belongs to `mixplane-crypto-simd`.
@@ -22,6 +22,7 @@
 
 pub mod counters;
 pub mod demo;
+pub mod egress;
 pub mod histogram;
 pub mod io;
 pub mod node;

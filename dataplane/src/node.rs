@@ -10,12 +10,13 @@ use std::time::Instant;
 use arc_swap::ArcSwap;
 
 use crate::counters::WorkerCounters;
+use crate::egress::{EgressFilter, EgressPolicy};
 use crate::io::tcp::{ConnLimits, PeerBook, TcpCounters, TcpIo, TcpSettings};
 use crate::io::{self, IoBackendKind, UdpIo};
 use crate::replay::{ReplayFilter, ReplayParams};
 use crate::sink::SinkAddr;
 use crate::snapshot::{ReplaySet, Snapshot};
-use crate::sphinx::{DEFAULT_MAX_DELAY_NS, NodeKeys};
+use crate::sphinx::{DEFAULT_MAX_DELAY_NS, NodeKeys, OverCap};
 use crate::worker::{RunState, SharedRunState, Transports, Worker, WorkerSettings};
 
 /// Everything a node needs to run.
@@ -31,8 +32,14 @@ pub struct NodeConfig {
     pub io: IoBackendKind,
     /// Most datagrams per receive batch.
     pub batch: usize,
-    /// Cap on one hop's delay (ns); longer ones are dropped.
+    /// Cap on one hop's delay (ns); `over_cap` says what happens to longer ones.
     pub max_delay_ns: u64,
+    /// Delays over the cap: cut to the cap and counted (default, as Nym does) or dropped.
+    pub over_cap: OverCap,
+    /// Which next hops packets may go to. The default allows loopback next hops (nodes of
+    /// tests, benchmarks and the demo share 127.0.0.1); a node on the Internet wants
+    /// [`EgressPolicy::STRICT`], which the config file's defaults give.
+    pub egress: EgressPolicy,
     /// Delay wheel tick (ns).
     pub wheel_tick_ns: u64,
     /// Packets one worker may hold.
@@ -69,6 +76,8 @@ impl Default for NodeConfig {
             io: IoBackendKind::Auto,
             batch: 64,
             max_delay_ns: DEFAULT_MAX_DELAY_NS,
+            over_cap: OverCap::Clamp,
+            egress: EgressPolicy::LOOPBACK,
             wheel_tick_ns: 1_000_000,
             wheel_capacity: 1 << 16,
             slab_small: 1 << 16,
@@ -265,6 +274,8 @@ impl Node {
             replay: ReplaySet::new(filters),
             next_hops: None,
         }));
+        let own: Vec<SocketAddr> = std::iter::once(local_addr).chain(tcp_addr).collect();
+        let egress = Arc::new(EgressFilter::new(config.egress, &own));
         let state = Arc::new(SharedRunState::new(RunState::Running));
         let epoch = Instant::now();
         let cores = core_affinity::get_core_ids().unwrap_or_default();
@@ -296,6 +307,8 @@ impl Node {
                 settings: WorkerSettings {
                     batch: config.batch,
                     max_delay_ns: config.max_delay_ns,
+                    over_cap: config.over_cap,
+                    egress: egress.clone(),
                     wheel_tick_ns: config.wheel_tick_ns,
                     wheel_capacity: config.wheel_capacity,
                     slab_small: config.slab_small,

@@ -29,6 +29,10 @@ pub struct ControlPlane {
     schedule: Option<Schedule>,
     keys: Mutex<StoredKeys>,
     topology: Mutex<TopologyState>,
+    /// Held around every read-modify-publish of the node's snapshot ([`Self::publish_with`]):
+    /// without it a topology refresh that read the snapshot before a key rotation published
+    /// could publish after it and put the removed keys back.
+    publisher: Mutex<()>,
     started: Instant,
 }
 
@@ -68,6 +72,7 @@ impl ControlPlane {
             schedule,
             keys: Mutex::new(stored),
             topology: Mutex::new(TopologyState::default()),
+            publisher: Mutex::new(()),
             started: Instant::now(),
         }
     }
@@ -113,12 +118,29 @@ impl ControlPlane {
 
     /// Publishes the current keys and filters with a new routing filter.
     fn republish(&self, t: &TopologyState) {
-        let old = self.node.snapshot();
-        self.node.publish(Snapshot {
-            keys: old.keys.clone(),
-            replay: old.replay.clone(),
-            next_hops: Self::next_hops(t),
+        let next_hops = Self::next_hops(t);
+        let _: Result<(), ()> = self.publish_with(|old| {
+            Ok(Snapshot {
+                keys: old.keys.clone(),
+                replay: old.replay.clone(),
+                next_hops,
+            })
         });
+    }
+
+    /// The one way a new snapshot is published: `make` builds it from the one in force, and
+    /// no other publish can come between that read and the store. `make` may fail, and then
+    /// nothing is published. Callers may hold the keys or topology lock; nothing holding this
+    /// lock takes those.
+    fn publish_with<E>(
+        &self,
+        make: impl FnOnce(&Snapshot) -> Result<Snapshot, E>,
+    ) -> Result<(), E> {
+        let _one = self.publisher.lock().unwrap_or_else(|e| e.into_inner());
+        let old = self.node.snapshot();
+        let new = make(&old)?;
+        self.node.publish(new);
+        Ok(())
     }
 
     /// The node.
@@ -204,46 +226,36 @@ impl ControlPlane {
         self.install(k, new)
     }
 
-    /// Writes `new` to the key directory and publishes it (with filters) to the workers.
+    /// Writes `new` to the key directory (durably, in an order a crash cannot spoil:
+    /// [`keys::install_keys`]) and publishes it (with filters) to the workers.
     fn install(&self, k: &mut StoredKeys, new: StoredKeys) -> Result<(), String> {
-        let p = self.keys_dir.join(keys::PRIMARY_FILE);
-        let s = self.keys_dir.join(keys::SECONDARY_FILE);
-        match &new.secondary {
-            Some(sec) => {
-                keys::write_key(&s, sec.secret(), sec.rotation_id()).map_err(|e| e.to_string())?
-            }
-            None => match std::fs::remove_file(&s) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(format!("{}: {e}", s.display())),
-            },
-        }
-        keys::write_key(&p, new.primary.secret(), new.primary.rotation_id())
-            .map_err(|e| e.to_string())?;
+        keys::install_keys(&self.keys_dir, k, &new).map_err(|e| e.to_string())?;
         // filters: keep the running one of a key that stays, make one for a new key
-        let old = self.node.snapshot();
-        let mut filters = Vec::new();
-        for m in std::iter::once(&new.primary).chain(new.secondary.as_ref()) {
-            let id = m.rotation_id();
-            let f = match old.replay.get(id) {
-                Some(f) => f.clone(),
-                None => replay_filter_for(&self.config, id).map_err(|e| e.to_string())?,
-            };
-            filters.push((id, f));
-        }
-        self.node.publish(Snapshot {
-            keys: Arc::new(NodeKeys {
-                primary: to_sphinx(&new.primary),
-                secondary: new.secondary.as_ref().map(to_sphinx),
-            }),
-            replay: ReplaySet::new(filters),
-            next_hops: old.next_hops.clone(),
-        });
+        let mut replaced = ReplaySet::default();
+        self.publish_with(|old| {
+            let mut filters = Vec::new();
+            for m in std::iter::once(&new.primary).chain(new.secondary.as_ref()) {
+                let id = m.rotation_id();
+                let f = match old.replay.get(id) {
+                    Some(f) => f.clone(),
+                    None => replay_filter_for(&self.config, id).map_err(|e| e.to_string())?,
+                };
+                filters.push((id, f));
+            }
+            replaced = old.replay.clone();
+            Ok::<_, String>(Snapshot {
+                keys: Arc::new(NodeKeys {
+                    primary: to_sphinx(&new.primary),
+                    secondary: new.secondary.as_ref().map(to_sphinx),
+                }),
+                replay: ReplaySet::new(filters),
+                next_hops: old.next_hops.clone(),
+            })
+        })?;
         // a purged key's persisted filter is of no further use
         if let Some(dir) = &self.config.replay_dir {
-            for (id, _) in old.replay.iter() {
-                if old.replay.get(*id).is_some()
-                    && new.primary.rotation_id() != *id
+            for (id, _) in replaced.iter() {
+                if new.primary.rotation_id() != *id
                     && new
                         .secondary
                         .as_ref()
@@ -529,6 +541,13 @@ pub(crate) fn metrics(
     );
     emit(
         &mut p,
+        "counter",
+        "mixplane_excessive_delay_packets_total",
+        "Forward hops that asked for a delay over the cap and were held for the cap (nym-node's excessive_delay_packets).",
+        per(&|w| w.excessive_delay.load(Relaxed)),
+    );
+    emit(
+        &mut p,
         "gauge",
         "mixplane_wheel_packets",
         "Packets held in the delay wheel.",
@@ -710,5 +729,100 @@ impl AdminHandler for Admin {
         let nodes = t.nodes.len();
         let version = self.0.set_topology(t);
         Ok(serde_json::json!({ "version": version, "nodes": nodes }).to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mixplane_control::topology::{PeerTransport, Role, TopologyNode};
+    use std::sync::atomic::{AtomicBool, AtomicU64};
+
+    /// A topology of `n` nodes (big enough that building its address set takes a while).
+    fn topology(n: u32) -> Topology {
+        let nodes = (0..n)
+            .map(|i| TopologyNode {
+                id: i,
+                identity: format!("node{i}"),
+                addresses: vec![std::net::SocketAddr::from(([192, 0, 2, 1], i as u16 + 1))],
+                role: Role::Mix(1),
+                sphinx_key: [0; 32],
+                noise: None,
+                transport: PeerTransport::Udp,
+            })
+            .collect();
+        Topology { nodes }
+    }
+
+    fn plane(name: &str) -> (ControlPlane, PathBuf) {
+        let dir =
+            std::env::temp_dir().join(format!("mixplane-plane-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let k0 = KeyMaterial::generate(1);
+        keys::write_key(&dir.join(keys::PRIMARY_FILE), k0.secret(), 1).unwrap();
+        let stored = keys::load_keys(&dir).unwrap();
+        let config = NodeConfig {
+            replay_expected: 1000,
+            ..NodeConfig::default()
+        };
+        let node = Node::start(
+            config.clone(),
+            Arc::new(NodeKeys::single(to_sphinx(&stored.primary))),
+        )
+        .unwrap();
+        (
+            ControlPlane::new(node, config, dir.clone(), stored, None),
+            dir,
+        )
+    }
+
+    /// The live rotation ids in the published snapshot.
+    fn published(p: &ControlPlane) -> Live {
+        let s = p.node.snapshot();
+        Live {
+            primary: s.keys.primary.rotation_id(),
+            secondary: s.keys.secondary.as_ref().map(|k| k.rotation_id()),
+        }
+    }
+
+    #[test]
+    fn topology_refreshes_never_put_back_keys_a_rotation_removed() {
+        let (p, dir) = plane("race");
+        let stop = AtomicBool::new(false);
+        let (rotations, refreshes) = (AtomicU64::new(0), AtomicU64::new(0));
+        let big = Arc::new(topology(4000));
+        std::thread::scope(|sc| {
+            // one thread rotates, so the installed keys only change when it says so: before
+            // each rotation the published keys must be the ones it installed last
+            sc.spawn(|| {
+                let end = Instant::now() + std::time::Duration::from_millis(2000);
+                while Instant::now() < end {
+                    let want = p.rotate_now().unwrap();
+                    rotations.fetch_add(1, Relaxed);
+                    std::thread::sleep(std::time::Duration::from_millis(2));
+                    assert_eq!(published(&p), want, "a refresh put back older keys");
+                }
+                stop.store(true, Relaxed);
+            });
+            for i in 0..2 {
+                let (p, stop, refreshes, big) = (&p, &stop, &refreshes, big.clone());
+                sc.spawn(move || {
+                    while !stop.load(Relaxed) {
+                        if i == 0 {
+                            p.set_topology((*big).clone());
+                        } else {
+                            p.set_routing_filter(true);
+                        }
+                        refreshes.fetch_add(1, Relaxed);
+                    }
+                });
+            }
+        });
+        assert_eq!(published(&p), p.live());
+        assert!(rotations.load(Relaxed) > 10, "{rotations:?}");
+        assert!(refreshes.load(Relaxed) > 10, "{refreshes:?}");
+        p.into_node().shutdown().unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

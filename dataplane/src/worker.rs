@@ -16,12 +16,13 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwap;
 
 use crate::counters::{NodeDrop, WorkerCounters, WorkerPhase};
+use crate::egress::EgressFilter;
 use crate::io::tcp::{PeerBook, PeerTransport, TcpIo};
 use crate::io::{Datagram, Outgoing, UdpIo};
 use crate::sink::{self, SinkAddr, UnixSink};
 use crate::slab::{Slab, SlotId};
 use crate::snapshot::Snapshot;
-use crate::sphinx::{Deliver, Processor, ProcessorConfig, Verdict};
+use crate::sphinx::{Deliver, OverCap, Processor, ProcessorConfig, Verdict};
 use crate::wheel::{DelayWheel, WheelConfig};
 
 /// The run state shared by a node's workers.
@@ -85,6 +86,9 @@ pub(crate) struct Held {
 pub(crate) struct WorkerSettings {
     pub(crate) batch: usize,
     pub(crate) max_delay_ns: u64,
+    pub(crate) over_cap: OverCap,
+    /// Which next hops packets may go to (shared by the node's workers).
+    pub(crate) egress: Arc<EgressFilter>,
     pub(crate) wheel_tick_ns: u64,
     pub(crate) wheel_capacity: usize,
     pub(crate) slab_small: usize,
@@ -181,6 +185,8 @@ struct LoopState {
     processor: Processor,
     /// Where accepted packets wait for their deadline.
     outbox: Outbox,
+    /// Which next hops are allowed.
+    egress: Arc<EgressFilter>,
     /// Scratch, reused for every batch.
     datagrams: Vec<Datagram>,
     verdicts: Vec<Verdict>,
@@ -208,6 +214,7 @@ impl LoopState {
             snapshot.keys.clone(),
             ProcessorConfig {
                 max_delay_ns: s.max_delay_ns,
+                over_cap: s.over_cap,
                 ..ProcessorConfig::default()
             },
         );
@@ -243,6 +250,7 @@ impl LoopState {
                 udp_sink,
                 unix_sink,
             },
+            egress: s.egress.clone(),
             datagrams: Vec::with_capacity(s.batch * 4),
             verdicts: Vec::with_capacity(s.batch * 4),
             due: Vec::with_capacity(s.batch * 4),
@@ -373,6 +381,7 @@ impl LoopState {
         let allowed = self.snapshot.next_hops.as_deref();
         let peers = self.peers.load();
         let route = Route {
+            egress: &self.egress,
             allowed,
             peers: &peers,
             transports: self.outbox.transports,
@@ -452,6 +461,8 @@ impl LoopState {
 
 /// What a batch's next hops are checked and routed by.
 struct Route<'a> {
+    /// The egress policy (never the node itself, loopback or private ranges unless allowed).
+    egress: &'a EgressFilter,
     /// The routing filter (known nodes), when on.
     allowed: Option<&'a std::collections::HashSet<SocketAddr>>,
     /// Each next hop's transport.
@@ -461,8 +472,10 @@ struct Route<'a> {
 }
 
 impl Route<'_> {
-    /// Whether a packet may go to `to`, and by which transport.
+    /// Whether a packet may go to `to` (the egress policy, then the routing filter), and by
+    /// which transport.
     fn to(&self, to: SocketAddr) -> Result<PeerTransport, NodeDrop> {
+        self.egress.check(to)?;
         next_hop_ok(self.allowed, to)?;
         Ok(match (self.peers.transport(to), self.transports) {
             (PeerTransport::Udp, (false, _)) => PeerTransport::Tcp,
@@ -491,8 +504,13 @@ fn open_sink(worker: usize, sink: Option<&SinkAddr>) -> (Option<SocketAddr>, Opt
 impl Outbox {
     /// Acts on one verdict for `frame`, received at `t_rx`: counts a drop, holds a forward hop
     /// until its deadline, or sends a final hop's SURB-ACK on and delivers its message. Next
-    /// hops must pass [`next_hop_ok`] against `allowed`.
+    /// hops must pass [`Route::to`].
     fn take(&mut self, route: &Route<'_>, frame: &[u8], v: &Verdict, t_rx: u64) {
+        if let Verdict::Forward(f) = v
+            && f.delay_clamped
+        {
+            WorkerCounters::add(&self.counters.excessive_delay, 1);
+        }
         match v {
             Verdict::Drop(r) => self.counters.drop_sphinx(*r),
             Verdict::Forward(f) => match route.to(f.next_hop) {
@@ -600,19 +618,12 @@ impl Outbox {
     }
 }
 
-/// Whether a packet may be sent to `to`: a routable unicast address with a port, and, when the
-/// routing filter is on, a node of the topology.
+/// Whether the routing filter, when on, lets a packet go to `to`: a node of the topology.
 fn next_hop_ok(
     allowed: Option<&std::collections::HashSet<SocketAddr>>,
     to: SocketAddr,
 ) -> Result<(), NodeDrop> {
-    let unroutable = to.port() == 0
-        || to.ip().is_unspecified()
-        || to.ip().is_multicast()
-        || matches!(to.ip(), std::net::IpAddr::V4(v4) if v4.is_broadcast());
-    if unroutable {
-        Err(NodeDrop::UnroutableNextHop)
-    } else if allowed.is_some_and(|a| !a.contains(&to)) {
+    if allowed.is_some_and(|a| !a.contains(&to)) {
         Err(NodeDrop::UnknownNextHop)
     } else {
         Ok(())
@@ -622,32 +633,55 @@ fn next_hop_ok(
 #[cfg(test)]
 mod next_hop_tests {
     use super::*;
+    use crate::egress::EgressPolicy;
+
+    fn route<'a>(
+        egress: &'a EgressFilter,
+        allowed: Option<&'a std::collections::HashSet<SocketAddr>>,
+        peers: &'a PeerBook,
+    ) -> Route<'a> {
+        Route {
+            egress,
+            allowed,
+            peers,
+            transports: (true, false),
+        }
+    }
 
     #[test]
-    fn unroutable_and_unknown_next_hops_are_refused() {
+    fn unroutable_unknown_and_local_next_hops_are_refused() {
+        let peers = PeerBook::default();
+        let strict = EgressFilter::new(EgressPolicy::STRICT, &[]);
         let ok: SocketAddr = "192.0.2.1:1789".parse().unwrap();
-        assert_eq!(next_hop_ok(None, ok), Ok(()));
-        for bad in [
-            "192.0.2.1:0",
-            "0.0.0.0:1789",
-            "[::]:1789",
-            "224.0.0.1:1789",
-            "[ff02::1]:1789",
-            "255.255.255.255:1789",
+        assert_eq!(route(&strict, None, &peers).to(ok), Ok(PeerTransport::Udp));
+        for (bad, why) in [
+            ("192.0.2.1:0", NodeDrop::UnroutableNextHop),
+            ("0.0.0.0:1789", NodeDrop::UnroutableNextHop),
+            ("[::]:1789", NodeDrop::UnroutableNextHop),
+            ("224.0.0.1:1789", NodeDrop::UnroutableNextHop),
+            ("[ff02::1]:1789", NodeDrop::UnroutableNextHop),
+            ("255.255.255.255:1789", NodeDrop::UnroutableNextHop),
+            ("169.254.169.254:80", NodeDrop::UnroutableNextHop),
+            ("127.0.0.1:6379", NodeDrop::LoopbackNextHop),
+            ("[::ffff:127.0.0.1]:6379", NodeDrop::LoopbackNextHop),
+            ("192.168.0.1:53", NodeDrop::PrivateNextHop),
         ] {
             let a: SocketAddr = bad.parse().unwrap();
-            assert_eq!(
-                next_hop_ok(None, a),
-                Err(NodeDrop::UnroutableNextHop),
-                "{bad}"
-            );
+            assert_eq!(route(&strict, None, &peers).to(a), Err(why), "{bad}");
         }
         let known: std::collections::HashSet<SocketAddr> = [ok].into();
-        assert_eq!(next_hop_ok(Some(&known), ok), Ok(()));
+        assert!(route(&strict, Some(&known), &peers).to(ok).is_ok());
         let other: SocketAddr = "192.0.2.2:1789".parse().unwrap();
         assert_eq!(
-            next_hop_ok(Some(&known), other),
+            route(&strict, Some(&known), &peers).to(other),
             Err(NodeDrop::UnknownNextHop)
+        );
+        // the policy holds for known nodes too
+        let local: SocketAddr = "10.0.0.1:1789".parse().unwrap();
+        let known: std::collections::HashSet<SocketAddr> = [local].into();
+        assert_eq!(
+            route(&strict, Some(&known), &peers).to(local),
+            Err(NodeDrop::PrivateNextHop)
         );
     }
 }

@@ -113,6 +113,11 @@ fn small_node_config(cfg: &Path, listen: SocketAddr, admin: SocketAddr) -> Strin
             &format!("listen = \"{admin}\""),
         )
         .replace("workers = 0", "workers = 1")
+        // every node of the test runs on 127.0.0.1
+        .replace(
+            "allow_loopback_next_hops = false",
+            "allow_loopback_next_hops = true",
+        )
         .replace(
             "expected_packets_per_second = 1000",
             "expected_packets_per_second = 10",

@@ -11,8 +11,8 @@ use curve25519_dalek::montgomery::MontgomeryPoint;
 use mixplane_crypto_simd::x25519;
 use mixplane_dataplane::sphinx::kdf::{ExpandedSecret, apply_routing_stream, header_mac};
 use mixplane_dataplane::sphinx::{
-    DropReason, FrameHeader, KeyRotation, KeySlot, NoReplay, NodeKeys, Processor, ProcessorConfig,
-    SizeClass, Verdict,
+    DropReason, FrameHeader, KeyRotation, KeySlot, NoReplay, NodeKeys, OverCap, Processor,
+    ProcessorConfig, SizeClass, Verdict,
 };
 use rand::RngExt;
 use sphinx_packet::route::NodeAddressBytes;
@@ -217,18 +217,37 @@ fn routing_level_drops() {
     let pt = random_plaintext(&mut rng, SizeClass::Regular);
     let p = build_packet(&route, SizeClass::Regular, 258, &pt.bytes);
     let f = node.v8_header(SizeClass::Regular).frame(&p.to_bytes());
-    assert_eq!(drop_of(&mut proc, f.clone()), DropReason::DelayTooLong);
+    // by default (as nym-node) the delay is cut to the cap and the packet marked
+    match verdict_of(&mut proc, &mut f.clone()) {
+        Verdict::Forward(fw) => {
+            assert_eq!(fw.delay_ns, 10_000_000_000);
+            assert!(fw.delay_clamped);
+        }
+        v => panic!("expected a clamped forward, got {v:?}"),
+    }
+    let mut strict = Processor::new(
+        node.keys(),
+        ProcessorConfig {
+            over_cap: OverCap::Drop,
+            ..Default::default()
+        },
+    );
+    assert_eq!(drop_of(&mut strict, f.clone()), DropReason::DelayTooLong);
     let mut lenient = Processor::new(
         node.keys(),
         ProcessorConfig {
             max_delay_ns: 20_000_000_000,
+            over_cap: OverCap::Drop,
             ..Default::default()
         },
     );
-    assert!(matches!(
-        verdict_of(&mut lenient, &mut f.clone()),
-        Verdict::Forward(_)
-    ));
+    match verdict_of(&mut lenient, &mut f.clone()) {
+        Verdict::Forward(fw) => {
+            assert_eq!(fw.delay_ns, 10_000_000_001);
+            assert!(!fw.delay_clamped);
+        }
+        v => panic!("expected a forward, got {v:?}"),
+    }
 
     // next hop with a bad address encoding
     let mut route = random_route(&mut rng, 2, 1);

@@ -9,15 +9,18 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use mixplane_control::admin::{self, AdminHandler, AdminServer};
-use mixplane_control::config::{Config, EXAMPLE, IoBackendKind, TcpFrameVersion};
+use mixplane_control::config::{Config, EXAMPLE, IoBackendKind, OverCapChoice, TcpFrameVersion};
 use mixplane_control::keys::{self, KeyMaterial, StoredKeys};
 use mixplane_control::metrics::PromText;
 use mixplane_control::topology::{self, FetchOptions, Parsed, Topology, TopologyHealth};
 use mixplane_dataplane::demo::{self, DemoConfig, DemoTransport};
+use mixplane_dataplane::egress::EgressPolicy;
 use mixplane_dataplane::io::tcp::{PeerBook, TcpSettings};
 use mixplane_dataplane::node::{Node, NodeConfig};
 use mixplane_dataplane::plane::{Admin, ControlPlane};
-use mixplane_dataplane::sphinx::{DropReason, FrameVersion, NodeKeys, SizeClass, SphinxKey};
+use mixplane_dataplane::sphinx::{
+    DropReason, FrameVersion, NodeKeys, OverCap, SizeClass, SphinxKey,
+};
 use zeroize::Zeroizing;
 
 #[derive(Parser)]
@@ -151,6 +154,14 @@ fn node_config(c: &Config, base: &Path, noise: Option<&[u8; 32]>) -> NodeConfig 
         io: c.node.io,
         batch: c.node.batch,
         max_delay_ns: c.sphinx.max_delay_ms * 1_000_000,
+        over_cap: match c.sphinx.over_cap {
+            OverCapChoice::Clamp => OverCap::Clamp,
+            OverCapChoice::Drop => OverCap::Drop,
+        },
+        egress: EgressPolicy {
+            allow_loopback: c.node.allow_loopback_next_hops,
+            allow_private: c.node.allow_private_next_hops,
+        },
         wheel_tick_ns: c.wheel.tick_us * 1000,
         wheel_capacity: c.wheel.capacity,
         slab_small: c.slab.small_slots,

@@ -23,7 +23,7 @@ mod processor;
 pub use build::{BuildError, FinalPadding, Hop, PacketSpec};
 pub use frame::{FrameHeader, FrameVersion, KeyRotation, SizeClass};
 pub use keys::{KeySlot, NodeKeys, SphinxKey};
-pub use processor::{Processor, ProcessorConfig};
+pub use processor::{OverCap, Processor, ProcessorConfig};
 
 use std::net::SocketAddr;
 use std::ops::Range;
@@ -79,7 +79,7 @@ pub enum DropReason {
     /// The next hop address does not parse.
     #[error("malformed next-hop address")]
     BadNextHop,
-    /// The delay is over the configured cap.
+    /// The delay is over the configured cap (with [`OverCap::Drop`]).
     #[error("delay over the cap")]
     DelayTooLong,
     /// The final hop's payload lacks the zero prefix or the padding marker.
@@ -192,8 +192,11 @@ pub enum Verdict {
 pub struct Forward {
     /// Where to send the frame.
     pub next_hop: SocketAddr,
-    /// How long to hold it, in nanoseconds (already checked against the cap).
+    /// How long to hold it, in nanoseconds (at most the cap: see `delay_clamped`).
     pub delay_ns: u64,
+    /// The packet asked for a delay over the cap and `delay_ns` is the cap
+    /// ([`OverCap::Clamp`]); the node counts such packets.
+    pub delay_clamped: bool,
     /// The outgoing frame (frame header and rewritten Sphinx packet) within the input buffer.
     pub frame: Range<usize>,
     /// The Sphinx version from the routing slot.

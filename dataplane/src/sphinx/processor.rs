@@ -28,11 +28,24 @@ const PAYLOAD_ZERO_PREFIX: usize = 16;
 /// A SURB-ACK: 19-byte first-hop address and a whole ack-class Sphinx packet.
 const SURB_ACK_LEN: usize = address::MAX_UNPADDED_LEN + SizeClass::Ack.packet_len();
 
+/// What the processor does with a forward hop whose delay is over the cap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OverCap {
+    /// Forward it with the delay cut to the cap and mark it ([`Forward::delay_clamped`]), as
+    /// nym-node does (it counts such packets as `excessive_delay_packets`).
+    #[default]
+    Clamp,
+    /// Drop it ([`DropReason::DelayTooLong`]).
+    Drop,
+}
+
 /// Settings of the Sphinx core.
 #[derive(Debug, Clone)]
 pub struct ProcessorConfig {
-    /// Forward hops asking for a longer delay are dropped ([`DropReason::DelayTooLong`]).
+    /// Cap on one forward hop's delay; [`Self::over_cap`] says what happens to longer ones.
     pub max_delay_ns: u64,
+    /// Clamp (Nym's behaviour, the default) or drop delays over [`Self::max_delay_ns`].
+    pub over_cap: OverCap,
     /// The X25519 implementation.
     pub backend: x25519::Backend,
 }
@@ -41,6 +54,7 @@ impl Default for ProcessorConfig {
     fn default() -> Self {
         ProcessorConfig {
             max_delay_ns: DEFAULT_MAX_DELAY_NS,
+            over_cap: OverCap::Clamp,
             backend: x25519::Backend::best(),
         }
     }
@@ -52,6 +66,7 @@ enum Route {
     Forward {
         next_hop: std::net::SocketAddr,
         delay_ns: u64,
+        delay_clamped: bool,
     },
     Final {
         destination: [u8; 32],
@@ -116,6 +131,16 @@ impl DhJobs {
         self.out.clear();
     }
 
+    /// Makes room for `n` jobs before any is pushed: a vector that grew while holding scalars
+    /// or shared secrets would leave a copy of them in the freed buffer. The old buffers are
+    /// wiped (their whole capacity) before they are given back.
+    fn reserve(&mut self, n: usize) {
+        reserve_wiped(&mut self.scalars, n);
+        reserve_wiped(&mut self.out, n);
+        self.index.reserve(n.saturating_sub(self.index.len()));
+        self.points.reserve(n.saturating_sub(self.points.len()));
+    }
+
     fn push(&mut self, i: usize, scalar: &[u8; 32], point: &[u8; 32]) {
         self.index.push(i);
         self.scalars.push(*scalar);
@@ -126,6 +151,19 @@ impl DhJobs {
         self.out.resize(self.scalars.len(), [0u8; 32]);
         x25519::x25519_batch(backend, &self.scalars, &self.points, &mut self.out);
     }
+}
+
+/// Grows `v` to hold at least `n` items without leaving its contents in a freed buffer: the
+/// items move to a new buffer and the old one is wiped, its whole capacity, before it is freed.
+fn reserve_wiped<T: Zeroize + Copy>(v: &mut Vec<T>, n: usize) {
+    if v.capacity() >= n {
+        return;
+    }
+    let mut grown = Vec::with_capacity(n.max(v.capacity() * 2));
+    grown.extend_from_slice(v);
+    // `zeroize` on a Vec wipes its elements and then its spare capacity
+    v.zeroize();
+    *v = grown;
 }
 
 /// The Sphinx batch processor. One per worker; it owns its scratch space.
@@ -202,6 +240,8 @@ impl Processor {
     /// (one X25519 batch). Every frame is `Parsed` or `Dropped` afterwards.
     fn shared_secrets<B: AsMut<[u8]>>(&mut self, frames: &mut [B], keys: &NodeKeys) {
         self.dh.clear();
+        self.dh.reserve(frames.len());
+        self.retry.reserve(frames.len());
         for (i, frame) in frames.iter_mut().enumerate() {
             let frame = frame.as_mut();
             let s = &mut self.slots[i];
@@ -297,6 +337,7 @@ impl Processor {
         R: ReplayGuard + ?Sized,
     {
         self.dh.clear();
+        self.dh.reserve(frames.len());
         for (i, frame) in frames.iter_mut().enumerate() {
             let s = &mut self.slots[i];
             if !matches!(s.progress, Progress::Verified) {
@@ -307,8 +348,7 @@ impl Processor {
                 continue;
             }
             let frame = frame.as_mut();
-            s.progress = match unwrap_routing(frame, s, &mut self.routing, self.config.max_delay_ns)
-            {
+            s.progress = match unwrap_routing(frame, s, &mut self.routing, &self.config) {
                 Err(r) => Progress::Dropped(r),
                 Ok(route) => {
                     if matches!(route, Route::Forward { .. }) {
@@ -338,6 +378,7 @@ impl Processor {
     /// eight with AVX-512, else four).
     fn decrypt_payloads<B: AsMut<[u8]>>(&mut self, frames: &mut [B]) {
         self.payload_keys.clear();
+        reserve_wiped(&mut self.payload_keys, frames.len());
         self.survivors.clear();
         let mut payloads: Vec<&mut [u8]> = Vec::with_capacity(frames.len());
         for (i, frame) in frames.iter_mut().enumerate() {
@@ -479,7 +520,7 @@ fn unwrap_routing(
     frame: &mut [u8],
     s: &mut Slot,
     stream: &mut [u8; ROUTING_STREAM_LEN],
-    max_delay_ns: u64,
+    config: &ProcessorConfig,
 ) -> Result<Route, DropReason> {
     let h = s.header.len();
     // stream = keystream XOR (beta || 0^60)
@@ -499,14 +540,20 @@ fn unwrap_routing(
         }
         FLAG_FORWARD => {
             let next_hop = address::parse(&stream[4..36]).map_err(|_| DropReason::BadNextHop)?;
-            let delay_ns = u64::from_be_bytes(stream[36..44].try_into().expect("8 bytes"));
-            if delay_ns > max_delay_ns {
+            let asked_ns = u64::from_be_bytes(stream[36..44].try_into().expect("8 bytes"));
+            let delay_clamped = asked_ns > config.max_delay_ns;
+            if delay_clamped && config.over_cap == OverCap::Drop {
                 return Err(DropReason::DelayTooLong);
             }
+            let delay_ns = asked_ns.min(config.max_delay_ns);
             // next gamma = slot[44..60]; next beta = stream[60..360]
             frame[h + GAMMA..h + BETA].copy_from_slice(&stream[44..SLOT_LEN]);
             frame[h + BETA..h + BETA + BETA_LEN].copy_from_slice(&stream[SLOT_LEN..]);
-            Ok(Route::Forward { next_hop, delay_ns })
+            Ok(Route::Forward {
+                next_hop,
+                delay_ns,
+                delay_clamped,
+            })
         }
         FLAG_FINAL => Ok(Route::Final {
             destination: stream[4..36].try_into().expect("32 bytes"),
@@ -533,9 +580,14 @@ fn verdict(frame: &mut [u8], s: &Slot, route: Route) -> Verdict {
         replay_tag: *s.secret.replay_tag(),
     };
     match route {
-        Route::Forward { next_hop, delay_ns } => Verdict::Forward(Forward {
+        Route::Forward {
             next_hop,
             delay_ns,
+            delay_clamped,
+        } => Verdict::Forward(Forward {
+            next_hop,
+            delay_ns,
+            delay_clamped,
             frame: 0..frame.len(),
             sphinx_version: s.version,
             accepted,
@@ -608,4 +660,31 @@ fn final_hop(
             frame: frame_at..packet_at + SizeClass::Ack.packet_len(),
         }),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scratch_holding_secrets_never_grows_while_full() {
+        // a push that reallocates would leave the scalars in the freed buffer: once reserved,
+        // a whole batch of pushes keeps the same buffers
+        let mut dh = DhJobs::default();
+        dh.push(0, &[1; 32], &[9; 32]);
+        dh.clear();
+        dh.reserve(64);
+        let (scalars, out) = (dh.scalars.as_ptr(), dh.out.as_ptr());
+        for i in 0..64 {
+            dh.push(i, &[i as u8; 32], &[9; 32]);
+        }
+        dh.out.resize(64, [0; 32]);
+        assert_eq!(dh.scalars.as_ptr(), scalars);
+        assert_eq!(dh.out.as_ptr(), out);
+        // growing keeps what was there
+        let mut v: Vec<[u8; 4]> = vec![[1; 4], [2; 4]];
+        reserve_wiped(&mut v, 100);
+        assert!(v.capacity() >= 100);
+        assert_eq!(v, [[1; 4], [2; 4]]);
+    }
 }
