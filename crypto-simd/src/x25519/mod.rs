@@ -242,9 +242,7 @@ fn batch_split(
         Backend::Avx2 => {
             // SAFETY: asserted above that the features in force, a subset of the CPU's, include
             // AVX2.
-            unsafe {
-                batch_lanes::<{ avx2::LANES }>(scalars, points, out, avx2::x25519_lanes, min)
-            }
+            unsafe { batch_lanes::<{ avx2::LANES }>(scalars, points, out, avx2::x25519_lanes, min) }
         }
         #[cfg(not(target_arch = "x86_64"))]
         Backend::Ifma | Backend::Avx2 => unreachable!("vector backends are x86_64 only"),

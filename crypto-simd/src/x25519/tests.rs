@@ -291,7 +291,7 @@ fn mixed_lanes(rng: &mut Rng, n: usize, round: usize) -> (Vec<[u8; 32]>, Vec<[u8
     let (edges, escalars) = (edge_points(), edge_scalars());
     let scalars = (0..n)
         .map(|i| {
-            if (i + round) % 3 == 0 {
+            if (i + round).is_multiple_of(3) {
                 escalars[(i * 5 + round) % escalars.len()]
             } else {
                 rng.bytes()
@@ -300,7 +300,7 @@ fn mixed_lanes(rng: &mut Rng, n: usize, round: usize) -> (Vec<[u8; 32]>, Vec<[u8
         .collect();
     let points = (0..n)
         .map(|i| {
-            if (i + round) % 2 == 0 {
+            if (i + round).is_multiple_of(2) {
                 edges[(i * 7 + n + round) % edges.len()]
             } else {
                 rng.bytes()
