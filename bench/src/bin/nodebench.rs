@@ -161,11 +161,19 @@ fn batch_sizes(node: &Node) -> Vec<u64> {
 }
 
 /// Sends `frames` to `to` paced at `rate` packets/s, then reports the receive batches the node
-/// formed meanwhile (distribution of their sizes) and `process_batch`'s time per packet.
+/// formed meanwhile (distribution of their sizes; a quantile is the upper edge of its histogram
+/// bucket, exact up to 15), `process_batch`'s time per packet, and the datagrams the kernel
+/// dropped because the node fell behind.
 fn rate_phase(node: &Node, tx: &mut Box<dyn UdpIo>, to: SocketAddr, frames: &[Vec<u8>], rate: u64) {
     let hist0 = batch_sizes(node);
     let sum0 = sum(node, |c| c.batch_size.sum());
     let proc0 = sum(node, |c| c.phase_ns(WorkerPhase::Process));
+    let overflow = |node: &Node| {
+        sum(node, |c| {
+            c.node_drops(mixplane_dataplane::counters::NodeDrop::KernelRxOverflow)
+        })
+    };
+    let drops0 = overflow(node);
     let t = Instant::now();
     for (i, f) in frames.iter().enumerate() {
         let due = t + Duration::from_secs_f64(i as f64 / rate as f64);
@@ -185,8 +193,9 @@ fn rate_phase(node: &Node, tx: &mut Box<dyn UdpIo>, to: SocketAddr, frames: &[Ve
     let packets = sum(node, |c| c.batch_size.sum()) - sum0;
     let proc_ns = sum(node, |c| c.phase_ns(WorkerPhase::Process)) - proc0;
     println!(
-        "at {rate} packets/s (achieved {:.0}): {packets} packets in {batches} receive batches, size mean {:.2}, p50 {}, p90 {}, p99 {}, max {}; process_batch {:.2} µs/packet",
+        "at {rate} packets/s (sent at {:.0}, {} kernel drops): {packets} packets in {batches} receive batches, size mean {:.2}, p50 {}, p90 {}, p99 {}, max {}; process_batch {:.2} µs/packet",
         frames.len() as f64 / sent_s,
+        overflow(node) - drops0,
         packets as f64 / batches.max(1) as f64,
         quantile_of(&diff, 0.5),
         quantile_of(&diff, 0.9),
