@@ -115,8 +115,9 @@ impl Backend {
     /// than running them one at a time on the portable single-operation ladder; a batch's tail
     /// with fewer lanes than this takes the single-operation ladder ([`x25519_batch`]).
     ///
-    /// AVX2: on an AMD EPYC Zen 3 (2026-12-02) one 4-lane kernel call costs about 1.6 single
-    /// operations of x25519-dalek, so one lane goes alone and two or more take the kernel.
+    /// AVX2: on an AMD EPYC Zen 3 (2026-12-01, `ladder_timing`) one 4-lane kernel call costs
+    /// 1.4 to 1.6 single operations of x25519-dalek, so one lane goes alone and two or more
+    /// take the kernel.
     /// IFMA: 3.2 µs (Zen 4) to 6.2 µs (Xeon) per lane, so 26 to 50 µs per 8-lane call, against
     /// 36 to 50 µs for one x25519-dalek operation (bench/RESULTS.md): even one lane takes the
     /// kernel.
