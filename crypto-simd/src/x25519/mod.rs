@@ -13,8 +13,9 @@
 //! the other's work, then single groups of eight. Batches of any length go through the kernel
 //! in full chunks; a tail that fills at least [`Backend::min_vector_lanes`] lanes is padded with
 //! dummy lanes in stack buffers and goes through the kernel too, and a shorter tail (a lone
-//! packet on an idle node, say) runs one operation at a time on the portable single-operation
-//! ladder, which is then cheaper than a kernel call that pays for every lane. [`Backend::best`]
+//! packet on an idle node, say) runs one operation at a time on the portable backend's
+//! single-operation ladder (module `single`: radix 2^51, about 1.4× x25519-dalek's speed on
+//! Zen 3), which is then cheaper than a kernel call that pays for every lane. [`Backend::best`]
 //! picks the fastest backend that the features in force ([`crate::cpu::in_force`], which the
 //! `MIXPLANE_CPU` cap can lower) allow. Every backend's output is bit-identical to
 //! `x25519_dalek::x25519`.
@@ -64,6 +65,7 @@ mod field_tests;
 #[cfg(target_arch = "x86_64")]
 mod ifma;
 mod portable;
+mod single;
 mod words;
 
 /// An X25519 implementation.
@@ -74,7 +76,8 @@ pub enum Backend {
     Ifma,
     /// Four lanes per vector and per kernel call with AVX2 (radix 2^25.5); needs AVX2.
     Avx2,
-    /// One lane at a time through x25519-dalek; always available.
+    /// One lane at a time on the crate's own single-operation ladder (radix 2^51, `u128`
+    /// products, `mulx` where the CPU has BMI2 and ADX); always available.
     Portable,
 }
 
@@ -115,12 +118,12 @@ impl Backend {
     /// than running them one at a time on the portable single-operation ladder; a batch's tail
     /// with fewer lanes than this takes the single-operation ladder ([`x25519_batch`]).
     ///
-    /// AVX2: on an AMD EPYC Zen 3 (2026-12-01, `ladder_timing`) one 4-lane kernel call costs
-    /// 1.4 to 1.6 single operations of x25519-dalek, so one lane goes alone and two or more
-    /// take the kernel.
-    /// IFMA: 3.2 µs (Zen 4) to 6.2 µs (Xeon) per lane, so 26 to 50 µs per 8-lane call, against
-    /// 36 to 50 µs for one x25519-dalek operation (bench/RESULTS.md): even one lane takes the
-    /// kernel.
+    /// AVX2: on an AMD EPYC Zen 3 (2026-12-01, `ladder_timing`) one 4-lane kernel call (83 µs)
+    /// costs 1.9 operations of the single-operation ladder (43 µs), so one lane goes alone and
+    /// two or more take the kernel.
+    /// IFMA: 3.2 µs (Zen 5) to 6.2 µs (Xeon) per lane, so 26 to 50 µs per 8-lane call, against
+    /// 36 to 50 µs for one x25519-dalek operation (bench/RESULTS.md) and not yet measured
+    /// against the single-operation ladder there: even one lane takes the kernel for now.
     pub fn min_vector_lanes(self) -> usize {
         match self {
             Backend::Ifma => 1,
