@@ -1,12 +1,16 @@
 //! Sphinx unwrap per packet: mixplane's batch processor (batch of 64, each X25519 backend; v258
 //! for every size class, plus v260 regular with the best backend) against sphinx-packet 0.8.0's
-//! `SphinxPacket::process`, in the same run; Lioness on a
+//! `SphinxPacket::process`, in the same run; regular v258 at batches of 1, 2, 4, 8, 16 and 64
+//! with the best backend, each beside sphinx-packet; Lioness on a
 //! regular payload against sphinx-packet's payload layer; and the ChaCha20 keystream of one
 //! Lioness stream round against the `chacha20` crate.
 //!
 //! Packets are real: built by sphinx-packet for a 3-hop route whose first hop is the node under
 //! test; each measured call restores the 64 frames from a template (a 150 KiB memcpy, included
 //! in mixplane's time) and processes them.
+//!
+//! First prints the CPU's features and the `MIXPLANE_CPU` cap in force; run with
+//! `MIXPLANE_CPU=portable` (or `avx2`) to measure an older CPU class on this one.
 
 use std::hint::black_box;
 use std::sync::Arc;
@@ -26,6 +30,9 @@ use sphinx_packet::version::Version;
 use x25519_dalek::{PublicKey, StaticSecret};
 
 const BATCH: usize = 64;
+
+/// The batch sizes compared with sphinx-packet one by one.
+const BATCH_SIZES: [usize; 6] = [1, 2, 4, 8, 16, 64];
 
 struct Setup {
     secret: [u8; 32],
@@ -128,6 +135,44 @@ fn unwrap_comparison(class: SizeClass, version: u16, backends: &[Backend]) {
     }
 }
 
+/// Regular v258 with the best backend at each of [`BATCH_SIZES`]: mixplane's time per packet
+/// and sphinx-packet's, sampled alternately in the same run.
+fn batch_size_comparison() {
+    let s = setup(SizeClass::Regular);
+    let sk = StaticSecret::from(s.secret);
+    let backend = Backend::best();
+    for n in BATCH_SIZES {
+        let mut proc = processor(&s, backend);
+        let template = &s.frames[..n];
+        let mut work = template.to_vec();
+        let mut out = Vec::with_capacity(n);
+        proc.process_batch(&mut work, &NoReplay, &mut out);
+        assert!(out.iter().all(|v| matches!(v, Verdict::Forward(_))));
+        let (ours, theirs) = per_item_pair(
+            || {
+                for (w, f) in work.iter_mut().zip(template) {
+                    w.copy_from_slice(f);
+                }
+                proc.process_batch(black_box(&mut work), &NoReplay, &mut out);
+                black_box(&out);
+            },
+            n as u32,
+            || {
+                let p = sphinx_packet::SphinxPacket::from_bytes(black_box(&s.packets[0])).unwrap();
+                black_box(p.process(&sk).unwrap());
+            },
+            1,
+        );
+        println!(
+            "sphinx unwrap regular v258 batch {n:>2} (x25519 {}): mixplane {:.2} µs/packet vs sphinx-packet {:.2} µs/packet = {:.2}x",
+            backend.name(),
+            us(ours),
+            us(theirs),
+            theirs.as_secs_f64() / ours.as_secs_f64()
+        );
+    }
+}
+
 fn lioness_comparison() {
     let mut rng = rand::rngs::StdRng::seed_from_u64(9);
     let key: [u8; 192] = std::array::from_fn(|_| rng.random());
@@ -181,8 +226,10 @@ fn chacha_comparison() {
 }
 
 fn benches(c: &mut Criterion) {
-    println!("best X25519 backend here: {}", Backend::best().name());
+    println!("{}", mixplane_crypto_simd::cpu::report());
+    println!("paths in force: {}", mixplane_crypto_simd::paths());
     if !profiling() {
+        batch_size_comparison();
         for class in [SizeClass::Regular, SizeClass::Ack, SizeClass::Ext8] {
             unwrap_comparison(class, 258, &Backend::supported());
         }
@@ -209,6 +256,24 @@ fn benches(c: &mut Criterion) {
             })
         });
     }
+    // Smaller batches with the best backend: what a node sees at low load.
+    for n in BATCH_SIZES.into_iter().filter(|&n| n < BATCH) {
+        let backend = Backend::best();
+        let mut proc = processor(&s, backend);
+        let template = &s.frames[..n];
+        let mut work = template.to_vec();
+        let mut out = Vec::with_capacity(n);
+        g.throughput(Throughput::Elements(n as u64));
+        g.bench_function(format!("mixplane_batch{n}_{}", backend.name()), |b| {
+            b.iter(|| {
+                for (w, f) in work.iter_mut().zip(template) {
+                    w.copy_from_slice(f);
+                }
+                proc.process_batch(&mut work, &NoReplay, &mut out);
+            })
+        });
+    }
+    g.throughput(Throughput::Elements(BATCH as u64));
     let sk = StaticSecret::from(s.secret);
     g.bench_function("sphinx_packet_x64", |b| {
         b.iter(|| {

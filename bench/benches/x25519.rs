@@ -1,13 +1,14 @@
 //! X25519 over a batch of 64: every supported `mixplane-crypto-simd` backend against
 //! x25519-dalek's serial `x25519()`, in the same run.
 //!
-//! Besides criterion's report, prints one comparison line per backend, timed directly with
-//! `std::time::Instant` over enough batches to be stable.
+//! Besides criterion's report, prints the CPU's features and the cap in force, then one
+//! comparison line per backend and batch size (1, 2, 4, 8, 16, 64), timed directly with
+//! `std::time::Instant`, the two sides sampled alternately, best of seven samples.
 
 use std::hint::black_box;
-use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use mixplane_bench::{per_item_pair, us};
 use mixplane_crypto_simd::x25519::{Backend, x25519_batch};
 
 const BATCH: usize = 64;
@@ -40,68 +41,37 @@ fn dalek_batch(scalars: &[[u8; 32]], points: &[[u8; 32]], out: &mut [[u8; 32]]) 
     }
 }
 
-/// Batches per sample so that one sample of `f` takes about 100 ms.
-fn calibrate(f: &mut impl FnMut()) -> u32 {
-    f(); // warm up
-    let start = Instant::now();
-    let mut iters = 0u32;
-    while start.elapsed() < Duration::from_millis(30) {
-        f();
-        iters += 1;
-    }
-    let per_batch = start.elapsed() / iters;
-    (Duration::from_millis(100).as_nanos() / per_batch.as_nanos().max(1)).max(1) as u32
-}
-
-/// Mean time per X25519 operation of one sample of `n` batches.
-fn sample(f: &mut impl FnMut(), n: u32) -> Duration {
-    let t = Instant::now();
-    for _ in 0..n {
-        f();
-    }
-    t.elapsed() / (n * BATCH as u32)
-}
-
-/// Per-operation times of `a` and `b`, sampled alternately (so that load from other
-/// processes affects both alike), best of seven samples each.
-fn per_op_pair(mut a: impl FnMut(), mut b: impl FnMut()) -> (Duration, Duration) {
-    let (na, nb) = (calibrate(&mut a), calibrate(&mut b));
-    let (mut ta, mut tb) = (Duration::MAX, Duration::MAX);
-    for _ in 0..7 {
-        ta = ta.min(sample(&mut a, na));
-        tb = tb.min(sample(&mut b, nb));
-    }
-    (ta, tb)
-}
-
-fn us(d: Duration) -> f64 {
-    d.as_secs_f64() * 1e6
-}
+/// The batch sizes compared with x25519-dalek.
+const BATCH_SIZES: [usize; 6] = [1, 2, 4, 8, 16, 64];
 
 fn print_comparison() {
     let (scalars, points) = inputs();
     let mut want = vec![[0u8; 32]; BATCH];
     dalek_batch(&scalars, &points, &mut want);
-    println!(
-        "x25519 batch of {BATCH}, best backend here: {}",
-        Backend::best().name()
-    );
+    println!("{}", mixplane_crypto_simd::cpu::report());
+    println!("best X25519 backend here: {}", Backend::best().name());
     for backend in Backend::supported() {
         let mut out = vec![[0u8; 32]; BATCH];
         x25519_batch(backend, &scalars, &points, &mut out);
         assert_eq!(out, want, "{} disagrees with x25519-dalek", backend.name());
-        let mut out2 = vec![[0u8; 32]; BATCH];
-        let (t, dalek) = per_op_pair(
-            || x25519_batch(backend, black_box(&scalars), black_box(&points), &mut out),
-            || dalek_batch(black_box(&scalars), black_box(&points), &mut out2),
-        );
-        println!(
-            "x25519 {}: {:.2} µs/op vs x25519-dalek {:.2} µs/op = {:.2}x",
-            backend.name(),
-            us(t),
-            us(dalek),
-            dalek.as_secs_f64() / t.as_secs_f64()
-        );
+        for n in BATCH_SIZES {
+            let (s, p) = (&scalars[..n], &points[..n]);
+            let mut out = vec![[0u8; 32]; n];
+            let mut out2 = vec![[0u8; 32]; n];
+            let (t, dalek) = per_item_pair(
+                || x25519_batch(backend, black_box(s), black_box(p), &mut out),
+                n as u32,
+                || dalek_batch(black_box(s), black_box(p), &mut out2),
+                n as u32,
+            );
+            println!(
+                "x25519 {} batch {n:>2}: {:.2} µs/op vs x25519-dalek {:.2} µs/op = {:.2}x",
+                backend.name(),
+                us(t),
+                us(dalek),
+                dalek.as_secs_f64() / t.as_secs_f64()
+            );
+        }
     }
 }
 

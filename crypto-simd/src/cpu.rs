@@ -9,9 +9,10 @@
 //! for [`warning`] (the library prints nothing; a binary logs it). The decision is made once,
 //! on first use, and then holds for the life of the process, so all dispatchers agree.
 //!
-//! The cap governs this crate's own dispatchers. The RustCrypto crates under the portable
-//! paths (`chacha20`, `sha2`, `blake2`, x25519-dalek) detect the CPU on their own and may
-//! still use its SIMD or SHA extensions.
+//! The cap governs this crate's own vector dispatchers. The RustCrypto crates under the
+//! portable paths (`chacha20`, `sha2`, `blake2`) detect the CPU on their own and may still use
+//! its SIMD or SHA extensions, and the portable X25519 ladder uses the scalar BMI2/ADX
+//! instructions (`mulx`) wherever the CPU has them.
 
 use std::fmt;
 use std::str::FromStr;

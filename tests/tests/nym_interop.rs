@@ -31,7 +31,9 @@ use nym_sphinx_types::NymPacket;
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use sphinx_packet::header::delays::Delay;
-use sphinx_packet::route::{Destination, DestinationAddressBytes, Node as SpNode, NodeAddressBytes};
+use sphinx_packet::route::{
+    Destination, DestinationAddressBytes, Node as SpNode, NodeAddressBytes,
+};
 use sphinx_packet::version::Version;
 use sphinx_packet::{SphinxPacket, SphinxPacketBuilder};
 use tokio_util::codec::Framed;
@@ -301,7 +303,10 @@ fn mixed_route(noise: bool, seed: u64) {
         m.node
             .tcp_counters()
             .iter()
-            .map(|t| t.noise_handshakes.load(std::sync::atomic::Ordering::Relaxed))
+            .map(|t| {
+                t.noise_handshakes
+                    .load(std::sync::atomic::Ordering::Relaxed)
+            })
             .sum::<u64>()
     };
     let expect = u64::from(noise);

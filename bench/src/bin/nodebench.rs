@@ -1,7 +1,10 @@
 //! Whole-node benchmark: a real node on loopback driven flat out with pre-built packets, next to
 //! the Sphinx unwrap microbenchmark measured in the same process, so the cost of everything but
 //! the crypto (I/O, wheel, replay filter, slab) shows as a ratio. A second phase sends packets
-//! with random delays at a moderate rate and reads the wheels' release error.
+//! with random delays at a moderate rate and reads the wheels' release error. A third sends at
+//! a few fixed rates (`--rates`) and reports, at each, the receive batches the node formed (size
+//! distribution) and the worker's `process_batch` time per packet. Prints the CPU's features,
+//! the `MIXPLANE_CPU` cap in force and the paths chosen first.
 //!
 //! ```sh
 //! cargo run --release -p mixplane-bench --bin mixplane-nodebench -- --workers 1
@@ -59,6 +62,13 @@ struct Args {
     /// udp, tcp (Nym's framing, TCP in and out), noise (the same inside Noise XKpsk3).
     #[arg(long, value_delimiter = ',', default_value = "udp")]
     transport: Vec<Transport>,
+    /// Send rates (packets/s) at which to report the batch sizes and unwrap time per packet
+    /// (empty: skip).
+    #[arg(long, value_delimiter = ',', default_value = "1000,5000,20000")]
+    rates: Vec<u64>,
+    /// Seconds of sending at each of `--rates`.
+    #[arg(long, default_value_t = 1.0)]
+    rate_seconds: f64,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug, clap::ValueEnum)]
@@ -185,7 +195,10 @@ fn throughput(
             io: args.io,
             wheel_capacity: 1 << 18,
             slab_small: 1 << 17,
-            replay_expected: (args.packets as u64 + args.delay_packets as u64) * 2,
+            replay_expected: (args.packets as u64
+                + args.delay_packets as u64
+                + args.rates.iter().sum::<u64>() * args.rate_seconds.ceil() as u64)
+                * 2,
             tcp: tcp.then(|| TcpSettings {
                 listen: Some("127.0.0.1:0".parse().expect("an address")),
                 noise_secret: noise.then(|| zeroize::Zeroizing::new(NOISE_SECRET)),
@@ -403,8 +416,67 @@ impl TcpSink {
     }
 }
 
+/// Sums the workers' receive-batch-size histograms (see `AtomicHistogram::add_into`).
+fn batch_sizes(node: &Node) -> Vec<u64> {
+    let mut v = vec![0u64; AtomicHistogram::buckets()];
+    for c in node.counters() {
+        c.batch_size.add_into(&mut v);
+    }
+    v
+}
+
+/// Sends `frames` to `to` paced at `rate` packets/s, then reports the receive batches the node
+/// formed meanwhile (distribution of their sizes; a quantile is the upper edge of its histogram
+/// bucket, exact up to 15), `process_batch`'s time per packet, and the datagrams the kernel
+/// dropped because the node fell behind.
+fn rate_phase(node: &Node, tx: &mut Box<dyn UdpIo>, to: SocketAddr, frames: &[Vec<u8>], rate: u64) {
+    let hist0 = batch_sizes(node);
+    let sum0 = sum(node, |c| c.batch_size.sum());
+    let proc0 = sum(node, |c| c.phase_ns(WorkerPhase::Process));
+    let overflow = |node: &Node| {
+        sum(node, |c| {
+            c.node_drops(mixplane_dataplane::counters::NodeDrop::KernelRxOverflow)
+        })
+    };
+    let drops0 = overflow(node);
+    let t = Instant::now();
+    for (i, f) in frames.iter().enumerate() {
+        let due = t + Duration::from_secs_f64(i as f64 / rate as f64);
+        if let Some(w) = due.checked_duration_since(Instant::now()) {
+            std::thread::sleep(w);
+        }
+        tx.send(&[Outgoing { to, data: f }]);
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let sent_s = t.elapsed().as_secs_f64() - 0.3;
+    let diff: Vec<u64> = batch_sizes(node)
+        .iter()
+        .zip(&hist0)
+        .map(|(a, b)| a - b)
+        .collect();
+    let batches: u64 = diff.iter().sum();
+    let packets = sum(node, |c| c.batch_size.sum()) - sum0;
+    let proc_ns = sum(node, |c| c.phase_ns(WorkerPhase::Process)) - proc0;
+    println!(
+        "at {rate} packets/s (sent at {:.0}, {} kernel drops): {packets} packets in {batches} receive batches, size mean {:.2}, p50 {}, p90 {}, p99 {}, max {}; process_batch {:.2} µs/packet",
+        frames.len() as f64 / sent_s,
+        overflow(node) - drops0,
+        packets as f64 / batches.max(1) as f64,
+        quantile_of(&diff, 0.5),
+        quantile_of(&diff, 0.9),
+        quantile_of(&diff, 0.99),
+        quantile_of(&diff, 1.0),
+        proc_ns as f64 / packets.max(1) as f64 / 1e3,
+    );
+}
+
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    println!("{}", mixplane_crypto_simd::cpu::report());
+    println!("paths in force: {}", mixplane_crypto_simd::paths());
+    if let Some(w) = mixplane_crypto_simd::cpu::warning() {
+        println!("warning: {w}");
+    }
     let secret = [5u8; 32];
     let (sink_io, sink_addr) = io::open(IoBackendKind::Mmsg, "127.0.0.1:0".parse()?, 64)?;
     let sink_count = Arc::new(AtomicU64::new(0));
@@ -496,6 +568,12 @@ fn main() -> anyhow::Result<()> {
         quantile_of(&diff, 0.99) as f64 / 1e6,
         quantile_of(&diff, 0.999) as f64 / 1e6
     );
+    // Batch sizes and unwrap cost per packet at a few fixed rates (fresh packets: no replays).
+    for (k, &rate) in args.rates.iter().enumerate() {
+        let n = ((rate as f64 * args.rate_seconds) as usize).max(1);
+        let rframes = build_frames(&secret, sink_addr, n, |_| 0, 10 + k as u64)?;
+        rate_phase(&node, &mut tx, to, &rframes, rate);
+    }
     node.shutdown()?;
     stop.store(true, Relaxed);
     let _ = sink.join();

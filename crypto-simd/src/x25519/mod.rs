@@ -11,7 +11,11 @@
 //! ([`Backend::is_supported`]). The IFMA kernel runs two vectors' worth (sixteen lanes)
 //! interleaved while the batch has them, so that one group's multiply-add chains overlap with
 //! the other's work, then single groups of eight. Batches of any length go through the kernel
-//! in full chunks, and the tail is padded with dummy lanes in stack buffers. [`Backend::best`]
+//! in full chunks; a tail that fills at least [`Backend::min_vector_lanes`] lanes is padded with
+//! dummy lanes in stack buffers and goes through the kernel too, and a shorter tail (a lone
+//! packet on an idle node, say) runs one operation at a time on the portable backend's
+//! single-operation ladder (module `single`: radix 2^51, about 1.4× x25519-dalek's speed on
+//! Zen 3), which is then cheaper than a kernel call that pays for every lane. [`Backend::best`]
 //! picks the fastest backend that the features in force ([`crate::cpu::in_force`], which the
 //! `MIXPLANE_CPU` cap can lower) allow. Every backend's output is bit-identical to
 //! `x25519_dalek::x25519`.
@@ -61,6 +65,7 @@ mod field_tests;
 #[cfg(target_arch = "x86_64")]
 mod ifma;
 mod portable;
+mod single;
 mod words;
 
 /// An X25519 implementation.
@@ -71,7 +76,8 @@ pub enum Backend {
     Ifma,
     /// Four lanes per vector and per kernel call with AVX2 (radix 2^25.5); needs AVX2.
     Avx2,
-    /// One lane at a time through x25519-dalek; always available.
+    /// One lane at a time on the crate's own single-operation ladder (radix 2^51, `u128`
+    /// products, `mulx` where the CPU has BMI2 and ADX); always available.
     Portable,
 }
 
@@ -104,6 +110,24 @@ impl Backend {
         match self {
             Backend::Ifma => 16,
             Backend::Avx2 => 4,
+            Backend::Portable => 1,
+        }
+    }
+
+    /// The fewest filled lanes for which one call of the backend's vector kernel is cheaper
+    /// than running them one at a time on the portable single-operation ladder; a batch's tail
+    /// with fewer lanes than this takes the single-operation ladder ([`x25519_batch`]).
+    ///
+    /// AVX2: on an AMD EPYC Zen 3 (2026-12-01, `ladder_timing`) one 4-lane kernel call (83 µs)
+    /// costs 1.9 operations of the single-operation ladder (43 µs), so one lane goes alone and
+    /// two or more take the kernel.
+    /// IFMA: 3.2 µs (Zen 5) to 6.2 µs (Xeon) per lane, so 26 to 50 µs per 8-lane call, against
+    /// 36 to 50 µs for one x25519-dalek operation (bench/RESULTS.md) and not yet measured
+    /// against the single-operation ladder there: even one lane takes the kernel for now.
+    pub fn min_vector_lanes(self) -> usize {
+        match self {
+            Backend::Ifma => 1,
+            Backend::Avx2 => 2,
             Backend::Portable => 1,
         }
     }
@@ -165,6 +189,11 @@ impl Backend {
 
 /// Computes `out[i] = X25519(scalars[i], points[i])` for every `i` with `backend`.
 ///
+/// A vector backend runs full chunks of its lanes through its kernel; a tail chunk goes through
+/// the kernel too if it fills at least [`Backend::min_vector_lanes`] lanes, else its operations
+/// run one at a time on the portable ladder. The choice depends on the batch length only
+/// (public), and every path is constant time in the scalars and points.
+///
 /// Scalars are clamped and bit 255 of each point is ignored, as RFC 7748 says. The result of a
 /// small-order point is all zeros, as the reference; rejecting it is the caller's job.
 ///
@@ -177,6 +206,19 @@ pub fn x25519_batch(
     points: &[[u8; 32]],
     out: &mut [[u8; 32]],
 ) {
+    batch_split(backend, backend.min_vector_lanes(), scalars, points, out);
+}
+
+/// [`x25519_batch`] with the tail threshold given: a tail chunk that fills fewer than
+/// `min_vector_lanes` lanes runs one operation at a time on the portable ladder (`1`: every
+/// tail takes the kernel; `usize::MAX`: every tail goes one at a time). Same panics.
+fn batch_split(
+    backend: Backend,
+    min_vector_lanes: usize,
+    scalars: &[[u8; 32]],
+    points: &[[u8; 32]],
+    out: &mut [[u8; 32]],
+) {
     assert_eq!(scalars.len(), points.len(), "one point per scalar");
     assert_eq!(scalars.len(), out.len(), "one output per scalar");
     assert!(
@@ -184,6 +226,7 @@ pub fn x25519_batch(
         "backend {} not supported",
         backend.name()
     );
+    let min = min_vector_lanes;
     match backend {
         #[cfg(target_arch = "x86_64")]
         Backend::Ifma => {
@@ -195,15 +238,15 @@ pub fn x25519_batch(
             // SAFETY: asserted above that the features in force, a subset of the CPU's, include
             // this backend's (AVX-512 F/VL/IFMA).
             unsafe {
-                batch_lanes::<16>(s2, p2, o2, ifma::x25519_lanes::<2, 16>);
-                batch_lanes::<{ ifma::LANES }>(s1, p1, o1, ifma::x25519_lanes::<1, 8>);
+                batch_lanes::<16>(s2, p2, o2, ifma::x25519_lanes::<2, 16>, min);
+                batch_lanes::<{ ifma::LANES }>(s1, p1, o1, ifma::x25519_lanes::<1, 8>, min);
             }
         }
         #[cfg(target_arch = "x86_64")]
         Backend::Avx2 => {
             // SAFETY: asserted above that the features in force, a subset of the CPU's, include
             // AVX2.
-            unsafe { batch_lanes::<{ avx2::LANES }>(scalars, points, out, avx2::x25519_lanes) }
+            unsafe { batch_lanes::<{ avx2::LANES }>(scalars, points, out, avx2::x25519_lanes, min) }
         }
         #[cfg(not(target_arch = "x86_64"))]
         Backend::Ifma | Backend::Avx2 => unreachable!("vector backends are x86_64 only"),
@@ -215,8 +258,9 @@ pub fn x25519_batch(
 #[cfg(target_arch = "x86_64")]
 type Kernel<const N: usize> = unsafe fn(&[[u8; 32]; N], &[[u8; 32]; N], &mut [[u8; 32]; N]);
 
-/// Runs `kernel` over full chunks of `N` lanes, then once over the tail padded with dummy lanes
-/// in stack buffers (no allocation, no out-of-bounds access).
+/// Runs `kernel` over full chunks of `N` lanes, then over the tail: once, padded with dummy
+/// lanes in stack buffers (no allocation, no out-of-bounds access), if it fills at least
+/// `min_vector_lanes` lanes, else one operation at a time on the portable ladder.
 ///
 /// # Safety
 /// The CPU must support the features `kernel` is compiled for.
@@ -226,6 +270,7 @@ unsafe fn batch_lanes<const N: usize>(
     points: &[[u8; 32]],
     out: &mut [[u8; 32]],
     kernel: Kernel<N>,
+    min_vector_lanes: usize,
 ) {
     let mut s_chunks = scalars.chunks_exact(N);
     let mut p_chunks = points.chunks_exact(N);
@@ -242,7 +287,9 @@ unsafe fn batch_lanes<const N: usize>(
         p_chunks.remainder(),
         o_chunks.into_remainder(),
     );
-    if !s.is_empty() {
+    if s.len() < min_vector_lanes {
+        portable::x25519_batch(s, p, o);
+    } else if !s.is_empty() {
         let mut ts = [[0u8; 32]; N];
         let mut tp = [BASEPOINT; N];
         let mut to = [[0u8; 32]; N];

@@ -1,7 +1,7 @@
-//! The portable backend: x25519-dalek's constant-time serial ladder, one lane at a time.
+//! The portable backend: the single-operation ladder of module `single`, one lane at a time.
 
 pub(super) fn x25519(scalar: &[u8; 32], point: &[u8; 32]) -> [u8; 32] {
-    x25519_dalek::x25519(*scalar, *point)
+    super::single::x25519(scalar, point)
 }
 
 pub(super) fn x25519_batch(scalars: &[[u8; 32]], points: &[[u8; 32]], out: &mut [[u8; 32]]) {

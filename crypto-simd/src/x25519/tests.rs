@@ -285,48 +285,68 @@ fn small_order_points_give_zero() {
     }
 }
 
+/// Lanes for a batch of `n`: edge and random scalars and points mixed at positions that vary
+/// with `round`.
+fn mixed_lanes(rng: &mut Rng, n: usize, round: usize) -> (Vec<[u8; 32]>, Vec<[u8; 32]>) {
+    let (edges, escalars) = (edge_points(), edge_scalars());
+    let scalars = (0..n)
+        .map(|i| {
+            if (i + round).is_multiple_of(3) {
+                escalars[(i * 5 + round) % escalars.len()]
+            } else {
+                rng.bytes()
+            }
+        })
+        .collect();
+    let points = (0..n)
+        .map(|i| {
+            if (i + round).is_multiple_of(2) {
+                edges[(i * 7 + n + round) % edges.len()]
+            } else {
+                rng.bytes()
+            }
+        })
+        .collect();
+    (scalars, points)
+}
+
+/// Every batch length 1..=20 (and lengths around the IFMA kernel's chunks of sixteen), for
+/// every backend, with its own tail threshold and with every tail forced through the kernel
+/// (`1`) or through the single-operation ladder (`usize::MAX`): equal to x25519-dalek.
 #[test]
-fn batch_lengths_1_to_17_mixed_lanes() {
-    let edges = edge_points();
-    let escalars = edge_scalars();
+fn batch_lengths_1_to_20_every_tail_path() {
     let mut rng = Rng(5);
     for backend in backends() {
-        // 1..=17, then lengths around the IFMA kernel's two-group chunks of sixteen.
-        for n in (1..=17usize).chain([23, 24, 25, 32, 33, 40]) {
-            for round in 0..4 {
-                // Mix edge lanes and random lanes at varying positions.
-                let scalars: Vec<_> = (0..n)
-                    .map(|i| {
-                        if (i + round) % 3 == 0 {
-                            escalars[(i * 5 + round) % escalars.len()]
-                        } else {
-                            rng.bytes()
-                        }
-                    })
-                    .collect();
-                let points: Vec<_> = (0..n)
-                    .map(|i| {
-                        if (i + round) % 2 == 0 {
-                            edges[(i * 7 + n + round) % edges.len()]
-                        } else {
-                            rng.bytes()
-                        }
-                    })
-                    .collect();
-                let mut out = vec![[0xaau8; 32]; n];
-                x25519_batch(backend, &scalars, &points, &mut out);
-                for i in 0..n {
-                    assert_eq!(
-                        out[i],
-                        reference(&scalars[i], &points[i]),
-                        "{} n={n} lane {i}",
-                        backend.name()
-                    );
+        for min in [backend.min_vector_lanes(), 1, usize::MAX] {
+            for n in (1..=20usize).chain([23, 24, 25, 32, 33, 40]) {
+                for round in 0..3 {
+                    let (scalars, points) = mixed_lanes(&mut rng, n, round);
+                    let mut out = vec![[0xaau8; 32]; n];
+                    batch_split(backend, min, &scalars, &points, &mut out);
+                    for i in 0..n {
+                        assert_eq!(
+                            out[i],
+                            reference(&scalars[i], &points[i]),
+                            "{} min {min} n={n} lane {i}",
+                            backend.name()
+                        );
+                    }
                 }
             }
+            // Empty batch is fine.
+            batch_split(backend, min, &[], &[], &mut []);
         }
-        // Empty batch is fine.
-        x25519_batch(backend, &[], &[], &mut []);
+    }
+}
+
+#[test]
+fn vector_backends_take_the_kernel_from_their_threshold() {
+    // The thresholds are what the docs say: AVX2 sends a lone lane to the single-operation
+    // ladder, IFMA never does, and no threshold exceeds the backend's lanes.
+    assert_eq!(Backend::Avx2.min_vector_lanes(), 2);
+    assert_eq!(Backend::Ifma.min_vector_lanes(), 1);
+    for b in Backend::ALL {
+        assert!((1..=b.lanes()).contains(&b.min_vector_lanes()), "{b:?}");
     }
 }
 
@@ -465,4 +485,23 @@ fn choice_follows_the_features() {
 #[should_panic(expected = "one output per scalar")]
 fn mismatched_lengths_panic() {
     x25519_batch(Backend::Portable, &[[0; 32]], &[[0; 32]], &mut []);
+}
+
+/// The single-operation ladder, on plain x86-64 and (where the CPU has them) with BMI2/ADX,
+/// against x25519-dalek: every edge point with every edge scalar, then random pairs.
+#[test]
+fn single_operation_ladder_matches_reference() {
+    let mut pairs: Vec<([u8; 32], [u8; 32])> = Vec::new();
+    for u in edge_points() {
+        for s in edge_scalars() {
+            pairs.push((s, u));
+        }
+    }
+    let mut rng = Rng(11);
+    pairs.extend((0..200).map(|_| (rng.bytes(), rng.bytes())));
+    for (s, u) in &pairs {
+        let want = reference(s, u);
+        assert_eq!(super::single::ladder_plain(s, u), want, "plain {s:?} {u:?}");
+        assert_eq!(super::single::x25519(s, u), want, "dispatched {s:?} {u:?}");
+    }
 }

@@ -177,6 +177,10 @@ fn node_config(c: &Config, base: &Path, noise: Option<&[u8; 32]>) -> NodeConfig 
 fn run_node(path: &Path) -> anyhow::Result<ExitCode> {
     let cfg = Config::load(path)?;
     init_logging(&cfg.log.level)?;
+    tracing::info!(cpu = %mixplane_crypto_simd::cpu::report(), paths = %mixplane_crypto_simd::paths(), "crypto paths chosen");
+    if let Some(w) = mixplane_crypto_simd::cpu::warning() {
+        tracing::warn!("{w}");
+    }
     let base = config_base(path);
     let keys::KeyDir {
         sphinx: stored,
