@@ -7,7 +7,7 @@
 use std::os::unix::net::UnixDatagram;
 
 /// Bytes in front of the message in a sink datagram.
-pub(crate) const SINK_HEADER_LEN: usize = 32 + 16 + 1;
+pub const SINK_HEADER_LEN: usize = 32 + 16 + 1;
 
 /// Where to deliver final-hop messages: defined once in the control crate (the config names
 /// it) and re-exported here.
