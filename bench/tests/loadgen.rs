@@ -16,6 +16,7 @@ use mixplane_bench::loadgen::{
 use mixplane_bench::pcap::{self, Capture, internet_checksum, parse_ip_udp};
 use mixplane_control::admin::AdminServer;
 use mixplane_control::keys::{self, KeyMaterial};
+use mixplane_dataplane::demo::DemoTransport;
 use mixplane_dataplane::io::{IoBackendKind, socket};
 use mixplane_dataplane::node::{Node, NodeConfig};
 use mixplane_dataplane::plane::{Admin, ControlPlane};
@@ -81,6 +82,26 @@ fn demo_run_delivers_everything_and_reports() {
     assert!(json["latency_us"]["p99"].as_u64().unwrap() > 0);
     assert!(json["latency_us"]["p999"].is_u64());
     assert_eq!(json["classes"][0]["class"], "regular");
+}
+
+#[test]
+fn the_load_enters_over_tcp_and_noise() {
+    for transport in [DemoTransport::Tcp, DemoTransport::Noise] {
+        let cfg = SendConfig {
+            transport,
+            ..demo(200, 2000)
+        };
+        let r = loadgen::run(&cfg).expect("run");
+        assert!(r.all_arrived(), "{transport:?}: {}", r.text());
+        assert!(r.node_drops.is_empty(), "{:?}", r.node_drops);
+        // the loadgen's 200 into the entry, three node-to-node hops, and the acks' hops
+        // between nodes: every frame but the exit's deliveries went over TCP
+        assert!(
+            r.demo_tcp_frames >= 200 * 4,
+            "{transport:?}: {}",
+            r.demo_tcp_frames
+        );
+    }
 }
 
 #[test]
@@ -316,6 +337,7 @@ fn loadgen_packets_are_processed_by_sphinx_packet() {
                 public_key: public_key(s),
             },
             rotation: KeyRotation::Odd,
+            noise_key: None,
         })
         .collect();
     let mix: Mix = "regular=50,ack=25,ext16=25".parse().unwrap();
@@ -434,6 +456,7 @@ fn replays_at_a_real_node_deliver_and_a_second_replay_is_detected() {
             public_key: public_key(key.secret()),
         },
         rotation: KeyRotation::of_rotation_id(key.rotation_id()),
+        noise_key: None,
     };
     let path = temp_path("real.pcap");
     let rec = loadgen::run(&SendConfig {

@@ -56,6 +56,7 @@ use mixplane_bench::loadgen::{
     self, DemoOptions, Mix, ReplayConfig, SendConfig, Target, Timing, Topology,
 };
 use mixplane_bench::pcap;
+use mixplane_dataplane::demo::DemoTransport;
 use mixplane_dataplane::io::IoBackendKind;
 
 #[derive(Parser)]
@@ -118,6 +119,7 @@ fn build(a: BuildArgs) -> anyhow::Result<()> {
                 public_key: public_key(&rand::random()),
             },
             rotation: KeyRotation::of_rotation_id(1),
+            noise_key: None,
         })
         .collect();
     let topology = Topology::fixed(&route);
@@ -228,6 +230,11 @@ struct SendArgs {
     /// Demo nodes' I/O backend: auto, io_uring, mmsg.
     #[arg(long, default_value = "auto")]
     io: IoBackendKind,
+    /// How the load enters the mixnet: udp, tcp (Nym's framing) or noise (inside Noise XKpsk3,
+    /// with the first hops' noise keys from the topology); demo nodes then use it among
+    /// themselves too.
+    #[arg(long, default_value = "udp")]
+    transport: DemoTransport,
     /// No progress line.
     #[arg(long, short)]
     quiet: bool,
@@ -305,6 +312,7 @@ fn send(a: SendArgs, record: bool) -> anyhow::Result<()> {
         sphinx_version: a.sphinx_version,
         progress: !a.quiet,
         keep_sent: false,
+        transport: a.transport,
     };
     let report = loadgen::run(&cfg)?;
     if a.json {

@@ -22,10 +22,14 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use hdrhistogram::Histogram;
 use mixplane_dataplane::counters::NodeDrop;
+use mixplane_dataplane::demo::DemoTransport;
+use mixplane_dataplane::io::tcp::{
+    ConnLimits, PeerBook, PeerInfo, PeerTransport, TcpCounters, TcpIo, TcpSettings,
+};
 use mixplane_dataplane::io::{self, IoBackendKind, Outgoing, UdpIo};
 use mixplane_dataplane::node::{Node, NodeConfig};
 use mixplane_dataplane::sink::{self, SinkAddr};
-use mixplane_dataplane::sphinx::build::Hop;
+use mixplane_dataplane::sphinx::build::{self, Hop};
 use mixplane_dataplane::sphinx::{DropReason, NodeKeys, SizeClass, SphinxKey};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
@@ -50,6 +54,59 @@ pub enum Target {
         /// Where the exit delivers final-hop messages (bound by the loadgen).
         sink: SocketAddr,
     },
+}
+
+/// Every node of `nodes` as a TCP peer, with its noise key when it has one.
+fn peer_book(nodes: &[TopoNode]) -> PeerBook {
+    let mut book = PeerBook::new(PeerTransport::Udp);
+    for (i, n) in nodes.iter().enumerate() {
+        book.insert(
+            n.hop.address,
+            PeerInfo {
+                node_id: i as u32,
+                transport: PeerTransport::Tcp,
+                noise_key: n.noise_key,
+                noise_version: n.noise_key.map(|_| 1),
+            },
+        );
+    }
+    book
+}
+
+/// The TCP sender: Nym's transport to the first hops, Noise to those with a noise key (all of
+/// them must have one for `noise`).
+fn tcp_sender(transport: DemoTransport, topology: &Topology) -> std::io::Result<Box<dyn UdpIo>> {
+    let first = topology.first_hops();
+    if transport == DemoTransport::Noise && first.iter().any(|n| n.noise_key.is_none()) {
+        return Err(std::io::Error::other(
+            "--transport noise needs every first hop's noise key in the topology",
+        ));
+    }
+    let mut book = peer_book(first);
+    if transport == DemoTransport::Tcp {
+        // plain TCP even to nodes that publish a noise key
+        book = peer_book(
+            &first
+                .iter()
+                .map(|n| TopoNode {
+                    noise_key: None,
+                    ..*n
+                })
+                .collect::<Vec<_>>(),
+        );
+    }
+    let io = TcpIo::new(
+        TcpSettings {
+            noise_secret: Some(zeroize::Zeroizing::new(rand::random())),
+            egress_queue_frames: 1 << 16,
+            ..TcpSettings::default()
+        },
+        Arc::new(ConnLimits::new(1, 1)),
+        Arc::new(arc_swap::ArcSwap::from_pointee(book)),
+        Arc::new(TcpCounters::default()),
+        None,
+    )?;
+    Ok(Box::new(io))
 }
 
 /// Settings of the in-process demo mixnet.
@@ -107,6 +164,10 @@ pub struct SendConfig {
     /// Keep a copy of every sent frame in [`Report::sent_log`] (for tests and tools; costs the
     /// frames' memory).
     pub keep_sent: bool,
+    /// How the load enters the mixnet: UDP datagrams, or one TCP connection per first hop with
+    /// Nym's framing (v7 frames), plain or inside Noise (the first hop's noise key from the
+    /// topology). Demo nodes then speak that transport among themselves too.
+    pub transport: DemoTransport,
 }
 
 impl Default for SendConfig {
@@ -128,6 +189,7 @@ impl Default for SendConfig {
             sphinx_version: 258,
             progress: false,
             keep_sent: false,
+            transport: DemoTransport::Udp,
         }
     }
 }
@@ -210,8 +272,10 @@ pub struct Report {
     pub ack_latency_us: Latency,
     /// Per size class.
     pub classes: Vec<ClassReport>,
-    /// Drops counted by the demo nodes, by reason (demo only).
+    /// Drops counted by the demo nodes, by reason (demo only; TCP ones as `tcp_<reason>`).
     pub node_drops: BTreeMap<String, u64>,
+    /// Frames the demo nodes received whole over TCP (demo only; 0 over UDP).
+    pub demo_tcp_frames: u64,
     /// The capture, if one was written.
     pub pcap: Option<PcapSummary>,
     /// The local address the frames were sent from.
@@ -437,6 +501,7 @@ fn start_demo(
     expected: u64,
     mix: &Mix,
     rng: &mut StdRng,
+    transport: DemoTransport,
 ) -> Result<Demo> {
     let held = (expected.saturating_mul(2)).clamp(4096, 1 << 18) as usize;
     let mut nodes = Vec::new();
@@ -444,8 +509,17 @@ fn start_demo(
     for layer in 0..4 {
         let key = SphinxKey::from_secret(rng.random(), 1);
         let (public, rotation) = (*key.public(), key.parity());
+        let noise_secret: [u8; 32] = rng.random();
+        let noise = transport == DemoTransport::Noise;
+        let tcp = (transport != DemoTransport::Udp).then(|| TcpSettings {
+            // the port UDP gets
+            listen: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
+            noise_secret: noise.then(|| zeroize::Zeroizing::new(noise_secret)),
+            ..TcpSettings::default()
+        });
         let node = Node::start(
             NodeConfig {
+                tcp,
                 workers: opts.workers,
                 io: opts.io,
                 wheel_capacity: held,
@@ -467,8 +541,16 @@ fn start_demo(
                 public_key: public,
             },
             rotation,
+            noise_key: noise.then(|| build::public_key(&noise_secret)),
         });
         nodes.push(node);
+    }
+    if transport != DemoTransport::Udp {
+        // every node reaches every other by TCP (with its noise key for Noise)
+        let book = peer_book(&route);
+        for n in &nodes {
+            n.set_peers(book.clone());
+        }
     }
     let gateways = route.pop().into_iter().collect();
     Ok(Demo {
@@ -493,6 +575,16 @@ fn demo_drops(nodes: &[Node]) -> BTreeMap<String, u64> {
         let c: u64 = all.iter().map(|w| w.node_drops(r)).sum();
         if c > 0 {
             drops.insert(r.name().to_string(), c);
+        }
+    }
+    for r in mixplane_dataplane::io::tcp::TcpDrop::ALL {
+        let c: u64 = nodes
+            .iter()
+            .flat_map(|n| n.tcp_counters())
+            .map(|t| t.drops(r))
+            .sum();
+        if c > 0 {
+            drops.insert(format!("tcp_{}", r.name()), c);
         }
     }
     drops
@@ -663,7 +755,7 @@ pub fn run(cfg: &SendConfig) -> Result<Report> {
         .map_err(io_err(format!("binding the sink {sink_bind}")))?;
     let (demo, topology, target_name) = match &cfg.target {
         Target::Demo(opts) => {
-            let d = start_demo(opts, sink_addr, expected, &cfg.mix, &mut rng)?;
+            let d = start_demo(opts, sink_addr, expected, &cfg.mix, &mut rng, cfg.transport)?;
             let t = d.topology.clone();
             let name = format!(
                 "demo mixnet (3 layers + exit on loopback, {} worker(s)/node, io {})",
@@ -680,6 +772,13 @@ pub fn run(cfg: &SendConfig) -> Result<Report> {
     };
     let result = drive(cfg, &mut rng, run_id, count, sink_io, topology, target_name);
     let drops = demo.as_ref().map(|d| demo_drops(&d.nodes));
+    let tcp_frames: u64 = demo.as_ref().map_or(0, |d| {
+        d.nodes
+            .iter()
+            .flat_map(|n| n.tcp_counters())
+            .map(|t| t.frames_in.load(Relaxed))
+            .sum()
+    });
     if let Some(d) = demo {
         for n in d.nodes {
             n.shutdown()?;
@@ -687,6 +786,7 @@ pub fn run(cfg: &SendConfig) -> Result<Report> {
     }
     let mut report = result?;
     report.node_drops = drops.unwrap_or_default();
+    report.demo_tcp_frames = tcp_frames;
     Ok(report)
 }
 
@@ -719,6 +819,10 @@ fn drive(
     });
     let (mut tx, local) = io::open(IoBackendKind::Mmsg, bind, SEND_BATCH)
         .map_err(io_err(format!("binding the sender {bind}")))?;
+    if cfg.transport != DemoTransport::Udp {
+        tx = tcp_sender(cfg.transport, &topology)
+            .map_err(io_err("opening the TCP sender".to_string()))?;
+    }
 
     let epoch = Instant::now();
     let wall0 = SystemTime::now()
@@ -972,7 +1076,8 @@ fn drive(
                     el.as_secs_f64()
                 )
             });
-            std::thread::sleep(Duration::from_millis(5));
+            // a TCP sender writes what it still holds meanwhile
+            tx.idle(Duration::from_millis(5));
         }
     }
     progress.finish();
@@ -1032,6 +1137,7 @@ fn drive(
             })
             .collect(),
         node_drops: BTreeMap::new(),
+        demo_tcp_frames: 0,
         pcap,
         sender: local,
         sent_log,

@@ -27,6 +27,8 @@ pub struct TopoNode {
     pub hop: Hop,
     /// The key's rotation parity (for the first hop's frame header).
     pub rotation: KeyRotation,
+    /// The node's x25519 Noise key, when the topology lists one (for `--transport noise`).
+    pub noise_key: Option<[u8; 32]>,
 }
 
 /// A checked topology: every route takes one node of each layer, then one of `gateways`.
@@ -59,6 +61,7 @@ impl Topology {
                 public_key: n.sphinx_key,
             },
             rotation: KeyRotation::Unknown,
+            noise_key: n.noise.map(|k| k.key),
         };
         let usable = |n: &&TopologyNode| !n.addresses.is_empty();
         let layers: Vec<Vec<TopoNode>> = (1..=3)

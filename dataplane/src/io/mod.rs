@@ -98,6 +98,12 @@ pub trait UdpIo: Send {
         0
     }
 
+    /// Waits up to `timeout` while queued output makes progress: a stream transport writes
+    /// what it holds and finishes handshakes; a datagram backend, which queues nothing, sleeps.
+    fn idle(&mut self, timeout: Duration) {
+        std::thread::sleep(timeout);
+    }
+
     /// A descriptor that polls readable when datagrams arrive (the socket), so a worker with a
     /// second transport can wait on both at once; `None` where there is none.
     fn readiness_fd(&self) -> Option<std::os::fd::RawFd> {

@@ -961,7 +961,14 @@ impl UdpIo for TcpIo {
     }
 
     fn send(&mut self, batch: &[Outgoing<'_>]) -> SendStats {
+        // a caller that only sends (a load generator) still needs connects and handshakes to
+        // progress; the worker calls `send_frames` and polls in its own loop
+        let _ = self.wait(Duration::ZERO);
         self.send_frames(batch)
+    }
+
+    fn idle(&mut self, timeout: Duration) {
+        let _ = self.wait(timeout);
     }
 }
 
