@@ -16,7 +16,7 @@ use rand::{RngExt, SeedableRng};
 use crate::counters::{NodeDrop, WorkerCounters};
 use crate::io::IoBackendKind;
 use crate::io::stream::NoiseLink;
-use crate::io::tcp::{PeerBook, PeerInfo, PeerTransport, TcpDrop, TcpSettings};
+use crate::io::tcp::{PeerBook, TcpDrop, TcpSettings};
 use crate::node::{Node, NodeConfig, NodeError};
 use crate::sink::{self, SinkAddr};
 use crate::sphinx::build::{self, FinalPadding, Hop, PacketSpec};
@@ -192,18 +192,12 @@ fn publish_peers(cfg: &DemoConfig, nodes: &[DemoNode]) {
     if cfg.transport == DemoTransport::Udp {
         return;
     }
-    let mut book = PeerBook::new(PeerTransport::Udp);
-    for (i, n) in nodes.iter().enumerate() {
-        book.insert(
-            n.hop.address,
-            PeerInfo {
-                node_id: i as u32,
-                transport: PeerTransport::Tcp,
-                noise_key: (cfg.transport == DemoTransport::Noise).then_some(n.noise_public),
-                noise_version: (cfg.transport == DemoTransport::Noise).then_some(1),
-            },
-        );
-    }
+    let noise = cfg.transport == DemoTransport::Noise;
+    let book = PeerBook::tcp_peers(
+        nodes
+            .iter()
+            .map(|n| (n.hop.address, noise.then_some(n.noise_public))),
+    );
     for n in nodes {
         n.node.set_peers(book.clone());
     }

@@ -23,9 +23,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use hdrhistogram::Histogram;
 use mixplane_dataplane::counters::NodeDrop;
 use mixplane_dataplane::demo::DemoTransport;
-use mixplane_dataplane::io::tcp::{
-    ConnLimits, PeerBook, PeerInfo, PeerTransport, TcpCounters, TcpIo, TcpSettings,
-};
+use mixplane_dataplane::io::tcp::{ConnLimits, PeerBook, TcpCounters, TcpIo, TcpSettings};
 use mixplane_dataplane::io::{self, IoBackendKind, Outgoing, UdpIo};
 use mixplane_dataplane::node::{Node, NodeConfig};
 use mixplane_dataplane::sink::{self, SinkAddr};
@@ -58,19 +56,7 @@ pub enum Target {
 
 /// Every node of `nodes` as a TCP peer, with its noise key when it has one.
 fn peer_book(nodes: &[TopoNode]) -> PeerBook {
-    let mut book = PeerBook::new(PeerTransport::Udp);
-    for (i, n) in nodes.iter().enumerate() {
-        book.insert(
-            n.hop.address,
-            PeerInfo {
-                node_id: i as u32,
-                transport: PeerTransport::Tcp,
-                noise_key: n.noise_key,
-                noise_version: n.noise_key.map(|_| 1),
-            },
-        );
-    }
-    book
+    PeerBook::tcp_peers(nodes.iter().map(|n| (n.hop.address, n.noise_key)))
 }
 
 /// The TCP sender: Nym's transport to the first hops, Noise to those with a noise key (all of

@@ -45,6 +45,24 @@ impl PeerBook {
         book
     }
 
+    /// A book listing `nodes` (address, Noise key) as TCP peers (Noise where a key is given,
+    /// numbered in order); every other next hop goes by UDP.
+    pub fn tcp_peers(nodes: impl IntoIterator<Item = (SocketAddr, Option<[u8; 32]>)>) -> PeerBook {
+        let mut book = PeerBook::new(PeerTransport::Udp);
+        for (i, (addr, noise_key)) in nodes.into_iter().enumerate() {
+            book.insert(
+                addr,
+                PeerInfo {
+                    node_id: i as u32,
+                    transport: PeerTransport::Tcp,
+                    noise_key,
+                    noise_version: noise_key.map(|_| 1),
+                },
+            );
+        }
+        book
+    }
+
     /// The transport of next hops the book does not list.
     pub fn unknown(&self) -> PeerTransport {
         self.unknown
