@@ -103,12 +103,15 @@ impl Mix {
     }
 }
 
+/// Frames a receiver collected: header version byte and Sphinx packet.
+type Received = Arc<Mutex<Vec<(u8, Vec<u8>)>>>;
+
 /// Nym's receive side of a mix port: Noise responder (or plain TCP), `NymCodec` frames.
 /// Collects each frame's header bytes and Sphinx packet.
 async fn nym_receiver(
     listener: tokio::net::TcpListener,
     noise: Option<NoiseConfig>,
-    got: Arc<Mutex<Vec<(u8, Vec<u8>)>>>,
+    got: Received,
 ) {
     loop {
         let Ok((conn, _)) = listener.accept().await else {
