@@ -472,7 +472,10 @@ fn replays_at_a_real_node_deliver_and_a_second_replay_is_detected() {
         ..SendConfig::default()
     })
     .expect("record");
-    assert!(rec.all_arrived(), "{}", rec.text());
+    // one-hop routes: each SURB-ACK's first hop is the node itself, which its egress policy
+    // refuses (own address, counted); the messages are what this test follows
+    assert_eq!(rec.received, n, "{}", rec.text());
+    assert_eq!(rec.acks_received, 0, "{}", rec.text());
     a.stop();
     let cap = pcap::read_capture(&path).unwrap();
     assert_eq!(cap.datagrams.len() as u64, n);
@@ -489,11 +492,15 @@ fn replays_at_a_real_node_deliver_and_a_second_replay_is_detected() {
     let r = loadgen::replay(&cap, &cfg(Timing::TopSpeed, b.metrics_url())).unwrap();
     let k = r.sink.as_ref().expect("sink report");
     assert_eq!(r.packets_sent, n);
-    assert_eq!((k.expected, k.received, k.acks), (n, n, n), "{}", r.text());
+    assert_eq!((k.expected, k.received, k.acks), (n, n, 0), "{}", r.text());
     assert_eq!(k.latency_us.count, n, "a latency sample per message");
     assert!(k.latency_us.min > 0 && k.latency_us.p50 <= k.latency_us.max);
-    assert!(k.ack_latency_us.p50 >= k.latency_us.p50, "{}", r.text());
-    assert_eq!(r.node_drops, Some(BTreeMap::new()), "{}", r.text());
+    assert_eq!(
+        r.node_drops,
+        Some(BTreeMap::from([("own_address_next_hop".to_string(), n)])),
+        "{}",
+        r.text()
+    );
     assert!(r.warnings.is_empty(), "{:?}", r.warnings);
 
     // again at the node that has now seen it: nothing arrives, the replay drops are counted
@@ -514,7 +521,7 @@ fn replays_at_a_real_node_deliver_and_a_second_replay_is_detected() {
     let target = 1000.0;
     let r = loadgen::replay(&cap, &cfg(Timing::Pps(target), c.metrics_url())).unwrap();
     let k = r.sink.as_ref().unwrap();
-    assert_eq!((k.received, k.acks), (n, n), "{}", r.text());
+    assert_eq!((k.received, k.acks), (n, 0), "{}", r.text());
     assert_eq!(k.latency_us.count, n);
     assert!(r.warnings.is_empty(), "{:?}", r.warnings);
     let ratio = r.achieved_pps / target;
