@@ -256,6 +256,10 @@ pub struct NodeSection {
     /// Datagrams per receive batch (a receive of GRO super-packets stops at the first that
     /// reaches it). Default 64.
     pub batch: usize,
+    /// Most time one batch's Sphinx processing may take, in µs: a worker takes fewer
+    /// datagrams per receive when packets cost more (a slow CPU), so that held packets are not
+    /// late by more than this at full load. 0: always `batch`. Default 1000.
+    pub batch_budget_us: u64,
     /// Forward to next hops in private ranges (RFC 1918, 100.64.0.0/10, fc00::/7): for a
     /// mixnet on a private network. Default false.
     pub allow_private_next_hops: bool,
@@ -273,6 +277,7 @@ impl Default for NodeSection {
             cores: Vec::new(),
             io: IoBackendKind::Auto,
             batch: 64,
+            batch_budget_us: 1000,
             allow_private_next_hops: false,
             allow_loopback_next_hops: false,
         }

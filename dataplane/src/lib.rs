@@ -9,7 +9,8 @@
 //! * [`wheel`] (per-worker delay wheel), [`replay`] (shared lock-free replay filter) and
 //!   `slab` (per-worker packet slots, private) are the node's data structures.
 //! * [`node`] puts them together: pinned workers (the private `worker` module) that receive,
-//!   unwrap, hold and send, reading the keys and filters the control plane ([`plane`])
+//!   unwrap, hold and send (a receive takes only as many packets as the private `budget`
+//!   lets one batch's processing take), reading the keys and filters the control plane ([`plane`])
 //!   publishes as a snapshot (private `snapshot` module); [`counters`] are what they count;
 //!   [`sink`] is where final-hop messages go; [`egress`] says which next hops are allowed.
 //!
@@ -20,6 +21,7 @@
 #![warn(missing_docs)]
 #![warn(clippy::undocumented_unsafe_blocks)]
 
+mod budget;
 pub mod counters;
 pub mod demo;
 pub mod egress;

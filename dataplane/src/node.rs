@@ -32,6 +32,9 @@ pub struct NodeConfig {
     pub io: IoBackendKind,
     /// Most datagrams per receive batch.
     pub batch: usize,
+    /// Most time one batch's processing may take (ns; 0: no cap): a worker takes fewer
+    /// datagrams per receive when packets cost more, so held packets are not late by more.
+    pub batch_budget_ns: u64,
     /// Cap on one hop's delay (ns); `over_cap` says what happens to longer ones.
     pub max_delay_ns: u64,
     /// Delays over the cap: cut to the cap and counted (default, as Nym does) or dropped.
@@ -75,6 +78,7 @@ impl Default for NodeConfig {
             pin_cores: None,
             io: IoBackendKind::Auto,
             batch: 64,
+            batch_budget_ns: 1_000_000,
             max_delay_ns: DEFAULT_MAX_DELAY_NS,
             over_cap: OverCap::Clamp,
             egress: EgressPolicy::LOOPBACK,
@@ -306,6 +310,7 @@ impl Node {
                 epoch,
                 settings: WorkerSettings {
                     batch: config.batch,
+                    batch_budget_ns: config.batch_budget_ns,
                     max_delay_ns: config.max_delay_ns,
                     over_cap: config.over_cap,
                     egress: egress.clone(),

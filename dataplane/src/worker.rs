@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 
+use crate::budget::BatchBudget;
 use crate::counters::{NodeDrop, WorkerCounters, WorkerPhase};
 use crate::egress::EgressFilter;
 use crate::io::tcp::{PeerBook, PeerTransport, TcpIo};
@@ -85,6 +86,8 @@ pub(crate) struct Held {
 #[derive(Debug, Clone)]
 pub(crate) struct WorkerSettings {
     pub(crate) batch: usize,
+    /// See `NodeConfig::batch_budget_ns`.
+    pub(crate) batch_budget_ns: u64,
     pub(crate) max_delay_ns: u64,
     pub(crate) over_cap: OverCap,
     /// Which next hops packets may go to (shared by the node's workers).
@@ -181,7 +184,8 @@ struct LoopState {
     peers: Arc<ArcSwap<PeerBook>>,
     /// The last UDP receive filled a batch: look again before waiting.
     udp_busy: bool,
-    batch: usize,
+    /// How many datagrams a receive may take.
+    budget: BatchBudget,
     processor: Processor,
     /// Where accepted packets wait for their deadline.
     outbox: Outbox,
@@ -240,7 +244,7 @@ impl LoopState {
             snapshot,
             peers: w.peers.clone(),
             udp_busy: false,
-            batch: s.batch,
+            budget: BatchBudget::new(s.batch_budget_ns, s.batch),
             processor,
             outbox: Outbox {
                 counters: w.counters.clone(),
@@ -297,10 +301,18 @@ impl LoopState {
                 }
                 if let Some(udp) = udp {
                     let n = self.receive_and_process(udp.as_mut(), Duration::ZERO);
-                    self.udp_busy = n >= self.batch;
+                    self.udp_busy = n >= self.budget.limit();
                 }
             }
             (None, None) => std::thread::sleep(wait),
+        }
+        if let Some(limit) = self.budget.changed() {
+            if let Some(udp) = &mut io.udp {
+                udp.set_recv_limit(limit);
+            }
+            if let Some(tcp) = &mut io.tcp {
+                tcp.set_recv_limit(limit);
+            }
         }
     }
 
@@ -376,6 +388,7 @@ impl LoopState {
         let t_done = self.now();
         let spent = t_done.saturating_sub(t_rx);
         self.counters.unwrap_per_packet.record(spent / n);
+        self.budget.observe(frames.len(), spent);
         self.counters.add_phase(WorkerPhase::Process, spent);
         self.counters.batch_size.record(n);
         let allowed = self.snapshot.next_hops.as_deref();

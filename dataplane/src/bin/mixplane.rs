@@ -153,6 +153,7 @@ fn node_config(c: &Config, base: &Path, noise: Option<&[u8; 32]>) -> NodeConfig 
         pin_cores: c.node.pin.then(|| c.node.cores.clone()),
         io: c.node.io,
         batch: c.node.batch,
+        batch_budget_ns: c.node.batch_budget_us.saturating_mul(1000),
         max_delay_ns: c.sphinx.max_delay_ms * 1_000_000,
         over_cap: match c.sphinx.over_cap {
             OverCapChoice::Clamp => OverCap::Clamp,

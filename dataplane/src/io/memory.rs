@@ -66,6 +66,8 @@ pub struct MemoryIo {
     frames: Arc<[Vec<u8>]>,
     next: usize,
     batch: usize,
+    /// Frames per receive: `batch`, or less after `set_recv_limit`.
+    limit: usize,
     slot: usize,
     arena: Vec<u8>,
     progress: Arc<MemoryProgress>,
@@ -103,6 +105,7 @@ impl MemoryIo {
             frames,
             next: 0,
             batch,
+            limit: batch,
             slot,
             arena: vec![0; batch * slot],
             progress: progress.clone(),
@@ -120,7 +123,7 @@ impl UdpIo for MemoryIo {
         out.clear();
         let limit = self.progress.limit.load(Ordering::Acquire);
         let allowed = usize::try_from(limit).unwrap_or(usize::MAX);
-        let end = (self.next + self.batch)
+        let end = (self.next + self.limit)
             .min(self.frames.len())
             .min(allowed.max(self.next));
         if self.next == end {
@@ -161,6 +164,10 @@ impl UdpIo for MemoryIo {
 
     fn datagram(&self, d: Datagram) -> &[u8] {
         crate::io::slice_of(&self.arena, d)
+    }
+
+    fn set_recv_limit(&mut self, max: usize) {
+        self.limit = max.clamp(1, self.batch);
     }
 
     fn send(&mut self, batch: &[Outgoing<'_>]) -> SendStats {

@@ -25,6 +25,8 @@ pub(crate) struct MmsgIo {
     /// Messages asked of the next `recvmmsg`: `batch` without GRO, fewer while GRO
     /// super-packets arrive.
     rx_vlen: usize,
+    /// Most datagrams a receive hands out (`batch`, or less after `set_recv_limit`).
+    limit: usize,
 }
 
 // SAFETY: the raw pointers inside the iovec/msghdr vectors are scratch: they are rewritten to
@@ -60,6 +62,7 @@ impl MmsgIo {
             rx_overflows: 0,
             kernel_drops: DropPoller::default(),
             rx_vlen: batch,
+            limit: batch,
         }
     }
 
@@ -156,9 +159,14 @@ impl UdpIo for MmsgIo {
             // 27 regular packets each: 1,700 packets, 4 MB, processed from L3 instead of L2;
             // measured with mixplane-nodebench: 80-81% -> 84% of the unwrap rate).
             let per = out.len().div_ceil(n);
-            self.rx_vlen = self.batch.div_ceil(per).clamp(1, self.batch);
+            self.rx_vlen = self.limit.div_ceil(per).clamp(1, self.limit);
         }
         Ok(out.len())
+    }
+
+    fn set_recv_limit(&mut self, max: usize) {
+        self.limit = max.clamp(1, self.batch);
+        self.rx_vlen = self.rx_vlen.min(self.limit);
     }
 
     fn frames_mut<'a>(&'a mut self, datagrams: &[Datagram]) -> Vec<&'a mut [u8]> {

@@ -92,6 +92,12 @@ pub trait UdpIo: Send {
     /// datagrams to one address go out as one GSO message.
     fn send(&mut self, batch: &[Outgoing<'_>]) -> SendStats;
 
+    /// Caps how many datagrams each `recv` hands out: at least one, at most the batch the
+    /// backend was opened with (a worker lowers it on a slow CPU so that a batch is processed
+    /// within its time budget). A GRO super-packet is not split: its segments may take one
+    /// receive past the cap. The default ignores the cap.
+    fn set_recv_limit(&mut self, _max: usize) {}
+
     /// Datagrams the kernel dropped because the socket's receive queue was full, so far (as
     /// reported by `SO_RXQ_OVFL`; 0 where the backend cannot tell).
     fn rx_overflows(&self) -> u64 {

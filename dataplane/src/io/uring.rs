@@ -221,9 +221,11 @@ pub struct UringIo {
     /// a `recv` reached `max_datagrams`.
     pending: VecDeque<(i32, u32)>,
     /// A `recv` stops taking completions once it has this many datagrams (the `batch` given to
-    /// [`UringIo::new`]): GRO completions carry up to 27 regular packets each, and a whole ring
+    /// [`UringIo::new`], or less after [`UdpIo::set_recv_limit`]): GRO completions carry up to 27 regular packets each, and a whole ring
     /// of them at once (~1,400 packets, 3.3 MB) would be processed from L3 instead of L2.
     max_datagrams: usize,
+    /// The `batch` given to [`UringIo::new`].
+    batch: usize,
     tx: TxMessages,
     /// Send completions of the current `send`, `(message, result)`.
     tx_done: Vec<(u64, i32)>,
@@ -288,6 +290,7 @@ impl UringIo {
             armed: false,
             pending: VecDeque::new(),
             max_datagrams: batch.max(1),
+            batch: batch.max(1),
             tx: TxMessages::new(),
             tx_done: Vec::with_capacity(SQ_ENTRIES as usize),
             gso: GsoPolicy::default(),
@@ -476,6 +479,10 @@ impl UdpIo for UringIo {
         debug_assert!(tx_done.is_empty(), "sends complete within send()");
         self.drain_pending(out);
         Ok(out.len())
+    }
+
+    fn set_recv_limit(&mut self, max: usize) {
+        self.max_datagrams = max.clamp(1, self.batch);
     }
 
     fn frames_mut<'a>(&'a mut self, datagrams: &[Datagram]) -> Vec<&'a mut [u8]> {

@@ -165,6 +165,8 @@ pub struct TcpIo {
     arena: Vec<u8>,
     scratch: Box<[u8]>,
     settings: TcpSettings,
+    /// Most frames per receive: `settings.batch`, or less after `set_recv_limit`.
+    limit: usize,
     static_secret: Zeroizing<[u8; 32]>,
     limits: Arc<ConnLimits>,
     peers: Arc<ArcSwap<PeerBook>>,
@@ -219,6 +221,7 @@ impl TcpIo {
             udp_ready: false,
             arena: vec![0; ARENA_BYTES + MAX_FRAME],
             scratch: vec![0; READ_CHUNK].into_boxed_slice(),
+            limit: settings.batch.max(1),
             settings,
             static_secret,
             limits,
@@ -291,7 +294,7 @@ impl TcpIo {
     }
 
     /// Accepts waiting connections and reads the ready ones, cutting at most `settings.batch`
-    /// frames into the arena. Fills `out` (cleared first); returns how many.
+    /// (or the cap `set_recv_limit` set) frames into the arena. Fills `out` (cleared first); returns how many.
     pub fn take_frames(&mut self, out: &mut Vec<Datagram>) -> usize {
         out.clear();
         if self.accept_pending {
@@ -306,7 +309,7 @@ impl TcpIo {
             // read a connection until it has nothing more or the batch is full (a busy peer
             // fills the batch as a UDP burst would; the rest wait for the next batch)
             let mut more = true;
-            while more && out.len() < self.settings.batch && used < ARENA_BYTES {
+            while more && out.len() < self.limit && used < ARENA_BYTES {
                 more = self.read_conn(i, out, &mut used);
             }
             if more {
@@ -320,7 +323,7 @@ impl TcpIo {
     /// Reads one connection (once) and cuts frames; returns whether it may have more.
     fn read_conn(&mut self, i: usize, out: &mut Vec<Datagram>, used: &mut usize) -> bool {
         let now = Instant::now();
-        let batch = self.settings.batch;
+        let batch = self.limit;
         let before = out.len();
         let arena = &mut self.arena;
         let mut take = |f: &[u8]| {
@@ -958,6 +961,10 @@ impl UdpIo for TcpIo {
 
     fn datagram(&self, d: Datagram) -> &[u8] {
         crate::io::slice_of(&self.arena, d)
+    }
+
+    fn set_recv_limit(&mut self, max: usize) {
+        self.limit = max.clamp(1, self.settings.batch.max(1));
     }
 
     fn send(&mut self, batch: &[Outgoing<'_>]) -> SendStats {
