@@ -3,7 +3,10 @@
 //! the crypto (I/O, wheel, replay filter, slab) shows as a ratio. A second phase sends packets
 //! with random delays at a moderate rate and reads the wheels' release error. A third sends at
 //! a few fixed rates (`--rates`) and reports, at each, the receive batches the node formed (size
-//! distribution) and the worker's `process_batch` time per packet. Prints the CPU's features,
+//! distribution) and the worker's `process_batch` time per packet. With `--overload 2,10` a
+//! fourth offers multiples of the node's capacity and reports what overload does: drops by
+//! reason, memory, held packets against their bound, and how late admitted packets leave.
+//! Prints the CPU's features,
 //! the `MIXPLANE_CPU` cap in force and the paths chosen first.
 //!
 //! ```sh
@@ -69,7 +72,25 @@ struct Args {
     /// Seconds of sending at each of `--rates`.
     #[arg(long, default_value_t = 1.0)]
     rate_seconds: f64,
+    /// The node's batch time budget (`[node] batch_budget_us`; 0: always full batches).
+    #[arg(long, default_value_t = 1000)]
+    batch_budget_us: u64,
+    /// Overload phases: offer this many times the node's capacity (the UDP forwarding rate
+    /// measured above, else the unwrap rate), e.g. `2,10`; empty: skip.
+    #[arg(long, value_delimiter = ',')]
+    overload: Vec<f64>,
+    /// Seconds of each overload phase.
+    #[arg(long, default_value_t = 3.0)]
+    overload_seconds: f64,
+    /// Mean per-hop delay of the overload's packets, ms.
+    #[arg(long, default_value_t = 50.0)]
+    overload_delay_ms: f64,
+    /// The overload node's bound on held packets (wheel and slab slots per worker).
+    #[arg(long, default_value_t = 16_384)]
+    overload_held: usize,
 }
+
+mod overload;
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug, clap::ValueEnum)]
 enum Transport {
@@ -79,6 +100,9 @@ enum Transport {
 }
 
 const NOISE_SECRET: [u8; 32] = [9u8; 32];
+
+/// The UDP throughput phase's forwarding rate per worker (0: not measured).
+static UDP_RATE: AtomicU64 = AtomicU64::new(0);
 
 const BATCH: usize = 64;
 
@@ -191,6 +215,7 @@ fn throughput(
         NodeConfig {
             workers: args.workers,
             batch: args.batch,
+            batch_budget_ns: args.batch_budget_us * 1000,
             pin_cores: Some(cores),
             io: args.io,
             wheel_capacity: 1 << 18,
@@ -268,6 +293,9 @@ fn throughput(
         rate,
         per_worker
     );
+    if transport == Transport::Udp {
+        UDP_RATE.store(per_worker as u64, Relaxed);
+    }
     println!(
         "{transport:?}: I/O, wheel and replay overhead: forwarding per worker is {:.1}% of the unwrap rate (target >= {}%)",
         100.0 * per_worker / unwrap,
@@ -575,6 +603,13 @@ fn main() -> anyhow::Result<()> {
         rate_phase(&node, &mut tx, to, &rframes, rate);
     }
     node.shutdown()?;
+    let capacity = match UDP_RATE.load(Relaxed) {
+        0 => unwrap,
+        r => r as f64,
+    } * args.workers as f64;
+    for &multiple in &args.overload {
+        overload::phase(&args, &secret, sink_addr, capacity, multiple)?;
+    }
     stop.store(true, Relaxed);
     let _ = sink.join();
     println!(

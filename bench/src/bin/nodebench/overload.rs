@@ -1,0 +1,245 @@
+//! The overload phase: a fresh node (UDP) offered a multiple of its capacity for a few
+//! seconds, to show what overload does to it (issue 14, item 12):
+//!
+//! * every packet is accounted for: sent = received by the node + dropped by the kernel
+//!   (socket queue full, `SO_RXQ_OVFL`), and received = forwarded + dropped with a reason +
+//!   still held;
+//! * memory stays within the configured bounds: held packets never exceed the wheel and slab
+//!   bound, and the process's resident memory grows by no more than that bound's bytes;
+//! * packets already admitted leave on time: the wheel's release error (lateness) of what
+//!   was forwarded during the phase.
+//!
+//! The load: a pool of fresh packets with exponential delays, as many as the node could
+//! forward in the phase, sent round and round at the offered rate, so the node sees fresh
+//! packets first and replays of them afterwards: both cost a full X25519 before the node can
+//! tell them apart, as an attacker's replays would.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::time::{Duration, Instant};
+
+use mixplane_dataplane::counters::{NodeDrop, WorkerPhase};
+use mixplane_dataplane::histogram::{AtomicHistogram, quantile_of};
+use mixplane_dataplane::io::{self, IoBackendKind, Outgoing};
+use mixplane_dataplane::node::{Node, NodeConfig};
+use mixplane_dataplane::sphinx::{DropReason, NodeKeys, SphinxKey};
+use rand::{RngExt, SeedableRng};
+
+use super::{Args, BATCH, build_frames, sum};
+
+/// Bytes of one small (ack and regular packet) slab slot (`dataplane/src/slab.rs`).
+const SMALL_SLOT_BYTES: f64 = 2432.0;
+
+/// Resident memory of this process, bytes (`VmRSS`).
+fn rss() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
+
+fn lateness(node: &Node) -> Vec<u64> {
+    let mut v = vec![0u64; AtomicHistogram::buckets()];
+    for c in node.counters() {
+        c.release_lateness.add_into(&mut v);
+    }
+    v
+}
+
+/// Samples resident memory and held packets until stopped; returns their maxima.
+fn watch(node: Arc<Node>, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<(u64, u64)> {
+    std::thread::spawn(move || {
+        let (mut rss_max, mut held_max) = (0u64, 0u64);
+        while !stop.load(Relaxed) {
+            rss_max = rss_max.max(rss());
+            held_max = held_max.max(sum(&node, |c| c.wheel_len.load(Relaxed)));
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        (rss_max, held_max)
+    })
+}
+
+/// Offers `multiple` × `capacity` packets/s to a fresh node for `args.overload_seconds`.
+pub(super) fn phase(
+    args: &Args,
+    secret: &[u8; 32],
+    sink: SocketAddr,
+    capacity: f64,
+    multiple: f64,
+) -> anyhow::Result<()> {
+    let rate = capacity * multiple;
+    let seconds = args.overload_seconds;
+    let pool_len = ((capacity * seconds) as usize).max(BATCH);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(40 + multiple as u64);
+    let mean_ns = args.overload_delay_ms * 1e6;
+    let delays: Vec<u64> = (0..pool_len)
+        .map(|_| {
+            let u: f64 = rng.random_range(f64::MIN_POSITIVE..1.0);
+            ((-u.ln() * mean_ns) as u64).min(1_000_000_000)
+        })
+        .collect();
+    println!(
+        "overload {multiple}x: building {pool_len} fresh packets (mean delay {} ms)...",
+        args.overload_delay_ms
+    );
+    let pool = build_frames(
+        secret,
+        sink,
+        pool_len,
+        |i| delays[i],
+        500 + multiple as u64,
+    )?;
+    let ncores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let cores: Vec<usize> = (0..args.workers).map(|i| ncores - 1 - i % ncores).collect();
+    let held_bound = args.overload_held;
+    let node = Arc::new(Node::start(
+        NodeConfig {
+            workers: args.workers,
+            batch: args.batch,
+            batch_budget_ns: args.batch_budget_us * 1000,
+            pin_cores: Some(cores),
+            io: args.io,
+            wheel_capacity: held_bound,
+            slab_small: held_bound,
+            replay_expected: pool_len as u64 * 2,
+            ..NodeConfig::default()
+        },
+        Arc::new(NodeKeys::single(SphinxKey::from_secret(*secret, 1))),
+    )?);
+    let to = node.local_addr();
+    let (mut tx, _) = io::open(IoBackendKind::Mmsg, "127.0.0.1:0".parse()?, BATCH)?;
+    let late0 = lateness(&node);
+    let rss0 = rss();
+    let stop = Arc::new(AtomicBool::new(false));
+    let watcher = watch(node.clone(), stop.clone());
+
+    let t0 = Instant::now();
+    let total = (rate * seconds) as usize;
+    let (mut sent, mut failed) = (0usize, 0usize);
+    while sent < total {
+        let due = t0 + Duration::from_secs_f64(sent as f64 / rate);
+        while Instant::now() < due {
+            std::hint::spin_loop();
+        }
+        let n = BATCH.min(total - sent);
+        let out: Vec<Outgoing<'_>> = (sent..sent + n)
+            .map(|i| Outgoing {
+                to,
+                data: &pool[i % pool_len],
+            })
+            .collect();
+        let st = tx.send(&out);
+        failed += st.failed;
+        sent += n;
+    }
+    let send_s = t0.elapsed().as_secs_f64();
+    // let the node finish what it holds (the longest delay is capped at 1 s)
+    let end = Instant::now() + Duration::from_secs(3);
+    std::thread::sleep(Duration::from_millis(300));
+    while sum(&node, |c| c.wheel_len.load(Relaxed)) > 0 && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    stop.store(true, Relaxed);
+    let (rss_max, held_max) = watcher.join().expect("watcher");
+    report(&node, Report {
+        multiple,
+        capacity,
+        sent,
+        failed,
+        send_s,
+        held_bound,
+        held_max,
+        rss0,
+        rss_max,
+        late0,
+    });
+    match Arc::try_unwrap(node) {
+        Ok(node) => node.shutdown()?,
+        Err(_) => anyhow::bail!("node still shared"),
+    }
+    Ok(())
+}
+
+struct Report {
+    multiple: f64,
+    capacity: f64,
+    sent: usize,
+    failed: usize,
+    send_s: f64,
+    held_bound: usize,
+    held_max: u64,
+    rss0: u64,
+    rss_max: u64,
+    late0: Vec<u64>,
+}
+
+fn report(node: &Node, r: Report) {
+    let rx = sum(node, |c| c.rx_datagrams.load(Relaxed));
+    let kernel = sum(node, |c| c.node_drops(NodeDrop::KernelRxOverflow));
+    let fwd = sum(node, |c| c.forwarded.load(Relaxed));
+    let out = sum(node, |c| c.tx_datagrams.load(Relaxed));
+    let held = sum(node, |c| c.wheel_len.load(Relaxed));
+    let mut reasons = Vec::new();
+    let mut dropped = 0;
+    for reason in DropReason::ALL {
+        let n = sum(node, |c| c.sphinx_drops(reason));
+        if n > 0 {
+            reasons.push(format!("{} {n}", reason.name()));
+            dropped += n;
+        }
+    }
+    for reason in NodeDrop::ALL {
+        let n = sum(node, |c| c.node_drops(reason));
+        if n > 0 && reason != NodeDrop::KernelRxOverflow {
+            reasons.push(format!("{} {n}", reason.name()));
+            dropped += n;
+        }
+    }
+    let late: Vec<u64> = lateness(node)
+        .iter()
+        .zip(&r.late0)
+        .map(|(a, b)| a - b)
+        .collect();
+    let batches = sum(node, |c| c.batch_size.count());
+    let proc_ns = sum(node, |c| c.phase_ns(WorkerPhase::Process));
+    println!(
+        "overload {}x of {:.0} packets/s: offered {} at {:.0} packets/s ({} send errors); kernel dropped {kernel} (socket queue full), node received {rx}: admitted {fwd} (sent on {out}, still held {held}), dropped {dropped} ({}); unaccounted: sent - received - kernel drops = {}, received - admitted - dropped = {}",
+        r.multiple,
+        r.capacity,
+        r.sent,
+        r.sent as f64 / r.send_s,
+        r.failed,
+        if reasons.is_empty() {
+            "none".to_string()
+        } else {
+            reasons.join(", ")
+        },
+        r.sent as i64 - r.failed as i64 - rx as i64 - kernel as i64,
+        rx as i64 - fwd as i64 - dropped as i64,
+    );
+    println!(
+        "overload {}x: held at most {} packets (bound {} per worker); resident memory {:.1} MiB before, at most {:.1} MiB during (+{:.1} MiB; the bound's slab slots are {:.1} MiB); {batches} receive batches of {:.1} on average, process_batch {:.2} µs/packet",
+        r.multiple,
+        r.held_max,
+        r.held_bound,
+        r.rss0 as f64 / 1048576.0,
+        r.rss_max as f64 / 1048576.0,
+        r.rss_max.saturating_sub(r.rss0) as f64 / 1048576.0,
+        r.held_bound as f64 * SMALL_SLOT_BYTES / 1048576.0,
+        sum(node, |c| c.batch_size.sum()) as f64 / batches.max(1) as f64,
+        proc_ns as f64 / sum(node, |c| c.batch_size.sum()).max(1) as f64 / 1e3,
+    );
+    let n: u64 = late.iter().sum();
+    println!(
+        "overload {}x: release error of the {n} packets released: p50 {:.3} ms, p99 {:.3} ms, p99.9 {:.3} ms, max {:.3} ms (target p99 <= 2 ms)",
+        r.multiple,
+        quantile_of(&late, 0.5) as f64 / 1e6,
+        quantile_of(&late, 0.99) as f64 / 1e6,
+        quantile_of(&late, 0.999) as f64 / 1e6,
+        quantile_of(&late, 1.0) as f64 / 1e6,
+    );
+}
