@@ -32,8 +32,9 @@
 //! Epochs end when the chain says so, not by the clock; nym-node takes no new step while the
 //! latest document's epoch is overdue. mixplane keeps to the same bound:
 //! [`KeyRotationInfo::epoch_at`] is the epoch the clock gives, but never before the document's
-//! epoch and never more than one epoch after it. So a stalled or unreachable nym-api can let the
-//! node swap (both keys stay live) but never purge the key clients may still be using.
+//! epoch and never more than one epoch after it. So while nym-api is stalled (or unreachable)
+//! in the last epoch of a rotation, the node may swap at the boundary (both keys stay live) but
+//! does not purge the old key, which clients go on using until nym-api moves on.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
