@@ -22,6 +22,9 @@ use mixplane_dataplane::sphinx::{
     DropReason, FrameHeader, KeyRotation, NodeKeys, SizeClass, SphinxKey,
 };
 
+/// The (rotation id, secret) pairs a client currently builds packets for.
+type LiveKeys = Vec<(u32, [u8; 32])>;
+
 /// Validity 4 epochs of 60 s, rotation 0 starting at absolute epoch 100 at unix 1_000_000.
 const INITIAL: u32 = 100;
 const VALIDITY: u32 = 4;
@@ -194,7 +197,7 @@ fn nym_api_drives_pre_announce_swap_and_purge_without_losing_a_packet() {
         })
     };
     let k1 = secret_of(&dir, 1);
-    let live: Arc<Mutex<Vec<(u32, [u8; 32])>>> = Arc::new(Mutex::new(vec![(1, k1)]));
+    let live: Arc<Mutex<LiveKeys>> = Arc::new(Mutex::new(vec![(1, k1)]));
     let sent = Arc::new(AtomicU64::new(0));
     let stop_tx = Arc::new(AtomicBool::new(false));
     let to = plane.node().local_addr();
