@@ -294,7 +294,7 @@ fn node_of(index: usize, item: &serde_json::Value) -> Result<TopologyNode, Topol
 /// Where a fetch may go and how much it may read.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FetchOptions {
-    /// The whole fetch (every page) must finish within this.
+    /// Each request (each page of a paginated document) must finish within this.
     pub timeout: Duration,
     /// Allow `http://` URLs (and redirects to them). Otherwise https only.
     pub allow_http: bool,

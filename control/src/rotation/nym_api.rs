@@ -36,8 +36,6 @@
 //! in the last epoch of a rotation, the node may swap at the boundary (both keys stay live) but
 //! does not purge the old key, which clients go on using until nym-api moves on.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
-
 use serde::Deserialize;
 
 use super::{Live, Schedule, desired};
@@ -277,14 +275,6 @@ impl KeyRotationInfo {
     }
 }
 
-/// Unix time now, in seconds (0 if the clock is before 1970).
-pub fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or(Duration::ZERO)
-        .as_secs()
-}
-
 #[cfg(test)]
 mod tests {
     use super::super::{Step, apply, plan};
@@ -497,6 +487,25 @@ mod tests {
     }
 
     proptest::proptest! {
+        #[test]
+        fn any_accepted_document_plans_without_overflow(
+            v in 0u32..100, i: u32, d in 0u32..100_000, secs in 0u64..1_000_000, start in 0i64..253_000_000_000, now: u64,
+        ) {
+            let e = i.saturating_add(d);
+            let t = time::OffsetDateTime::from_unix_timestamp(start)
+                .unwrap()
+                .format(&time::format_description::well_known::Rfc3339)
+                .unwrap();
+            let text = format!(
+                r#"{{"key_rotation_state":{{"validity_epochs":{v},"initial_epoch_id":{i}}},"current_absolute_epoch_id":{e},"current_epoch_start":"{t}","epoch_duration":{{"secs":{secs},"nanos":0}}}}"#
+            );
+            if let Ok(info) = KeyRotationInfo::parse(text.as_bytes()) {
+                let live = info.desired_at(now);
+                let r = info.current_rotation();
+                proptest::prop_assert!(live.primary == r || live.primary == r + 1);
+            }
+        }
+
         #[test]
         fn arbitrary_bytes_never_panic(b in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300)) {
             let _ = KeyRotationInfo::parse(&b);
