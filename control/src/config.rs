@@ -233,6 +233,8 @@ pub struct Config {
     pub admin: AdminSection,
     /// `[topology]`: the known nodes.
     pub topology: TopologySection,
+    /// `[rotation]`: where the rotation schedule comes from.
+    pub rotation: RotationSection,
     /// `[transport]`: UDP and TCP (Nym's framing, Noise) between nodes.
     pub transport: TransportSection,
     /// `[log]`: logging.
@@ -454,6 +456,44 @@ impl Default for TopologySection {
     }
 }
 
+/// Where the rotation schedule comes from (`[rotation] source`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+pub enum RotationSource {
+    /// The `[keys]` schedule (epoch length, validity, genesis).
+    #[default]
+    #[serde(rename = "local")]
+    Local,
+    /// nym-api's `/v1/epoch/key-rotation-info`, polled.
+    #[serde(rename = "nym-api")]
+    NymApi,
+}
+
+/// `[rotation]` (used when `keys.rotation = "schedule"`).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct RotationSection {
+    /// "local": the `[keys]` schedule; "nym-api": nym-api's key-rotation-info. Default "local".
+    pub source: RotationSource,
+    /// nym-api's base URL (`https://validator.nymtech.net/api`). Default: the part of
+    /// `topology.url` before `/v1/`.
+    pub nym_api_url: Option<String>,
+    /// Allow an `http://` nym-api URL. Default false.
+    pub allow_http: bool,
+    /// Seconds between polls of nym-api. Default 300.
+    pub refresh_secs: u64,
+}
+
+impl Default for RotationSection {
+    fn default() -> Self {
+        RotationSection {
+            source: RotationSource::Local,
+            nym_api_url: None,
+            allow_http: false,
+            refresh_secs: 300,
+        }
+    }
+}
+
 /// The Nym frame version sent on TCP connections.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(try_from = "u8")]
@@ -658,6 +698,7 @@ impl Config {
             ));
         }
         self.validate_transport(path)?;
+        self.validate_rotation(path)?;
         if self.topology.refresh_secs == 0 {
             return Err(bad("topology.refresh_secs", "must be at least 1".into()));
         }
@@ -779,6 +820,51 @@ impl Config {
             ));
         }
         Ok(())
+    }
+
+    fn validate_rotation(&self, path: &Path) -> Result<(), ConfigError> {
+        let bad = |field: &'static str, message: String| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            field,
+            message,
+        };
+        if self.rotation.source != RotationSource::NymApi {
+            return Ok(());
+        }
+        if self.keys.rotation == Rotation::Manual {
+            let m = "\"nym-api\" needs keys.rotation = \"schedule\"";
+            return Err(bad("rotation.source", m.into()));
+        }
+        let Some(u) = self.rotation_api_url() else {
+            let m = "needed for source = \"nym-api\" (unless topology.url has /v1/ in it)";
+            return Err(bad("rotation.nym_api_url", m.into()));
+        };
+        if !(u.starts_with("https://") || (self.rotation.allow_http && u.starts_with("http://"))) {
+            let m = format!("`{u}` is not https:// (http:// needs rotation.allow_http = true)");
+            return Err(bad("rotation.nym_api_url", m));
+        }
+        if self.rotation.refresh_secs == 0 {
+            return Err(bad("rotation.refresh_secs", "must be at least 1".into()));
+        }
+        Ok(())
+    }
+
+    /// nym-api's base URL for the rotation: `rotation.nym_api_url`, else `topology.url` up to
+    /// its `/v1/`.
+    pub fn rotation_api_url(&self) -> Option<String> {
+        let from_topology = || {
+            let u = self.topology.url.as_deref()?;
+            u.find("/v1/").map(|i| u[..i].to_string())
+        };
+        self.rotation.nym_api_url.clone().or_else(from_topology)
+    }
+
+    /// How key-rotation-info is fetched.
+    pub fn rotation_fetch(&self) -> crate::topology::FetchOptions {
+        crate::topology::FetchOptions {
+            allow_http: self.rotation.allow_http,
+            ..crate::topology::FetchOptions::default()
+        }
     }
 
     /// The address of the TCP listener: `transport.tcp_listen`, else `node.listen`.
@@ -1081,6 +1167,48 @@ mod tests {
         assert!(f.allow_http);
         assert_eq!(f.max_bytes, 4096);
         assert!(!d.topology_fetch().allow_http);
+    }
+
+    #[test]
+    fn rotation_from_nym_api() {
+        let c = parse("[rotation]\nsource = \"nym-api\"\nnym_api_url = \"https://a/api\"").unwrap();
+        assert_eq!(c.rotation.source, RotationSource::NymApi);
+        assert_eq!(c.rotation_api_url().as_deref(), Some("https://a/api"));
+        // the base URL from the topology URL
+        let c = parse(
+            "[rotation]\nsource = \"nym-api\"\n[topology]\nurl = \"https://v.example/api/v1/unstable/nym-nodes/skimmed\"",
+        )
+        .unwrap();
+        assert_eq!(
+            c.rotation_api_url().as_deref(),
+            Some("https://v.example/api")
+        );
+        assert!(!c.rotation_fetch().allow_http);
+        let c = parse("[rotation]\nsource = \"nym-api\"\nallow_http = true\nnym_api_url = \"http://127.0.0.1:1\"").unwrap();
+        assert!(c.rotation_fetch().allow_http);
+        for (bad, field) in [
+            ("[rotation]\nsource = \"nym-api\"", "rotation.nym_api_url"),
+            (
+                "[rotation]\nsource = \"nym-api\"\nnym_api_url = \"http://a/api\"",
+                "rotation.nym_api_url",
+            ),
+            (
+                "[rotation]\nsource = \"nym-api\"\nnym_api_url = \"https://a\"\nrefresh_secs = 0",
+                "rotation.refresh_secs",
+            ),
+            (
+                "[rotation]\nsource = \"nym-api\"\nnym_api_url = \"https://a\"\n[keys]\nrotation = \"manual\"",
+                "rotation.source",
+            ),
+            ("[rotation]\nsource = \"chain\"", "rotation.source"),
+        ] {
+            let got = match parse(bad).unwrap_err() {
+                ConfigError::Invalid { field, .. } => Some(field.to_string()),
+                ConfigError::Parse { field, .. } => field,
+                e => panic!("{bad}: {e}"),
+            };
+            assert_eq!(got.as_deref(), Some(field), "{bad}");
+        }
     }
 
     #[test]

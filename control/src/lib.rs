@@ -6,7 +6,8 @@
 //!   validation that names the offending field.
 //! * [`keys`]: Sphinx private keys in Nym's PEM format, public keys in base58, file permission
 //!   checks, zeroization.
-//! * [`rotation`]: Nym's key-rotation schedule and the steps from the keys on disk to it.
+//! * [`rotation`]: Nym's key-rotation schedule (local, or nym-api's key-rotation-info) and the
+//!   steps from the keys on disk to it.
 //! * [`topology`]: nym-api's skimmed-nodes document, from a file or a URL.
 //! * [`admin`]: the admin HTTP API; [`metrics`]: Prometheus text.
 //!

@@ -13,6 +13,11 @@
 //! [`desired`] says which keys should be live in an epoch; [`plan`] says how to get there from
 //! the keys on disk. The binary carries the plan out (writes and renames key files, makes a
 //! replay filter per new key, publishes the new snapshot to the workers).
+//!
+//! The schedule comes from the config (`[rotation] source = "local"`) or from nym-api
+//! (`"nym-api"`: [`nym_api`]).
+
+pub mod nym_api;
 
 /// The schedule's parameters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -294,7 +294,7 @@ fn node_of(index: usize, item: &serde_json::Value) -> Result<TopologyNode, Topol
 /// Where a fetch may go and how much it may read.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FetchOptions {
-    /// The whole fetch (every page) must finish within this.
+    /// Each request (each page of a paginated document) must finish within this.
     pub timeout: Duration,
     /// Allow `http://` URLs (and redirects to them). Otherwise https only.
     pub allow_http: bool,
@@ -310,6 +310,49 @@ impl Default for FetchOptions {
             max_bytes: 64 << 20,
         }
     }
+}
+
+/// Why [`get`] failed.
+#[derive(Debug)]
+pub(crate) enum GetError {
+    /// Not https, or http without `allow_http`.
+    Insecure,
+    /// The body is longer than the limit.
+    TooLarge,
+    /// Connecting, the status or reading failed.
+    Other(String),
+}
+
+/// Whether `opts` allow fetching `url`: https, or http with `allow_http`.
+fn url_allowed(url: &str, opts: &FetchOptions) -> bool {
+    url.starts_with("https://") || (opts.allow_http && url.starts_with("http://"))
+}
+
+/// GETs a JSON document from nym-api (the one HTTP client of the control plane): https only
+/// unless `opts.allow_http` (redirects too), finished within `opts.timeout`, reading at most
+/// `limit` bytes of the body.
+pub(crate) fn get(url: &str, opts: &FetchOptions, limit: u64) -> Result<Vec<u8>, GetError> {
+    if !url_allowed(url, opts) {
+        return Err(GetError::Insecure);
+    }
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(opts.timeout))
+        .https_only(!opts.allow_http)
+        .build()
+        .into();
+    agent
+        .get(url)
+        .header("Accept", "application/json")
+        .call()
+        .map_err(|e| GetError::Other(e.to_string()))?
+        .body_mut()
+        .with_config()
+        .limit(limit)
+        .read_to_vec()
+        .map_err(|e| match e {
+            ureq::Error::BodyExceedsLimit(_) => GetError::TooLarge,
+            e => GetError::Other(e.to_string()),
+        })
 }
 
 impl Topology {
@@ -360,17 +403,11 @@ impl Topology {
             url: url.to_string(),
             message,
         };
-        let allowed_http = opts.allow_http && url.starts_with("http://");
-        if !(url.starts_with("https://") || allowed_http) {
+        if !url_allowed(url, opts) {
             return Err(TopologyError::InsecureUrl {
                 url: url.to_string(),
             });
         }
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .timeout_global(Some(opts.timeout))
-            .https_only(!opts.allow_http)
-            .build()
-            .into();
         let mut out = Parsed::default();
         let mut budget = opts.max_bytes;
         for page in 0..100u32 {
@@ -380,22 +417,16 @@ impl Topology {
                 let sep = if url.contains('?') { '&' } else { '?' };
                 format!("{url}{sep}page={page}")
             };
-            let body = agent
-                .get(&page_url)
-                .header("Accept", "application/json")
-                .call()
-                .map_err(|e| fail(e.to_string()))?
-                .body_mut()
-                .with_config()
-                .limit(budget)
-                .read_to_vec()
-                .map_err(|e| match e {
-                    ureq::Error::BodyExceedsLimit(_) => TopologyError::TooLarge {
-                        url: url.to_string(),
-                        limit: opts.max_bytes,
-                    },
-                    e => fail(e.to_string()),
-                })?;
+            let body = get(&page_url, opts, budget).map_err(|e| match e {
+                GetError::TooLarge => TopologyError::TooLarge {
+                    url: url.to_string(),
+                    limit: opts.max_bytes,
+                },
+                GetError::Insecure => TopologyError::InsecureUrl {
+                    url: url.to_string(),
+                },
+                GetError::Other(m) => fail(m),
+            })?;
             budget = budget.saturating_sub(body.len() as u64);
             let p = Topology::parse_counted(&body)?;
             let got = p.topology.nodes.len() + p.skipped.len();

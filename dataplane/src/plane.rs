@@ -11,7 +11,9 @@ use std::time::Instant;
 use mixplane_control::admin::AdminHandler;
 use mixplane_control::keys::{self, KeyMaterial, StoredKeys};
 use mixplane_control::metrics::PromText;
+use mixplane_control::rotation::nym_api::{KeyRotationInfo, RotationInfoError};
 use mixplane_control::rotation::{self, Live, Schedule, Step};
+use mixplane_control::topology::FetchOptions;
 use mixplane_control::topology::Topology;
 
 use crate::counters::{NodeDrop, WorkerCounters, WorkerPhase};
@@ -26,7 +28,7 @@ pub struct ControlPlane {
     node: Node,
     config: NodeConfig,
     keys_dir: PathBuf,
-    schedule: Option<Schedule>,
+    driver: Mutex<Driver>,
     keys: Mutex<StoredKeys>,
     topology: Mutex<TopologyState>,
     /// Held around every read-modify-publish of the node's snapshot ([`Self::publish_with`]):
@@ -34,6 +36,17 @@ pub struct ControlPlane {
     /// could publish after it and put the removed keys back.
     publisher: Mutex<()>,
     started: Instant,
+}
+
+/// What decides the rotation steps.
+#[derive(Debug, Clone, Copy)]
+enum Driver {
+    /// Only [`ControlPlane::rotate_now`].
+    Manual,
+    /// The config's schedule.
+    Local(Schedule),
+    /// nym-api's key-rotation-info: the latest document, none before the first fetch.
+    NymApi(Option<KeyRotationInfo>),
 }
 
 /// The topology the node knows, and whether it filters next hops by it.
@@ -57,7 +70,7 @@ fn to_sphinx(k: &KeyMaterial) -> SphinxKey {
 
 impl ControlPlane {
     /// Wraps a started node whose keys came from `keys_dir`. `schedule`: rotate on it (None:
-    /// only [`Self::rotate_now`]).
+    /// only [`Self::rotate_now`]); [`Self::follow_nym_api`] replaces it with nym-api's.
     pub fn new(
         node: Node,
         config: NodeConfig,
@@ -69,7 +82,7 @@ impl ControlPlane {
             node,
             config,
             keys_dir,
-            schedule,
+            driver: Mutex::new(schedule.map_or(Driver::Manual, Driver::Local)),
             keys: Mutex::new(stored),
             topology: Mutex::new(TopologyState::default()),
             publisher: Mutex::new(()),
@@ -162,12 +175,41 @@ impl ControlPlane {
         self.keys.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Takes the step the schedule asks for at unix time `now` (seconds), if any.
+    /// Rotates on nym-api's schedule from now on: no step until the first document
+    /// ([`Self::set_rotation_info`], [`Self::refresh_rotation`]).
+    pub fn follow_nym_api(&self) {
+        *self.lock_driver() = Driver::NymApi(None);
+    }
+
+    /// Rotates on the schedule of `info`, nym-api's latest key-rotation-info.
+    pub fn set_rotation_info(&self, info: KeyRotationInfo) {
+        *self.lock_driver() = Driver::NymApi(Some(info));
+    }
+
+    /// Fetches key-rotation-info from nym-api at `base_url` and rotates on it; on an error
+    /// the previous document (if any) stays in force.
+    pub fn refresh_rotation(
+        &self,
+        base_url: &str,
+        opts: &FetchOptions,
+    ) -> Result<KeyRotationInfo, RotationInfoError> {
+        let info = KeyRotationInfo::fetch(base_url, opts)?;
+        self.set_rotation_info(info);
+        Ok(info)
+    }
+
+    fn lock_driver(&self) -> std::sync::MutexGuard<'_, Driver> {
+        self.driver.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Takes the step the schedule (local or nym-api's) asks for at unix time `now`
+    /// (seconds), if any.
     pub fn tick(&self, now_unix: u64) -> Result<Step, String> {
-        let Some(s) = self.schedule else {
-            return Ok(Step::Nothing);
+        let want = match *self.lock_driver() {
+            Driver::Manual | Driver::NymApi(None) => return Ok(Step::Nothing),
+            Driver::Local(s) => rotation::desired(&s, s.epoch_at(now_unix)),
+            Driver::NymApi(Some(info)) => info.desired_at(now_unix),
         };
-        let want = rotation::desired(&s, s.epoch_at(now_unix));
         let mut k = self.lock_keys();
         let step = rotation::plan(live_of(&k), want);
         if step != Step::Nothing {
@@ -179,7 +221,7 @@ impl ControlPlane {
     /// A manual rotation (only when no schedule drives rotation): a fresh key becomes primary; the old primary stays as secondary (so
     /// packets already built for it are still served) and the old secondary, if any, goes.
     pub fn rotate_now(&self) -> Result<Live, String> {
-        if self.schedule.is_some() {
+        if !matches!(*self.lock_driver(), Driver::Manual) {
             return Err("keys rotate on the schedule (keys.rotation = \"schedule\"); set keys.rotation = \"manual\" to rotate through the admin API".into());
         }
         let mut k = self.lock_keys();
@@ -321,7 +363,11 @@ impl ControlPlane {
             "io_backend": self.node.io_backend(),
             "workers": self.node.counters().len(),
             "uptime_seconds": self.started.elapsed().as_secs(),
-            "rotation": if self.schedule.is_some() { "schedule" } else { "manual" },
+            "rotation": match *self.lock_driver() {
+                Driver::Manual => "manual",
+                Driver::Local(_) => "schedule",
+                Driver::NymApi(_) => "nym-api",
+            },
             "topology": {
                 "version": self.topology().1,
                 "nodes": self.topology().0.map_or(0, |t| t.nodes.len()),

@@ -1,5 +1,6 @@
 //! The `mixplane` binary as an operator runs it: `init`, `keys`, `run` with a topology file that
-//! is reloaded when it changes and on SIGHUP, the admin API, and a clean exit on SIGTERM.
+//! is reloaded when it changes and on SIGHUP, key rotation that follows nym-api, the admin API,
+//! and a clean exit on SIGTERM.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
@@ -319,4 +320,109 @@ fn init_keys_run_reload_and_stop() {
     assert!(err.contains("topology not loaded"), "{err}");
     // the replay filter was persisted
     assert!(std::fs::read_dir(dir.join("replay")).unwrap().count() > 0);
+}
+
+/// `unix` (seconds) as an RFC 3339 UTC timestamp.
+fn rfc3339(unix: u64) -> String {
+    let (days, secs) = (unix / 86_400, unix % 86_400);
+    // the civil date of a day count since 1970-01-01, in 400-year eras of 146097 days
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        secs / 3600,
+        secs / 60 % 60,
+        secs % 60
+    )
+}
+
+#[test]
+fn rfc3339_dates() {
+    assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+    assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+    assert_eq!(rfc3339(1_751_364_000 + 59), "2025-07-01T10:00:59Z");
+}
+
+/// nym-api's key-rotation-info for absolute epoch `e` (validity 4 epochs of 60 s from epoch
+/// 1000), the epoch having started at unix time `start`.
+fn rotation_info(e: u32, start: u64) -> String {
+    format!(
+        r#"{{"key_rotation_state":{{"validity_epochs":4,"initial_epoch_id":1000}},"current_absolute_epoch_id":{e},"current_epoch_start":"{}","epoch_duration":{{"secs":60,"nanos":0}}}}"#,
+        rfc3339(start)
+    )
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// The rotation ids of the live keys in a `/status` document.
+fn live_keys(status: &str) -> (u64, Option<u64>) {
+    let s: serde_json::Value = serde_json::from_str(status).unwrap();
+    let k = &s["keys"];
+    (
+        k["primary"]["rotation_id"].as_u64().unwrap(),
+        k["secondary"]["rotation_id"].as_u64(),
+    )
+}
+
+#[test]
+fn rotation_follows_nym_api() {
+    let dir = std::env::temp_dir().join(format!("mixplane-bin-rot-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let init = Command::new(BIN)
+        .arg("init")
+        .arg(&dir)
+        .args(["--rotation-id", "5"])
+        .status();
+    assert!(init.unwrap().success());
+    // rotation 5 is epochs 1020..=1023; nym-api says the epoch in progress is 1023, its last
+    let body = std::sync::Arc::new(std::sync::Mutex::new(rotation_info(1023, unix_now() - 10)));
+    let url = serve_json(body.clone());
+    let base = &url[..url.find("/v1/").unwrap()];
+    let cfg = dir.join("node.toml");
+    let (listen, admin) = (free_udp(), free_tcp());
+    let text = small_node_config(&cfg, listen, admin)
+        .replace("source = \"local\"", "source = \"nym-api\"")
+        .replace(
+            "# nym_api_url = \"https://validator.nymtech.net/api\"",
+            &format!("nym_api_url = \"{base}\""),
+        )
+        .replace("allow_http = false", "allow_http = true")
+        .replace("refresh_secs = 300", "refresh_secs = 1");
+    std::fs::write(&cfg, text).unwrap();
+    let child = Command::new(BIN)
+        .args(["run", "--config"])
+        .arg(&cfg)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let within = Duration::from_secs(10);
+    // the last epoch of rotation 5: rotation 6's key is pre-announced
+    let s = wait_status(admin, within, |s| live_keys(s) == (5, Some(6)));
+    assert!(s.contains("\"rotation\":\"nym-api\""), "{s}");
+    // nym-api moves to epoch 1024: the swap
+    *body.lock().unwrap() = rotation_info(1024, unix_now() - 1);
+    wait_status(admin, within, |s| live_keys(s) == (6, Some(5)));
+    // epoch 1025: the old key is purged
+    *body.lock().unwrap() = rotation_info(1025, unix_now() - 1);
+    wait_status(admin, within, |s| live_keys(s) == (6, None));
+    // nym-api serves garbage: refused, keys untouched
+    *body.lock().unwrap() = "{\"key_rotation_state\":null}".into();
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(live_keys(&get(admin, "/status").unwrap()), (6, None));
+    let err = stop(child);
+    assert!(err.contains("key rotation follows nym-api"), "{err}");
+    assert!(err.contains("key-rotation-info not fetched"), "{err}");
 }

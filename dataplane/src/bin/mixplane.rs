@@ -9,7 +9,9 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use mixplane_control::admin::{self, AdminHandler, AdminServer};
-use mixplane_control::config::{Config, EXAMPLE, IoBackendKind, OverCapChoice, TcpFrameVersion};
+use mixplane_control::config::{
+    Config, EXAMPLE, IoBackendKind, OverCapChoice, RotationSource, TcpFrameVersion,
+};
 use mixplane_control::keys::{self, KeyMaterial, StoredKeys};
 use mixplane_control::metrics::PromText;
 use mixplane_control::topology::{self, FetchOptions, Parsed, Topology, TopologyHealth};
@@ -258,6 +260,7 @@ fn run_node(path: &Path) -> anyhow::Result<ExitCode> {
     let fetcher = fetcher
         .transpose()
         .context("starting the topology fetcher")?;
+    let rotation_poller = follow_nym_api(&cfg, &plane, &stop_fetcher)?;
     // First SIGTERM/SIGINT: stop receiving and drain the wheels; a second one: exit at once.
     let signals = Arc::new(AtomicUsize::new(0));
     for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
@@ -304,7 +307,7 @@ fn run_node(path: &Path) -> anyhow::Result<ExitCode> {
         a.stop();
     }
     stop_fetcher.store(true, Ordering::SeqCst);
-    if let Some(f) = fetcher {
+    for f in fetcher.into_iter().chain(rotation_poller) {
         let _ = f.join();
     }
     let plane =
@@ -433,6 +436,54 @@ impl Fetcher {
             std::thread::sleep(Duration::from_millis(100));
         }
     }
+}
+
+/// With `[rotation] source = "nym-api"` (and scheduled rotation): the plane rotates on
+/// nym-api's key-rotation-info, fetched now and every `rotation.refresh_secs` on a thread of its
+/// own until `stop`; a failed fetch keeps the latest document. Otherwise nothing.
+fn follow_nym_api(
+    cfg: &Config,
+    plane: &Arc<ControlPlane>,
+    stop: &Arc<AtomicBool>,
+) -> anyhow::Result<Option<std::thread::JoinHandle<()>>> {
+    if cfg.rotation.source != RotationSource::NymApi || !cfg.scheduled_rotation() {
+        return Ok(None);
+    }
+    let url = cfg
+        .rotation_api_url()
+        .context("[rotation] source = \"nym-api\" without a nym-api URL")?;
+    plane.follow_nym_api();
+    let (plane, stop) = (plane.clone(), stop.clone());
+    let (opts, every) = (
+        cfg.rotation_fetch(),
+        Duration::from_secs(cfg.rotation.refresh_secs),
+    );
+    let poll = move || {
+        let mut last: Option<std::time::Instant> = None;
+        while !stop.load(Ordering::SeqCst) {
+            if last.is_none_or(|t| t.elapsed() >= every) {
+                last = Some(std::time::Instant::now());
+                match plane.refresh_rotation(&url, &opts) {
+                    Ok(i) => tracing::debug!(
+                        epoch = i.current_epoch,
+                        rotation = i.current_rotation(),
+                        "key-rotation-info fetched"
+                    ),
+                    Err(e) => tracing::warn!(
+                        error = %e,
+                        "key-rotation-info not fetched; keeping the latest document"
+                    ),
+                }
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    let h = std::thread::Builder::new()
+        .name("mixplane-rotation".into())
+        .spawn(poll)
+        .context("starting the key-rotation-info poller")?;
+    tracing::info!(nym_api = %cfg.rotation_api_url().unwrap_or_default(), "key rotation follows nym-api");
+    Ok(Some(h))
 }
 
 /// The `[topology] file`, reloaded when its modification time changes or on SIGHUP.
