@@ -72,6 +72,10 @@ struct Args {
     /// Seconds of sending at each of `--rates`.
     #[arg(long, default_value_t = 1.0)]
     rate_seconds: f64,
+    /// Rounds of the throughput phases, each after its own unwrap measurement: the median
+    /// share per transport is printed (this VM's speed drifts between phases).
+    #[arg(long, default_value_t = 1)]
+    rounds: usize,
     /// The node's batch time budget (`[node] batch_budget_us`; 0: always full batches).
     #[arg(long, default_value_t = 1000)]
     batch_budget_us: u64,
@@ -193,7 +197,8 @@ fn sink_thread(mut io: Box<dyn UdpIo>, count: Arc<AtomicU64>, stop: Arc<AtomicBo
 
 /// The throughput phase over one transport: a fresh node driven flat out (closed loop) with
 /// `frames`, forwarding to the sink (over UDP, or over TCP to a TCP sink at the same address);
-/// prints the rate next to the unwrap rate and returns the node (still running).
+/// prints the rate next to the unwrap rate and returns the node (still running) and its
+/// forwarding rate per worker.
 fn throughput(
     args: &Args,
     transport: Transport,
@@ -201,7 +206,7 @@ fn throughput(
     sink_addr: SocketAddr,
     frames: &[Vec<u8>],
     unwrap: f64,
-) -> anyhow::Result<Node> {
+) -> anyhow::Result<(Node, f64)> {
     // Throughput: the node's workers on the last cores, the sender on core 0.
     let ncores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let cores: Vec<usize> = (0..args.workers).map(|i| ncores - 1 - i % ncores).collect();
@@ -329,7 +334,7 @@ fn throughput(
         sum(&node, |c| c.batch_size.sum()) as f64 / batches.max(1) as f64,
     );
 
-    Ok(node)
+    Ok((node, per_worker))
 }
 
 fn tcp_peer(noise: bool) -> PeerInfo {
@@ -535,23 +540,52 @@ fn main() -> anyhow::Result<()> {
     }
 
     let mut node = None;
-    for (k, &transport) in args.transport.iter().enumerate() {
-        if let Some(n) = node.take() {
-            let n: Node = n;
-            n.shutdown()?;
-        }
-        let fresh = if k == 0 {
-            frames.clone()
-        } else {
+    // per transport, each round's forwarding rate as a share of that round's unwrap rate
+    let mut shares = vec![Vec::new(); args.transport.len()];
+    let mut unwrap = unwrap;
+    for round in 0..args.rounds.max(1) {
+        if round > 0 {
+            unwrap = unwrap_rate(&secret, &frames, BATCH);
             println!(
-                "building {} more packets for the {transport:?} phase...",
-                args.packets
+                "round {}: unwrap microbenchmark {:.0} packets/s ({:.2} µs/packet)",
+                round + 1,
+                unwrap,
+                1e6 / unwrap
             );
-            build_frames(&secret, sink_addr, args.packets, |_| 0, 10 + k as u64)?
-        };
-        node = Some(throughput(
-            &args, transport, &secret, sink_addr, &fresh, unwrap,
-        )?);
+        }
+        for (k, &transport) in args.transport.iter().enumerate() {
+            if let Some(n) = node.take() {
+                let n: Node = n;
+                n.shutdown()?;
+            }
+            let fresh = if k == 0 && round == 0 {
+                frames.clone()
+            } else {
+                println!(
+                    "building {} more packets for the {transport:?} phase...",
+                    args.packets
+                );
+                let seed = 10 + (round * args.transport.len() + k) as u64;
+                build_frames(&secret, sink_addr, args.packets, |_| 0, seed)?
+            };
+            let (n, per_worker) =
+                throughput(&args, transport, &secret, sink_addr, &fresh, unwrap)?;
+            shares[k].push(per_worker / unwrap);
+            node = Some(n);
+        }
+    }
+    if args.rounds > 1 {
+        for (k, transport) in args.transport.iter().enumerate() {
+            let s = &mut shares[k];
+            s.sort_by(f64::total_cmp);
+            println!(
+                "{transport:?} over {} rounds: forwarding per worker / unwrap rate of the same round: median {:.1}%, range {:.1}-{:.1}%",
+                s.len(),
+                100.0 * s[s.len() / 2],
+                100.0 * s[0],
+                100.0 * s[s.len() - 1]
+            );
+        }
     }
     let node = node.expect("at least one transport");
     let to = node.local_addr();
