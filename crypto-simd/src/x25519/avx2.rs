@@ -509,6 +509,29 @@ fn cswap(mask: __m256i, a: &mut Fe, b: &mut Fe) {
     }
 }
 
+/// Writes the ladder step's sums `[x2 + z2, x2 - z2, x3 + z3, x3 - z3]` (not carried) of
+/// `[x2, z2, x3, z3]` to `out`, after swapping `x2` with `x3` and `z2` with `z3` in the lanes where
+/// `mask` is all ones (it is all ones or all zeros).
+///
+/// One pass limb by limb: the swapped values stay in registers and only the four sums are
+/// stored (the ladder is bound by stores), where a separate swap would store the state first.
+/// (Written through `&mut` so that the sums go straight to their slots, not through copies.)
+#[inline]
+#[target_feature(enable = "avx2")]
+fn swapped_sums(mask: __m256i, [x2, z2, x3, z3]: [&Fe; 4], out: [&mut Fe; 4]) {
+    for i in 0..10 {
+        let tx = _mm256_and_si256(_mm256_xor_si256(x2.0[i], x3.0[i]), mask);
+        let tz = _mm256_and_si256(_mm256_xor_si256(z2.0[i], z3.0[i]), mask);
+        let (x2, x3) = (_mm256_xor_si256(x2.0[i], tx), _mm256_xor_si256(x3.0[i], tx));
+        let (z2, z3) = (_mm256_xor_si256(z2.0[i], tz), _mm256_xor_si256(z3.0[i], tz));
+        let two_p = splat(TWO_P[i]);
+        out[0].0[i] = _mm256_add_epi64(x2, z2);
+        out[1].0[i] = _mm256_sub_epi64(_mm256_add_epi64(x2, two_p), z2);
+        out[2].0[i] = _mm256_add_epi64(x3, z3);
+        out[3].0[i] = _mm256_sub_epi64(_mm256_add_epi64(x3, two_p), z3);
+    }
+}
+
 /// `z^(p-2)`, the inverse (the shared chain, `invert_chain`).
 #[inline]
 #[target_feature(enable = "avx2")]
@@ -637,19 +660,14 @@ fn ladder(sw: &[__m256i; 4], x1: &Fe) -> (Fe, Fe) {
     let mut x3 = *x1;
     let mut z3 = one;
     let mut swap = zero;
+    let [mut a, mut b, mut c, mut d] = [one; 4];
     for t in (0..255).rev() {
         let shift = splat((t % 64) as u64);
         let bit = _mm256_and_si256(_mm256_srlv_epi64(sw[t / 64], shift), k1);
         let k_t = _mm256_sub_epi64(zero, bit); // all ones where the bit is set
-        swap = _mm256_xor_si256(swap, k_t);
-        cswap(swap, &mut x2, &mut x3);
-        cswap(swap, &mut z2, &mut z3);
+        let mask = _mm256_xor_si256(swap, k_t);
+        swapped_sums(mask, [&x2, &z2, &x3, &z3], [&mut a, &mut b, &mut c, &mut d]);
         swap = k_t;
-
-        let a = add(&x2, &z2);
-        let b = sub(&x2, &z2);
-        let c = add(&x3, &z3);
-        let d = sub(&x3, &z3);
         // Ordered so that no operation needs the result of the one just before it: the
         // out-of-order core then always has independent work while a product's carries finish.
         let aa = sqr(&a);
