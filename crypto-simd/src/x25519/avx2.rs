@@ -519,12 +519,12 @@ fn cswap(mask: __m256i, a: &mut Fe, b: &mut Fe) {
 #[inline]
 #[target_feature(enable = "avx2")]
 fn swapped_sums(mask: __m256i, [x2, z2, x3, z3]: [&Fe; 4], out: [&mut Fe; 4]) {
-    for i in 0..10 {
+    for (i, &two_p) in TWO_P.iter().enumerate() {
         let tx = _mm256_and_si256(_mm256_xor_si256(x2.0[i], x3.0[i]), mask);
         let tz = _mm256_and_si256(_mm256_xor_si256(z2.0[i], z3.0[i]), mask);
         let (x2, x3) = (_mm256_xor_si256(x2.0[i], tx), _mm256_xor_si256(x3.0[i], tx));
         let (z2, z3) = (_mm256_xor_si256(z2.0[i], tz), _mm256_xor_si256(z3.0[i], tz));
-        let two_p = splat(TWO_P[i]);
+        let two_p = splat(two_p);
         out[0].0[i] = _mm256_add_epi64(x2, z2);
         out[1].0[i] = _mm256_sub_epi64(_mm256_add_epi64(x2, two_p), z2);
         out[2].0[i] = _mm256_add_epi64(x3, z3);
