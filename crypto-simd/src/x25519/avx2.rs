@@ -140,72 +140,63 @@ fn mul(f: &Fe, g: &Fe) -> Fe {
     mul_by(f, &MulTable::new(g))
 }
 
-/// The multiples of one factor's limbs that [`mul_by`] reads: `g`, `2g`, `19g`, `38g`, ten
-/// slots each at [`T_G`], [`T_G2`], [`T_G19`], [`T_G38`]. Every entry stays below 2^32 (the
-/// largest, `38g` of an odd limb of a three-element sum, is below 38 * 3 * (2^25 + 2^19) <
-/// 2^32), as `vpmuludq` needs.
-struct MulTable([__m256i; TABLE_LEN]);
+/// The multiples of one factor's limbs that [`mul_by`] reads: `g` itself (borrowed, not
+/// copied), `19g` of limbs 1..=9, and `2g`, `38g` of the odd limbs, the only ones that the
+/// product takes doubled. Nineteen new vectors, so nineteen stores per table: the ladder is
+/// bound by stores, and the earlier forty-slot table (with `g` copied and unused slots filled)
+/// cost 21 more per multiplication. Every entry stays below 2^32 (the largest, `38g` of an
+/// odd limb of a three-element sum, is below 38 * 3 * (2^25 + 2^19) < 2^32), as `vpmuludq`
+/// needs.
+struct MulTable<'a> {
+    g: &'a Fe,
+    /// `19 g[j]` at index `j - 1`.
+    g19: [__m256i; 9],
+    /// `2 g[j]` of odd `j` at index `j / 2`.
+    g2: [__m256i; 5],
+    /// `38 g[j]` of odd `j` at index `j / 2`.
+    g38: [__m256i; 5],
+}
 
-impl MulTable {
+impl<'a> MulTable<'a> {
     #[inline]
     #[target_feature(enable = "avx2")]
-    fn new(g: &Fe) -> MulTable {
+    fn new(g: &'a Fe) -> MulTable<'a> {
         let k19 = splat(19);
-        let g19 = [
-            _mm256_mul_epu32(g.0[0], k19),
-            _mm256_mul_epu32(g.0[1], k19),
-            _mm256_mul_epu32(g.0[2], k19),
-            _mm256_mul_epu32(g.0[3], k19),
-            _mm256_mul_epu32(g.0[4], k19),
-            _mm256_mul_epu32(g.0[5], k19),
-            _mm256_mul_epu32(g.0[6], k19),
-            _mm256_mul_epu32(g.0[7], k19),
-            _mm256_mul_epu32(g.0[8], k19),
-            _mm256_mul_epu32(g.0[9], k19),
-        ];
-        // Unused slots (2g and 38g of even limbs, 19g of limb 0) repeat a used value.
-        MulTable([
-            g.0[0],
-            g.0[1],
-            g.0[2],
-            g.0[3],
-            g.0[4],
-            g.0[5],
-            g.0[6],
-            g.0[7],
-            g.0[8],
-            g.0[9],
-            g.0[0],
-            _mm256_add_epi64(g.0[1], g.0[1]),
-            g.0[2],
-            _mm256_add_epi64(g.0[3], g.0[3]),
-            g.0[4],
-            _mm256_add_epi64(g.0[5], g.0[5]),
-            g.0[6],
-            _mm256_add_epi64(g.0[7], g.0[7]),
-            g.0[8],
-            _mm256_add_epi64(g.0[9], g.0[9]),
-            g19[0],
-            g19[1],
-            g19[2],
-            g19[3],
-            g19[4],
-            g19[5],
-            g19[6],
-            g19[7],
-            g19[8],
-            g19[9],
-            g19[0],
-            _mm256_add_epi64(g19[1], g19[1]),
-            g19[2],
-            _mm256_add_epi64(g19[3], g19[3]),
-            g19[4],
-            _mm256_add_epi64(g19[5], g19[5]),
-            g19[6],
-            _mm256_add_epi64(g19[7], g19[7]),
-            g19[8],
-            _mm256_add_epi64(g19[9], g19[9]),
-        ])
+        let g19: [__m256i; 9] = core::array::from_fn(|i| _mm256_mul_epu32(g.0[i + 1], k19));
+        MulTable {
+            g,
+            g19,
+            g2: core::array::from_fn(|i| _mm256_add_epi64(g.0[2 * i + 1], g.0[2 * i + 1])),
+            g38: core::array::from_fn(|i| _mm256_add_epi64(g19[2 * i], g19[2 * i])),
+        }
+    }
+
+    /// `g[j]`.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    fn g(&self, j: usize) -> __m256i {
+        ld(&self.g.0[j])
+    }
+
+    /// `2 g[j]`, `j` odd.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    fn g2(&self, j: usize) -> __m256i {
+        ld(&self.g2[j / 2])
+    }
+
+    /// `19 g[j]`, `j >= 1`.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    fn g19(&self, j: usize) -> __m256i {
+        ld(&self.g19[j - 1])
+    }
+
+    /// `38 g[j]`, `j` odd.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    fn g38(&self, j: usize) -> __m256i {
+        ld(&self.g38[j / 2])
     }
 }
 
@@ -220,140 +211,132 @@ impl MulTable {
 #[inline]
 #[target_feature(enable = "avx2")]
 fn mul_by(f: &Fe, t: &MulTable) -> Fe {
-    let t = &t.0;
     let [f0, f1, f2, f3, f4, f5, f6, f7, f8, f9] = f.0;
     let h0 = sum([
-        m(f0, ld(&t[T_G])),
-        m(f1, ld(&t[T_G38 + 9])),
-        m(f2, ld(&t[T_G19 + 8])),
-        m(f3, ld(&t[T_G38 + 7])),
-        m(f4, ld(&t[T_G19 + 6])),
-        m(f5, ld(&t[T_G38 + 5])),
-        m(f6, ld(&t[T_G19 + 4])),
-        m(f7, ld(&t[T_G38 + 3])),
-        m(f8, ld(&t[T_G19 + 2])),
-        m(f9, ld(&t[T_G38 + 1])),
+        m(f0, t.g(0)),
+        m(f1, t.g38(9)),
+        m(f2, t.g19(8)),
+        m(f3, t.g38(7)),
+        m(f4, t.g19(6)),
+        m(f5, t.g38(5)),
+        m(f6, t.g19(4)),
+        m(f7, t.g38(3)),
+        m(f8, t.g19(2)),
+        m(f9, t.g38(1)),
     ]);
     let h1 = sum([
-        m(f0, ld(&t[T_G + 1])),
-        m(f1, ld(&t[T_G])),
-        m(f2, ld(&t[T_G19 + 9])),
-        m(f3, ld(&t[T_G19 + 8])),
-        m(f4, ld(&t[T_G19 + 7])),
-        m(f5, ld(&t[T_G19 + 6])),
-        m(f6, ld(&t[T_G19 + 5])),
-        m(f7, ld(&t[T_G19 + 4])),
-        m(f8, ld(&t[T_G19 + 3])),
-        m(f9, ld(&t[T_G19 + 2])),
+        m(f0, t.g(1)),
+        m(f1, t.g(0)),
+        m(f2, t.g19(9)),
+        m(f3, t.g19(8)),
+        m(f4, t.g19(7)),
+        m(f5, t.g19(6)),
+        m(f6, t.g19(5)),
+        m(f7, t.g19(4)),
+        m(f8, t.g19(3)),
+        m(f9, t.g19(2)),
     ]);
     let h2 = sum([
-        m(f0, ld(&t[T_G + 2])),
-        m(f1, ld(&t[T_G2 + 1])),
-        m(f2, ld(&t[T_G])),
-        m(f3, ld(&t[T_G38 + 9])),
-        m(f4, ld(&t[T_G19 + 8])),
-        m(f5, ld(&t[T_G38 + 7])),
-        m(f6, ld(&t[T_G19 + 6])),
-        m(f7, ld(&t[T_G38 + 5])),
-        m(f8, ld(&t[T_G19 + 4])),
-        m(f9, ld(&t[T_G38 + 3])),
+        m(f0, t.g(2)),
+        m(f1, t.g2(1)),
+        m(f2, t.g(0)),
+        m(f3, t.g38(9)),
+        m(f4, t.g19(8)),
+        m(f5, t.g38(7)),
+        m(f6, t.g19(6)),
+        m(f7, t.g38(5)),
+        m(f8, t.g19(4)),
+        m(f9, t.g38(3)),
     ]);
     let h3 = sum([
-        m(f0, ld(&t[T_G + 3])),
-        m(f1, ld(&t[T_G + 2])),
-        m(f2, ld(&t[T_G + 1])),
-        m(f3, ld(&t[T_G])),
-        m(f4, ld(&t[T_G19 + 9])),
-        m(f5, ld(&t[T_G19 + 8])),
-        m(f6, ld(&t[T_G19 + 7])),
-        m(f7, ld(&t[T_G19 + 6])),
-        m(f8, ld(&t[T_G19 + 5])),
-        m(f9, ld(&t[T_G19 + 4])),
+        m(f0, t.g(3)),
+        m(f1, t.g(2)),
+        m(f2, t.g(1)),
+        m(f3, t.g(0)),
+        m(f4, t.g19(9)),
+        m(f5, t.g19(8)),
+        m(f6, t.g19(7)),
+        m(f7, t.g19(6)),
+        m(f8, t.g19(5)),
+        m(f9, t.g19(4)),
     ]);
     let h4 = sum([
-        m(f0, ld(&t[T_G + 4])),
-        m(f1, ld(&t[T_G2 + 3])),
-        m(f2, ld(&t[T_G + 2])),
-        m(f3, ld(&t[T_G2 + 1])),
-        m(f4, ld(&t[T_G])),
-        m(f5, ld(&t[T_G38 + 9])),
-        m(f6, ld(&t[T_G19 + 8])),
-        m(f7, ld(&t[T_G38 + 7])),
-        m(f8, ld(&t[T_G19 + 6])),
-        m(f9, ld(&t[T_G38 + 5])),
+        m(f0, t.g(4)),
+        m(f1, t.g2(3)),
+        m(f2, t.g(2)),
+        m(f3, t.g2(1)),
+        m(f4, t.g(0)),
+        m(f5, t.g38(9)),
+        m(f6, t.g19(8)),
+        m(f7, t.g38(7)),
+        m(f8, t.g19(6)),
+        m(f9, t.g38(5)),
     ]);
     let h5 = sum([
-        m(f0, ld(&t[T_G + 5])),
-        m(f1, ld(&t[T_G + 4])),
-        m(f2, ld(&t[T_G + 3])),
-        m(f3, ld(&t[T_G + 2])),
-        m(f4, ld(&t[T_G + 1])),
-        m(f5, ld(&t[T_G])),
-        m(f6, ld(&t[T_G19 + 9])),
-        m(f7, ld(&t[T_G19 + 8])),
-        m(f8, ld(&t[T_G19 + 7])),
-        m(f9, ld(&t[T_G19 + 6])),
+        m(f0, t.g(5)),
+        m(f1, t.g(4)),
+        m(f2, t.g(3)),
+        m(f3, t.g(2)),
+        m(f4, t.g(1)),
+        m(f5, t.g(0)),
+        m(f6, t.g19(9)),
+        m(f7, t.g19(8)),
+        m(f8, t.g19(7)),
+        m(f9, t.g19(6)),
     ]);
     let h6 = sum([
-        m(f0, ld(&t[T_G + 6])),
-        m(f1, ld(&t[T_G2 + 5])),
-        m(f2, ld(&t[T_G + 4])),
-        m(f3, ld(&t[T_G2 + 3])),
-        m(f4, ld(&t[T_G + 2])),
-        m(f5, ld(&t[T_G2 + 1])),
-        m(f6, ld(&t[T_G])),
-        m(f7, ld(&t[T_G38 + 9])),
-        m(f8, ld(&t[T_G19 + 8])),
-        m(f9, ld(&t[T_G38 + 7])),
+        m(f0, t.g(6)),
+        m(f1, t.g2(5)),
+        m(f2, t.g(4)),
+        m(f3, t.g2(3)),
+        m(f4, t.g(2)),
+        m(f5, t.g2(1)),
+        m(f6, t.g(0)),
+        m(f7, t.g38(9)),
+        m(f8, t.g19(8)),
+        m(f9, t.g38(7)),
     ]);
     let h7 = sum([
-        m(f0, ld(&t[T_G + 7])),
-        m(f1, ld(&t[T_G + 6])),
-        m(f2, ld(&t[T_G + 5])),
-        m(f3, ld(&t[T_G + 4])),
-        m(f4, ld(&t[T_G + 3])),
-        m(f5, ld(&t[T_G + 2])),
-        m(f6, ld(&t[T_G + 1])),
-        m(f7, ld(&t[T_G])),
-        m(f8, ld(&t[T_G19 + 9])),
-        m(f9, ld(&t[T_G19 + 8])),
+        m(f0, t.g(7)),
+        m(f1, t.g(6)),
+        m(f2, t.g(5)),
+        m(f3, t.g(4)),
+        m(f4, t.g(3)),
+        m(f5, t.g(2)),
+        m(f6, t.g(1)),
+        m(f7, t.g(0)),
+        m(f8, t.g19(9)),
+        m(f9, t.g19(8)),
     ]);
     let h8 = sum([
-        m(f0, ld(&t[T_G + 8])),
-        m(f1, ld(&t[T_G2 + 7])),
-        m(f2, ld(&t[T_G + 6])),
-        m(f3, ld(&t[T_G2 + 5])),
-        m(f4, ld(&t[T_G + 4])),
-        m(f5, ld(&t[T_G2 + 3])),
-        m(f6, ld(&t[T_G + 2])),
-        m(f7, ld(&t[T_G2 + 1])),
-        m(f8, ld(&t[T_G])),
-        m(f9, ld(&t[T_G38 + 9])),
+        m(f0, t.g(8)),
+        m(f1, t.g2(7)),
+        m(f2, t.g(6)),
+        m(f3, t.g2(5)),
+        m(f4, t.g(4)),
+        m(f5, t.g2(3)),
+        m(f6, t.g(2)),
+        m(f7, t.g2(1)),
+        m(f8, t.g(0)),
+        m(f9, t.g38(9)),
     ]);
     let h9 = sum([
-        m(f0, ld(&t[T_G + 9])),
-        m(f1, ld(&t[T_G + 8])),
-        m(f2, ld(&t[T_G + 7])),
-        m(f3, ld(&t[T_G + 6])),
-        m(f4, ld(&t[T_G + 5])),
-        m(f5, ld(&t[T_G + 4])),
-        m(f6, ld(&t[T_G + 3])),
-        m(f7, ld(&t[T_G + 2])),
-        m(f8, ld(&t[T_G + 1])),
-        m(f9, ld(&t[T_G])),
+        m(f0, t.g(9)),
+        m(f1, t.g(8)),
+        m(f2, t.g(7)),
+        m(f3, t.g(6)),
+        m(f4, t.g(5)),
+        m(f5, t.g(4)),
+        m(f6, t.g(3)),
+        m(f7, t.g(2)),
+        m(f8, t.g(1)),
+        m(f9, t.g(0)),
     ]);
     carry([h0, h1, h2, h3, h4, h5, h6, h7, h8, h9])
 }
 
-/// Offsets of `g`, `2g`, `19g` and `38g` in [`mul`]'s table.
-const T_G: usize = 0;
-const T_G2: usize = 10;
-const T_G19: usize = 20;
-const T_G38: usize = 30;
-const TABLE_LEN: usize = 40;
-
 /// A load from a [`MulTable`] that stays a load: a volatile read, so that the compiler does
-/// not hoist the forty entries into the sixteen registers (and spill them).
+/// not hoist the table's entries into the sixteen registers (and spill them).
 #[inline]
 #[target_feature(enable = "avx2")]
 fn ld(v: &__m256i) -> __m256i {
@@ -526,6 +509,29 @@ fn cswap(mask: __m256i, a: &mut Fe, b: &mut Fe) {
     }
 }
 
+/// Writes the ladder step's sums `[x2 + z2, x2 - z2, x3 + z3, x3 - z3]` (not carried) of
+/// `[x2, z2, x3, z3]` to `out`, after swapping `x2` with `x3` and `z2` with `z3` in the lanes where
+/// `mask` is all ones (it is all ones or all zeros).
+///
+/// One pass limb by limb: the swapped values stay in registers and only the four sums are
+/// stored (the ladder is bound by stores), where a separate swap would store the state first.
+/// (Written through `&mut` so that the sums go straight to their slots, not through copies.)
+#[inline]
+#[target_feature(enable = "avx2")]
+fn swapped_sums(mask: __m256i, [x2, z2, x3, z3]: [&Fe; 4], out: [&mut Fe; 4]) {
+    for (i, &two_p) in TWO_P.iter().enumerate() {
+        let tx = _mm256_and_si256(_mm256_xor_si256(x2.0[i], x3.0[i]), mask);
+        let tz = _mm256_and_si256(_mm256_xor_si256(z2.0[i], z3.0[i]), mask);
+        let (x2, x3) = (_mm256_xor_si256(x2.0[i], tx), _mm256_xor_si256(x3.0[i], tx));
+        let (z2, z3) = (_mm256_xor_si256(z2.0[i], tz), _mm256_xor_si256(z3.0[i], tz));
+        let two_p = splat(two_p);
+        out[0].0[i] = _mm256_add_epi64(x2, z2);
+        out[1].0[i] = _mm256_sub_epi64(_mm256_add_epi64(x2, two_p), z2);
+        out[2].0[i] = _mm256_add_epi64(x3, z3);
+        out[3].0[i] = _mm256_sub_epi64(_mm256_add_epi64(x3, two_p), z3);
+    }
+}
+
 /// `z^(p-2)`, the inverse (the shared chain, `invert_chain`).
 #[inline]
 #[target_feature(enable = "avx2")]
@@ -654,19 +660,14 @@ fn ladder(sw: &[__m256i; 4], x1: &Fe) -> (Fe, Fe) {
     let mut x3 = *x1;
     let mut z3 = one;
     let mut swap = zero;
+    let [mut a, mut b, mut c, mut d] = [one; 4];
     for t in (0..255).rev() {
         let shift = splat((t % 64) as u64);
         let bit = _mm256_and_si256(_mm256_srlv_epi64(sw[t / 64], shift), k1);
         let k_t = _mm256_sub_epi64(zero, bit); // all ones where the bit is set
-        swap = _mm256_xor_si256(swap, k_t);
-        cswap(swap, &mut x2, &mut x3);
-        cswap(swap, &mut z2, &mut z3);
+        let mask = _mm256_xor_si256(swap, k_t);
+        swapped_sums(mask, [&x2, &z2, &x3, &z3], [&mut a, &mut b, &mut c, &mut d]);
         swap = k_t;
-
-        let a = add(&x2, &z2);
-        let b = sub(&x2, &z2);
-        let c = add(&x3, &z3);
-        let d = sub(&x3, &z3);
         // Ordered so that no operation needs the result of the one just before it: the
         // out-of-order core then always has independent work while a product's carries finish.
         let aa = sqr(&a);
