@@ -21,7 +21,6 @@ use std::time::{Duration, Instant};
 
 use mixplane_dataplane::counters::{NodeDrop, WorkerPhase};
 use mixplane_dataplane::histogram::{AtomicHistogram, quantile_of};
-use mixplane_dataplane::io::{self, IoBackendKind, Outgoing};
 use mixplane_dataplane::node::{Node, NodeConfig};
 use mixplane_dataplane::sphinx::{DropReason, NodeKeys, SphinxKey};
 use rand::{RngExt, SeedableRng};
@@ -39,6 +38,30 @@ fn rss() -> u64 {
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
         .map_or(0, |kb| kb * 1024)
+}
+
+/// The host's UDP receive-buffer errors (`/proc/net/snmp`, `Udp: RcvbufErrors`) and the
+/// packets its CPUs' input backlogs dropped (`/proc/net/softnet_stat`, second column): where
+/// datagrams die before a socket sees them, so the node cannot count them itself.
+fn host_drops() -> (u64, u64) {
+    let snmp = std::fs::read_to_string("/proc/net/snmp").unwrap_or_default();
+    let udp: Vec<&str> = snmp.lines().filter(|l| l.starts_with("Udp:")).collect();
+    let rcvbuf = match udp.as_slice() {
+        [names, values, ..] => names
+            .split_whitespace()
+            .zip(values.split_whitespace())
+            .find(|(n, _)| *n == "RcvbufErrors")
+            .and_then(|(_, v)| v.parse().ok())
+            .unwrap_or(0),
+        _ => 0,
+    };
+    let softnet = std::fs::read_to_string("/proc/net/softnet_stat").unwrap_or_default();
+    let backlog = softnet
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(1))
+        .filter_map(|v| u64::from_str_radix(v, 16).ok())
+        .sum();
+    (rcvbuf, backlog)
 }
 
 fn lateness(node: &Node) -> Vec<u64> {
@@ -110,9 +133,12 @@ pub(super) fn phase(
         Arc::new(NodeKeys::single(SphinxKey::from_secret(*secret, 1))),
     )?);
     let to = node.local_addr();
-    let (mut tx, _) = io::open(IoBackendKind::Mmsg, "127.0.0.1:0".parse()?, BATCH)?;
+    // one datagram per send, no GSO: the kernel's drop counters count socket buffers, and a GSO
+    // super-packet dropped whole would count as one
+    let tx = std::net::UdpSocket::bind("127.0.0.1:0")?;
     let late0 = lateness(&node);
     let rss0 = rss();
+    let host0 = host_drops();
     let stop = Arc::new(AtomicBool::new(false));
     let watcher = watch(node.clone(), stop.clone());
 
@@ -125,14 +151,11 @@ pub(super) fn phase(
             std::hint::spin_loop();
         }
         let n = BATCH.min(total - sent);
-        let out: Vec<Outgoing<'_>> = (sent..sent + n)
-            .map(|i| Outgoing {
-                to,
-                data: &pool[i % pool_len],
-            })
-            .collect();
-        let st = tx.send(&out);
-        failed += st.failed;
+        for i in sent..sent + n {
+            if tx.send_to(&pool[i % pool_len], to).is_err() {
+                failed += 1;
+            }
+        }
         sent += n;
     }
     let send_s = t0.elapsed().as_secs_f64();
@@ -145,6 +168,7 @@ pub(super) fn phase(
     std::thread::sleep(Duration::from_millis(100));
     stop.store(true, Relaxed);
     let (rss_max, held_max) = watcher.join().expect("watcher");
+    let host1 = host_drops();
     report(&node, Report {
         multiple,
         capacity,
@@ -156,6 +180,7 @@ pub(super) fn phase(
         rss0,
         rss_max,
         late0,
+        host: (host1.0 - host0.0, host1.1 - host0.1),
     });
     match Arc::try_unwrap(node) {
         Ok(node) => node.shutdown()?,
@@ -175,6 +200,8 @@ struct Report {
     rss0: u64,
     rss_max: u64,
     late0: Vec<u64>,
+    /// Host-wide drops during the phase: UDP receive-buffer errors, input-backlog drops.
+    host: (u64, u64),
 }
 
 fn report(node: &Node, r: Report) {
@@ -207,12 +234,14 @@ fn report(node: &Node, r: Report) {
     let batches = sum(node, |c| c.batch_size.count());
     let proc_ns = sum(node, |c| c.phase_ns(WorkerPhase::Process));
     println!(
-        "overload {}x of {:.0} packets/s: offered {} at {:.0} packets/s ({} send errors); kernel dropped {kernel} (socket queue full), node received {rx}: admitted {fwd} (sent on {out}, still held {held}), dropped {dropped} ({}); unaccounted: sent - received - kernel drops = {}, received - admitted - dropped = {}",
+        "overload {}x of {:.0} packets/s: offered {} at {:.0} packets/s ({} send errors); kernel dropped {kernel} (socket queue full, as the node counts it; the host counted {} UDP receive-buffer errors and {} input-backlog drops), node received {rx}: admitted {fwd} (sent on {out}, still held {held}), dropped {dropped} ({}); unaccounted: sent - received - kernel drops = {}, received - admitted - dropped = {}",
         r.multiple,
         r.capacity,
         r.sent,
         r.sent as f64 / r.send_s,
         r.failed,
+        r.host.0,
+        r.host.1,
         if reasons.is_empty() {
             "none".to_string()
         } else {
