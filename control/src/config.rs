@@ -237,6 +237,8 @@ pub struct Config {
     pub transport: TransportSection,
     /// `[log]`: logging.
     pub log: LogSection,
+    /// `[cover]`: loop cover traffic.
+    pub cover: CoverSection,
 }
 
 /// `[node]`.
@@ -573,6 +575,35 @@ pub struct SinkSection {
     pub address: Option<SinkAddr>,
 }
 
+/// `[cover]`: loops the node sends through the mix layers back to itself (Loopix), which add
+/// cover and measure loss per node.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct CoverSection {
+    /// Loops per second, Poisson (each carries an ack loop as its SURB-ACK). Default 0: off.
+    pub rate_per_second: f64,
+    /// Mean delay per hop of the loops, ms. Default 50.
+    pub mean_delay_ms: f64,
+    /// A loop not back within this many ms is lost. Default 10000.
+    pub timeout_ms: u64,
+    /// Loops tracked at once. Default 65536.
+    pub window: usize,
+    /// The most of one core spent building loops (0 to 1). Default 0.05.
+    pub max_core_share: f64,
+}
+
+impl Default for CoverSection {
+    fn default() -> Self {
+        CoverSection {
+            rate_per_second: 0.0,
+            mean_delay_ms: 50.0,
+            timeout_ms: 10_000,
+            window: 1 << 16,
+            max_core_share: 0.05,
+        }
+    }
+}
+
 /// `[log]`.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
@@ -653,6 +684,22 @@ impl Config {
             ));
         }
         self.validate_transport(path)?;
+        let c = &self.cover;
+        if !(c.rate_per_second >= 0.0 && c.rate_per_second <= 10_000.0) {
+            return Err(bad("cover.rate_per_second", "is not in 0..=10000".into()));
+        }
+        if !(c.mean_delay_ms >= 0.0 && c.mean_delay_ms <= 10_000.0) {
+            return Err(bad("cover.mean_delay_ms", "is not in 0..=10000".into()));
+        }
+        if !(c.max_core_share > 0.0 && c.max_core_share <= 1.0) {
+            return Err(bad("cover.max_core_share", "is not in (0, 1]".into()));
+        }
+        if c.timeout_ms == 0 || c.window == 0 {
+            return Err(bad(
+                "cover.window",
+                "window and timeout_ms must be at least 1".into(),
+            ));
+        }
         if self.topology.refresh_secs == 0 {
             return Err(bad("topology.refresh_secs", "must be at least 1".into()));
         }

@@ -11,7 +11,8 @@
 //! * [`node`] puts them together: pinned workers (the private `worker` module) that receive,
 //!   unwrap, hold and send, reading the keys and filters the control plane ([`plane`])
 //!   publishes as a snapshot (private `snapshot` module); [`counters`] are what they count;
-//!   [`sink`] is where final-hop messages go; [`egress`] says which next hops are allowed.
+//!   [`sink`] is where final-hop messages go; [`egress`] says which next hops are allowed;
+//!   [`cover`] sends loop cover traffic and counts what comes back.
 //!
 //! Boundaries: key files, topology, config and metrics export belong to `mixplane-control`;
 //! vector crypto belongs to `mixplane-crypto-simd`.
@@ -21,6 +22,7 @@
 #![warn(clippy::undocumented_unsafe_blocks)]
 
 pub mod counters;
+pub mod cover;
 pub mod demo;
 pub mod egress;
 pub mod histogram;
