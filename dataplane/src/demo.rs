@@ -131,7 +131,7 @@ impl DemoReport {
         for (name, r) in &self.cover {
             let t = &r.total;
             out.push(format!(
-                "cover {name}: {} loops sent, {} returned, {} lost, {} late, {} in flight; loss {:.2} % (95 % bound {:.2}..{:.2} %), build {:.3} s{}",
+                "cover {name}: {} loops sent, {} returned, {} lost, {} late, {} in flight; loss {:.2} % (95 % bound {:.2}..{:.2} %); build {:.3} s = {:.2} % of a core, {:.0} µs per loop{}",
                 t.sent,
                 t.returned,
                 t.lost,
@@ -141,6 +141,8 @@ impl DemoReport {
                 r.loss.low * 100.0,
                 r.loss.high * 100.0,
                 r.build_seconds,
+                100.0 * r.build_seconds / r.running_seconds.max(1e-9),
+                1e6 * r.build_seconds / (t.sent.max(1) as f64),
                 if r.any_alarm() { ", ALARM" } else { "" }
             ));
         }

@@ -155,3 +155,44 @@ fn loops_measure_no_loss_without_a_fault_and_point_at_a_lossy_node() {
     assert_eq!(net.topology.nodes.len(), 6);
     net.stop();
 }
+
+#[test]
+fn the_build_budget_caps_the_share_of_a_core() {
+    let key = SphinxKey::from_secret(rand::random(), 1);
+    let node = Node::start(
+        NodeConfig {
+            io: IoBackendKind::Mmsg,
+            replay_expected: 10_000,
+            cover: Some(CoverConfig {
+                // far more than 2 % of a core can build
+                rate_per_second: 5000.0,
+                max_core_share: 0.02,
+                ..CoverConfig::default()
+            }),
+            ..NodeConfig::default()
+        },
+        Arc::new(NodeKeys::single(key.clone())),
+    )
+    .expect("node starts");
+    // three layers of one node each at the discard port: the loops leave and never come back
+    let hop = |i: u8| mixplane_dataplane::sphinx::Hop {
+        address: SocketAddr::from(([127, 0, 0, i], 9)),
+        public_key: *SphinxKey::from_secret([i; 32], 1).public(),
+    };
+    let cover = node.cover().unwrap();
+    cover.set_routes(cover::CoverRoutes {
+        layers: vec![vec![hop(2)], vec![hop(3)], vec![hop(4)]],
+        me: mixplane_dataplane::sphinx::Hop {
+            address: node.local_addr(),
+            public_key: *key.public(),
+        },
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    let r = cover.report();
+    let share = r.build_seconds / r.running_seconds;
+    assert!(r.total.sent > 0, "{r:?}");
+    assert!(r.budget_skipped > r.total.sent, "{r:?}");
+    // the budget plus at most one batch over it
+    assert!(share <= 0.03, "{share} {r:?}");
+    node.shutdown().unwrap();
+}

@@ -27,9 +27,10 @@
 //!   of other packets and are counted with them (`packets_sent`, drops by reason). The
 //!   channel's receive is the only cost on the worker's path when nothing is due; the frame's
 //!   buffer is freed on the worker after its copy into the slab (one free per loop).
-//! * **Bounded cost.** The cover thread measures the time it spends building and keeps it under
-//!   `max_core_share` of one core (a token bucket): loops that fall due while the budget is
-//!   spent are skipped and counted (`budget_skipped`).
+//! * **Bounded cost.** The cover thread measures the CPU time it spends building (its thread's
+//!   CPU clock) and keeps it under `max_core_share` of one core (a token bucket that fills at
+//!   that share of wall time, at most one second's worth): loops that fall due while the
+//!   budget is spent are skipped and counted (`budget_skipped`).
 //!
 //! The sans-IO part (tags, route choice, window, loss statistics) is [`stats`]; the thread is
 //! `generator` (private).
@@ -324,7 +325,7 @@ pub fn write_metrics(p: &mut PromText, r: &CoverReport) {
         ),
         (
             "mixplane_cover_build_seconds_total",
-            "Time the cover thread spent building loops.",
+            "CPU time the cover thread spent building loops.",
             r.build_seconds,
         ),
     ];

@@ -235,8 +235,11 @@ pub struct CoverReport {
     pub no_route: u64,
     /// Loops not sent because the worker's cover queue was full.
     pub queue_full: u64,
-    /// Seconds spent building loops.
+    /// CPU seconds the cover thread spent building loops.
     pub build_seconds: f64,
+    /// Seconds the cover thread has run (`build_seconds / running_seconds` is the share of a
+    /// core spent building).
+    pub running_seconds: f64,
 }
 
 impl CoverReport {
