@@ -908,6 +908,23 @@ mod tests {
     }
 
     #[test]
+    fn cover_is_off_by_default_and_checked() {
+        assert_eq!(Config::default().cover.rate_per_second, 0.0);
+        let c = parse("[cover]\nrate_per_second = 2.5\nmax_core_share = 0.1\n").unwrap();
+        assert_eq!((c.cover.rate_per_second, c.cover.max_core_share), (2.5, 0.1));
+        for (text, field) in [
+            ("[cover]\nrate_per_second = -1.0", "cover.rate_per_second"),
+            ("[cover]\nmax_core_share = 0.0", "cover.max_core_share"),
+            ("[cover]\nmax_core_share = 1.5", "cover.max_core_share"),
+            ("[cover]\nmean_delay_ms = -2.0", "cover.mean_delay_ms"),
+            ("[cover]\nwindow = 0", "cover.window"),
+        ] {
+            let e = parse(text).unwrap_err().to_string();
+            assert!(e.contains(field), "{text}: {e}");
+        }
+    }
+
+    #[test]
     fn unknown_fields_are_rejected_with_their_name() {
         let e = parse("[node]\nlisten = \"127.0.0.1:1\"\nworkerz = 3\n").unwrap_err();
         let m = e.to_string();
