@@ -911,7 +911,10 @@ mod tests {
     fn cover_is_off_by_default_and_checked() {
         assert_eq!(Config::default().cover.rate_per_second, 0.0);
         let c = parse("[cover]\nrate_per_second = 2.5\nmax_core_share = 0.1\n").unwrap();
-        assert_eq!((c.cover.rate_per_second, c.cover.max_core_share), (2.5, 0.1));
+        assert_eq!(
+            (c.cover.rate_per_second, c.cover.max_core_share),
+            (2.5, 0.1)
+        );
         for (text, field) in [
             ("[cover]\nrate_per_second = -1.0", "cover.rate_per_second"),
             ("[cover]\nmax_core_share = 0.0", "cover.max_core_share"),

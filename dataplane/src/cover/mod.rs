@@ -235,10 +235,13 @@ impl CoverShared {
     }
 }
 
+/// A metric family: name part, help, and how to read its value from a `T`.
+type Family<'a, T, R> = (&'a str, &'a str, fn(&T) -> R);
+
 /// Writes the cover metrics of `r`: counts overall and per node (with its layer), loss
 /// estimates with 95 % bounds, and the alarm gauge.
 pub fn write_metrics(p: &mut PromText, r: &CoverReport) {
-    let counts: [(&str, &str, fn(&LoopCounts) -> u64); 5] = [
+    let counts: [Family<'_, LoopCounts, u64>; 5] = [
         ("sent", "Loops handed to the egress", |c| c.sent),
         ("returned", "Loops back before their deadline", |c| {
             c.returned
@@ -280,7 +283,7 @@ pub fn write_metrics(p: &mut PromText, r: &CoverReport) {
         let name = format!("mixplane_cover_node_loops_{what}_total");
         p.counter(&name, &format!("{help}, per node crossed."), &samples);
     }
-    let est: [(&str, &str, fn(&LossEstimate) -> f64); 3] = [
+    let est: [Family<'_, LossEstimate, f64>; 3] = [
         ("rate", "Loss of loops (lost / resolved)", |e| e.rate),
         ("low", "Lower 95 % Wilson bound of the loss", |e| e.low),
         ("high", "Upper 95 % Wilson bound of the loss", |e| e.high),
