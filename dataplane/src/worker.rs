@@ -4,9 +4,13 @@
 //! most until the wheel's next deadline), hands it to the Sphinx core in place, moves forward
 //! hops into slab slots and the wheel with deadlines computed from the receive time, and queues
 //! SURB-ACKs and UDP-sink messages for immediate release. [`LoopState::release`] takes what is
-//! due from the wheel and sends it grouped by next hop. Nothing per packet takes a lock or
-//! allocates; the one syscall per packet is the Unix sink's `send` of each delivered message
-//! (a UDP sink's messages go out with the batched sends).
+//! due from the wheel and sends it grouped by next hop. With cover traffic on, the worker also
+//! takes the loops the cover thread built from a bounded channel after each receive
+//! ([`LoopState::take_cover`]) and holds them like forward hops, and a final-hop message that
+//! carries the node's loop tag is reported to the cover thread instead of the sink. Nothing per
+//! packet takes a lock or allocates (a loop's buffer, allocated by the cover thread, is freed
+//! here); the one syscall per packet is the Unix sink's `send` of each delivered message (a UDP
+//! sink's messages go out with the batched sends).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
