@@ -326,3 +326,81 @@ pub(crate) fn build_loops(
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sphinx::{NoReplay, NodeKeys, Processor, ProcessorConfig, SphinxKey, Verdict};
+
+    /// Runs `frame` through the processors of the route, starting at `at`, and returns the
+    /// final hop's message and its SURB-ACK (first hop, framed ack) if any.
+    fn through(
+        nodes: &mut [(SocketAddr, Processor)],
+        mut at: SocketAddr,
+        mut frame: Vec<u8>,
+    ) -> (Vec<u8>, Option<(SocketAddr, Vec<u8>)>) {
+        let mut verdicts = Vec::new();
+        for _ in 0..4 {
+            let p = &mut nodes.iter_mut().find(|(a, _)| *a == at).unwrap().1;
+            let mut frames = [&mut frame[..]];
+            p.process_batch(&mut frames, &NoReplay, &mut verdicts);
+            match &verdicts[0] {
+                Verdict::Forward(f) => {
+                    at = f.next_hop;
+                    frame = frame[f.frame.clone()].to_vec();
+                }
+                Verdict::Deliver(d) => {
+                    let ack = d
+                        .surb_ack
+                        .as_ref()
+                        .map(|a| (a.next_hop, frame[a.frame.clone()].to_vec()));
+                    return (frame[d.message.clone()].to_vec(), ack);
+                }
+                Verdict::Drop(r) => panic!("dropped at {at}: {r:?}"),
+            }
+        }
+        panic!("no final hop");
+    }
+
+    #[test]
+    fn a_loop_and_its_ack_loop_come_back_with_their_tags() {
+        let mut nodes = Vec::new();
+        let mut hops = Vec::new();
+        for i in 1..=3u8 {
+            let key = SphinxKey::from_secret([i; 32], 1);
+            let addr = SocketAddr::from(([192, 0, 2, i], 1789));
+            hops.push(Hop {
+                address: addr,
+                public_key: *key.public(),
+            });
+            let p = Processor::new(Arc::new(NodeKeys::single(key)), ProcessorConfig::default());
+            nodes.push((addr, p));
+        }
+        let me = hops[2];
+        let plan = LoopPlan {
+            ack_seq: 8,
+            seq: 9,
+            sent_ns: 5_000_000_000,
+            route: vec![(1, hops[0]), (2, hops[1]), (0, me)],
+            ack_route: vec![(2, hops[1]), (1, hops[0]), (0, me)],
+            delays: vec![1000, 2000, 0],
+            ack_delays: vec![3000, 4000, 0],
+        };
+        let key = LoopKey::random();
+        let built = build_loops(&key, me.address, &[plan], &mut rand::rng());
+        let frame = built.into_iter().next().unwrap().unwrap();
+        assert_eq!(
+            frame.len(),
+            FrameHeader::v8(SizeClass::Regular, KeyRotation::Unknown).len()
+                + SizeClass::Regular.packet_len()
+        );
+        let (message, ack) = through(&mut nodes, hops[0].address, frame);
+        assert_eq!(key.check(&message), Some((9, 5000)));
+        assert_eq!(LoopKey::random().check(&message), None);
+        let (ack_to, ack_frame) = ack.expect("a regular loop carries an ack loop");
+        assert_eq!(ack_to, hops[1].address);
+        let (ack_message, none) = through(&mut nodes, ack_to, ack_frame);
+        assert_eq!(key.check(&ack_message), Some((8, 5000)));
+        assert!(none.is_none(), "ack-class packets carry no SURB-ACK");
+    }
+}
