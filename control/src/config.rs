@@ -239,6 +239,8 @@ pub struct Config {
     pub transport: TransportSection,
     /// `[log]`: logging.
     pub log: LogSection,
+    /// `[cover]`: loop cover traffic.
+    pub cover: CoverSection,
 }
 
 /// `[node]`.
@@ -618,6 +620,35 @@ pub struct SinkSection {
     pub address: Option<SinkAddr>,
 }
 
+/// `[cover]`: loops the node sends through the mix layers back to itself (Loopix), which add
+/// cover and measure loss per node.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct CoverSection {
+    /// Loops per second, Poisson (each carries an ack loop as its SURB-ACK). Default 0: off.
+    pub rate_per_second: f64,
+    /// Mean delay per hop of the loops, ms. Default 50.
+    pub mean_delay_ms: f64,
+    /// A loop not back within this many ms is lost. Default 10000.
+    pub timeout_ms: u64,
+    /// Loops tracked at once. Default 65536.
+    pub window: usize,
+    /// The most of one core spent building loops (0 to 1). Default 0.05.
+    pub max_core_share: f64,
+}
+
+impl Default for CoverSection {
+    fn default() -> Self {
+        CoverSection {
+            rate_per_second: 0.0,
+            mean_delay_ms: 50.0,
+            timeout_ms: 10_000,
+            window: 1 << 16,
+            max_core_share: 0.05,
+        }
+    }
+}
+
 /// `[log]`.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
@@ -699,6 +730,22 @@ impl Config {
         }
         self.validate_transport(path)?;
         self.validate_rotation(path)?;
+        let c = &self.cover;
+        if !(c.rate_per_second >= 0.0 && c.rate_per_second <= 10_000.0) {
+            return Err(bad("cover.rate_per_second", "is not in 0..=10000".into()));
+        }
+        if !(c.mean_delay_ms >= 0.0 && c.mean_delay_ms <= 10_000.0) {
+            return Err(bad("cover.mean_delay_ms", "is not in 0..=10000".into()));
+        }
+        if !(c.max_core_share > 0.0 && c.max_core_share <= 1.0) {
+            return Err(bad("cover.max_core_share", "is not in (0, 1]".into()));
+        }
+        if c.timeout_ms == 0 || c.window == 0 {
+            return Err(bad(
+                "cover.window",
+                "window and timeout_ms must be at least 1".into(),
+            ));
+        }
         if self.topology.refresh_secs == 0 {
             return Err(bad("topology.refresh_secs", "must be at least 1".into()));
         }
@@ -949,6 +996,26 @@ mod tests {
     fn empty_file_is_the_defaults_and_example_matches_them() {
         assert_eq!(parse("").unwrap(), Config::default());
         assert_eq!(parse(EXAMPLE).unwrap(), Config::default());
+    }
+
+    #[test]
+    fn cover_is_off_by_default_and_checked() {
+        assert_eq!(Config::default().cover.rate_per_second, 0.0);
+        let c = parse("[cover]\nrate_per_second = 2.5\nmax_core_share = 0.1\n").unwrap();
+        assert_eq!(
+            (c.cover.rate_per_second, c.cover.max_core_share),
+            (2.5, 0.1)
+        );
+        for (text, field) in [
+            ("[cover]\nrate_per_second = -1.0", "cover.rate_per_second"),
+            ("[cover]\nmax_core_share = 0.0", "cover.max_core_share"),
+            ("[cover]\nmax_core_share = 1.5", "cover.max_core_share"),
+            ("[cover]\nmean_delay_ms = -2.0", "cover.mean_delay_ms"),
+            ("[cover]\nwindow = 0", "cover.window"),
+        ] {
+            let e = parse(text).unwrap_err().to_string();
+            assert!(e.contains(field), "{text}: {e}");
+        }
     }
 
     #[test]

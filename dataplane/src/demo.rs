@@ -14,6 +14,7 @@ use hdrhistogram::Histogram;
 use rand::{RngExt, SeedableRng};
 
 use crate::counters::{NodeDrop, WorkerCounters};
+use crate::cover::{CoverConfig, CoverReport, CoverRoutes};
 use crate::io::IoBackendKind;
 use crate::io::stream::NoiseLink;
 use crate::io::tcp::{PeerBook, TcpDrop, TcpSettings};
@@ -41,6 +42,8 @@ pub struct DemoConfig {
     pub seed: Option<u64>,
     /// How the client and the nodes talk to each other.
     pub transport: DemoTransport,
+    /// Loop cover traffic of every node, loops per second (0: off).
+    pub cover: f64,
 }
 
 /// The transport between the demo's client and nodes.
@@ -89,6 +92,7 @@ impl Default for DemoConfig {
             io: IoBackendKind::Auto,
             seed: None,
             transport: DemoTransport::Udp,
+            cover: 0.0,
         }
     }
 }
@@ -116,9 +120,35 @@ pub struct DemoReport {
     pub tcp_frames_in: u64,
     /// Noise handshakes the nodes completed.
     pub noise_handshakes: u64,
+    /// Each node's loop statistics (cover on only): its role and what its loops showed.
+    pub cover: Vec<(String, CoverReport)>,
 }
 
 impl DemoReport {
+    /// The cover traffic's lines of the summary (none when cover was off).
+    pub fn cover_lines(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for (name, r) in &self.cover {
+            let t = &r.total;
+            out.push(format!(
+                "cover {name}: {} loops sent, {} returned, {} lost, {} late, {} in flight; loss {:.2} % (95 % bound {:.2}..{:.2} %); build {:.3} s = {:.2} % of a core, {:.0} µs per loop{}",
+                t.sent,
+                t.returned,
+                t.lost,
+                t.late,
+                t.in_flight(),
+                r.loss.rate * 100.0,
+                r.loss.low * 100.0,
+                r.loss.high * 100.0,
+                r.build_seconds,
+                100.0 * r.build_seconds / r.running_seconds.max(1e-9),
+                1e6 * r.build_seconds / (t.sent.max(1) as f64),
+                if r.any_alarm() { ", ALARM" } else { "" }
+            ));
+        }
+        out
+    }
+
     /// Whether every message and every ack arrived and nothing was dropped.
     pub fn all_arrived(&self) -> bool {
         self.delivered == self.sent && self.acks == self.sent
@@ -167,6 +197,13 @@ fn start_node(
                 },
                 replay_expected: (cfg.packets as u64 * 4).max(10_000),
                 sink: sink.clone(),
+                cover: (cfg.cover > 0.0).then(|| CoverConfig {
+                    rate_per_second: cfg.cover,
+                    mean_delay_ms: cfg.mean_delay_ms,
+                    timeout: cover_timeout(cfg),
+                    max_core_share: 0.25,
+                    ..CoverConfig::default()
+                }),
                 ..NodeConfig::default()
             },
             Arc::new(NodeKeys::single(key.clone())),
@@ -275,6 +312,15 @@ pub fn run(cfg: &DemoConfig) -> anyhow::Result<DemoReport> {
     }
     publish_peers(cfg, &nodes);
     let route: Vec<Hop> = nodes.iter().map(|n| n.hop).collect();
+    // the three mixes are the layers; the exit's loops cross all three
+    for n in &nodes {
+        if let Some(c) = n.node.cover() {
+            c.set_routes(CoverRoutes {
+                layers: route[..3].iter().map(|h| vec![*h]).collect(),
+                me: n.hop,
+            });
+        }
+    }
     let io_backend = nodes[0].node.io_backend();
 
     // Build every packet up front (batched X25519 on the sender side too).
@@ -359,6 +405,7 @@ pub fn run(cfg: &DemoConfig) -> anyhow::Result<DemoReport> {
     };
     let tcp_frames_in = tcp_sum(&|t| t.frames_in.load(Relaxed));
     let noise_handshakes = tcp_sum(&|t| t.noise_handshakes.load(Relaxed));
+    let cover = settle_cover(cfg, &nodes);
     for d in nodes {
         d.node.shutdown()?;
     }
@@ -378,7 +425,37 @@ pub fn run(cfg: &DemoConfig) -> anyhow::Result<DemoReport> {
         max_release_lateness_us: max_late / 1000,
         tcp_frames_in,
         noise_handshakes,
+        cover,
     })
+}
+
+/// How long the demo's loops (and their ack loops) may take.
+fn cover_timeout(cfg: &DemoConfig) -> Duration {
+    Duration::from_millis(1000 + (cfg.mean_delay_ms * 40.0) as u64)
+}
+
+/// Stops the nodes' loops, waits until those in flight are back or lost (at most twice the
+/// timeout, what an ack loop gets) and returns each node's report.
+fn settle_cover(cfg: &DemoConfig, nodes: &[DemoNode]) -> Vec<(String, CoverReport)> {
+    let covers: Vec<_> = nodes.iter().filter_map(|n| n.node.cover()).collect();
+    if covers.is_empty() {
+        return Vec::new();
+    }
+    for c in &covers {
+        c.pause(true);
+    }
+    let end = Instant::now() + 2 * cover_timeout(cfg) + Duration::from_millis(300);
+    // the report is refreshed every 100 ms: wait for one made after the pause
+    std::thread::sleep(Duration::from_millis(250));
+    while Instant::now() < end && covers.iter().any(|c| c.report().total.in_flight() > 0) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let names = ["layer 1", "layer 2", "layer 3", "exit"];
+    covers
+        .iter()
+        .zip(names)
+        .map(|(c, n)| (n.to_string(), c.report()))
+        .collect()
 }
 
 /// Messages are `MAGIC | sequence (u64 BE)`; acks are `"ack!" | sequence (u64 BE)`.

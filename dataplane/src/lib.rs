@@ -12,7 +12,8 @@
 //!   unwrap, hold and send (a receive takes only as many packets as the private `budget`
 //!   lets one batch's processing take), reading the keys and filters the control plane ([`plane`])
 //!   publishes as a snapshot (private `snapshot` module); [`counters`] are what they count;
-//!   [`sink`] is where final-hop messages go; [`egress`] says which next hops are allowed.
+//!   [`sink`] is where final-hop messages go; [`egress`] says which next hops are allowed;
+//!   [`cover`] sends loop cover traffic and counts what comes back.
 //!
 //! Boundaries: key files, topology, config and metrics export belong to `mixplane-control`;
 //! vector crypto belongs to `mixplane-crypto-simd`.
@@ -23,6 +24,7 @@
 
 mod budget;
 pub mod counters;
+pub mod cover;
 pub mod demo;
 pub mod egress;
 pub mod histogram;

@@ -10,6 +10,7 @@ use std::time::Instant;
 use arc_swap::ArcSwap;
 
 use crate::counters::WorkerCounters;
+use crate::cover::{Cover, CoverConfig};
 use crate::egress::{EgressFilter, EgressPolicy};
 use crate::io::tcp::{ConnLimits, PeerBook, TcpCounters, TcpIo, TcpSettings};
 use crate::io::{self, IoBackendKind, UdpIo};
@@ -68,6 +69,12 @@ pub struct NodeConfig {
     pub tcp: Option<TcpSettings>,
     /// Each next hop's transport and Noise key, until the control plane publishes a new book.
     pub peers: PeerBook,
+    /// Loop cover traffic (`None`: off); loops need routes ([`Cover::set_routes`]).
+    pub cover: Option<CoverConfig>,
+    /// Test-only fault switch: drop this many of every 1000 forward hops (after processing,
+    /// not counted anywhere), to play a lossy node. Not in the config file.
+    #[doc(hidden)]
+    pub fault_drop_per_mille: u16,
 }
 
 impl Default for NodeConfig {
@@ -94,6 +101,8 @@ impl Default for NodeConfig {
             udp: true,
             tcp: None,
             peers: PeerBook::default(),
+            cover: None,
+            fault_drop_per_mille: 0,
         }
     }
 }
@@ -126,6 +135,7 @@ pub struct Node {
     state: Arc<SharedRunState>,
     shared: Arc<ArcSwap<Snapshot>>,
     counters: Vec<Arc<WorkerCounters>>,
+    cover: Option<Cover>,
     threads: Vec<JoinHandle<()>>,
     io_name: &'static str,
     config: NodeConfig,
@@ -282,13 +292,25 @@ impl Node {
         let egress = Arc::new(EgressFilter::new(config.egress, &own));
         let state = Arc::new(SharedRunState::new(RunState::Running));
         let epoch = Instant::now();
+        let workers = ios.len();
+        let (cover, mut cover_ends) = match &config.cover {
+            Some(c) => {
+                let (cover, ends) = Cover::start(c.clone(), workers, epoch, shared.clone())
+                    .map_err(|source| NodeError::Io {
+                        addr: local_addr,
+                        source,
+                    })?;
+                (Some(cover), ends.into_iter().map(Some).collect())
+            }
+            None => (None, Vec::new()),
+        };
+        cover_ends.resize_with(workers, || None);
         let cores = core_affinity::get_core_ids().unwrap_or_default();
         let listen = local_addr;
         let mut threads = Vec::new();
         let mut counters = Vec::new();
         let mut io_name = "";
-        let workers = ios.len();
-        for (id, io) in ios.into_iter().enumerate() {
+        for ((id, io), cover) in ios.into_iter().enumerate().zip(cover_ends) {
             io_name = io.udp.as_ref().map_or("tcp", |u| u.name());
             let c = Arc::new(WorkerCounters::default());
             counters.push(c.clone());
@@ -308,6 +330,7 @@ impl Node {
                 state: state.clone(),
                 counters: c,
                 epoch,
+                cover,
                 settings: WorkerSettings {
                     batch: config.batch,
                     batch_budget_ns: config.batch_budget_ns,
@@ -319,6 +342,7 @@ impl Node {
                     slab_small: config.slab_small,
                     slab_large: config.slab_large,
                     sink: config.sink.clone(),
+                    fault_drop_per_mille: config.fault_drop_per_mille,
                 },
             };
             let t = std::thread::Builder::new()
@@ -346,6 +370,7 @@ impl Node {
             state,
             shared,
             counters,
+            cover,
             threads,
             io_name,
             config,
@@ -383,6 +408,11 @@ impl Node {
         self.io_name
     }
 
+    /// The node's cover traffic, when on.
+    pub fn cover(&self) -> Option<&Cover> {
+        self.cover.as_ref()
+    }
+
     /// Per-worker counters.
     pub fn counters(&self) -> &[Arc<WorkerCounters>] {
         &self.counters
@@ -414,8 +444,11 @@ impl Node {
         self.threads.iter().all(|t| t.is_finished())
     }
 
-    /// Waits for the workers and persists the replay filters.
-    pub fn join(self) -> Result<(), NodeError> {
+    /// Stops the cover thread, waits for the workers and persists the replay filters.
+    pub fn join(mut self) -> Result<(), NodeError> {
+        if let Some(c) = &mut self.cover {
+            c.stop();
+        }
         for t in self.threads {
             let _ = t.join();
         }

@@ -13,15 +13,15 @@ use mixplane_control::keys::{self, KeyMaterial, StoredKeys};
 use mixplane_control::metrics::PromText;
 use mixplane_control::rotation::nym_api::{KeyRotationInfo, RotationInfoError};
 use mixplane_control::rotation::{self, Live, Schedule, Step};
-use mixplane_control::topology::FetchOptions;
-use mixplane_control::topology::Topology;
+use mixplane_control::topology::{FetchOptions, Role, Topology};
 
 use crate::counters::{NodeDrop, WorkerCounters, WorkerPhase};
+use crate::cover::CoverRoutes;
 use crate::histogram::AtomicHistogram;
 use crate::io::tcp::{PeerBook, TcpCounters, TcpDrop};
 use crate::node::{Node, NodeConfig, replay_filter_for};
 use crate::snapshot::{ReplaySet, Snapshot};
-use crate::sphinx::{DropReason, NodeKeys, SphinxKey};
+use crate::sphinx::{DropReason, Hop, NodeKeys, SphinxKey};
 
 /// Key rotation and the admin API around a running node.
 pub struct ControlPlane {
@@ -103,6 +103,14 @@ impl ControlPlane {
         let mut t = self.topology.lock().unwrap_or_else(|e| e.into_inner());
         let book = PeerBook::from_topology(&topology, self.node.peers().unknown());
         self.node.set_peers(book);
+        if let Some(cover) = self.node.cover() {
+            match cover_routes(&topology, &self.node.snapshot().keys) {
+                Some(r) => cover.set_routes(r),
+                None => tracing::warn!(
+                    "this node's Sphinx key is not in the topology: no cover loops until it is"
+                ),
+            }
+        }
         t.current = Some(Arc::new(topology));
         t.version += 1;
         self.republish(&t);
@@ -343,6 +351,11 @@ impl ControlPlane {
         if !self.node.tcp_counters().is_empty() {
             text.push_str(&tcp_metrics(self.node.tcp_counters()));
         }
+        if let Some(c) = self.node.cover() {
+            let mut p = PromText::new();
+            crate::cover::write_metrics(&mut p, &c.report());
+            text.push_str(&p.finish());
+        }
         text
     }
 
@@ -380,6 +393,29 @@ impl ControlPlane {
         })
         .to_string()
     }
+}
+
+/// The routes for cover loops: the topology's mix layers, and this node found by one of its
+/// live Sphinx keys (`None` when the topology does not list it).
+pub fn cover_routes(topology: &Topology, keys: &NodeKeys) -> Option<CoverRoutes> {
+    let hop = |n: &mixplane_control::topology::TopologyNode| {
+        n.addresses.first().map(|a| Hop {
+            address: *a,
+            public_key: n.sphinx_key,
+        })
+    };
+    let mine = |k: &[u8; 32]| {
+        k == keys.primary.public() || keys.secondary.as_ref().is_some_and(|s| k == s.public())
+    };
+    let me = topology
+        .nodes
+        .iter()
+        .find(|n| mine(&n.sphinx_key))
+        .and_then(hop)?;
+    let layers = (1..=3u8)
+        .map(|l| topology.with_role(Role::Mix(l)).filter_map(hop).collect())
+        .collect();
+    Some(CoverRoutes { layers, me })
 }
 
 /// The TCP transport's metrics, per worker.

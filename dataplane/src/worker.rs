@@ -4,9 +4,13 @@
 //! most until the wheel's next deadline), hands it to the Sphinx core in place, moves forward
 //! hops into slab slots and the wheel with deadlines computed from the receive time, and queues
 //! SURB-ACKs and UDP-sink messages for immediate release. [`LoopState::release`] takes what is
-//! due from the wheel and sends it grouped by next hop. Nothing per packet takes a lock or
-//! allocates; the one syscall per packet is the Unix sink's `send` of each delivered message
-//! (a UDP sink's messages go out with the batched sends).
+//! due from the wheel and sends it grouped by next hop. With cover traffic on, the worker also
+//! takes the loops the cover thread built from a bounded channel after each receive
+//! ([`LoopState::take_cover`]) and holds them like forward hops, and a final-hop message that
+//! carries the node's loop tag is reported to the cover thread instead of the sink. Nothing per
+//! packet takes a lock or allocates (a loop's buffer, allocated by the cover thread, is freed
+//! here); the one syscall per packet is the Unix sink's `send` of each delivered message (a UDP
+//! sink's messages go out with the batched sends).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -17,6 +21,7 @@ use arc_swap::ArcSwap;
 
 use crate::budget::BatchBudget;
 use crate::counters::{NodeDrop, WorkerCounters, WorkerPhase};
+use crate::cover::WorkerCover;
 use crate::egress::EgressFilter;
 use crate::io::tcp::{PeerBook, PeerTransport, TcpIo};
 use crate::io::{Datagram, Outgoing, UdpIo};
@@ -97,6 +102,8 @@ pub(crate) struct WorkerSettings {
     pub(crate) slab_small: usize,
     pub(crate) slab_large: usize,
     pub(crate) sink: Option<SinkAddr>,
+    /// Test-only fault switch: forward hops dropped per 1000.
+    pub(crate) fault_drop_per_mille: u16,
 }
 
 /// A worker's transports: UDP datagrams, Nym's TCP stream transport, or both (at least one).
@@ -125,6 +132,8 @@ pub(crate) struct Worker {
     pub(crate) state: Arc<SharedRunState>,
     pub(crate) counters: Arc<WorkerCounters>,
     pub(crate) epoch: Instant,
+    /// This worker's end of the cover channels, when cover traffic is on.
+    pub(crate) cover: Option<WorkerCover>,
     pub(crate) settings: WorkerSettings,
 }
 
@@ -134,7 +143,7 @@ const MAX_WAIT: Duration = Duration::from_millis(50);
 impl Worker {
     /// Runs the worker loop until the node drains or aborts.
     pub(crate) fn run(mut self) {
-        let Some(mut st) = LoopState::new(&self) else {
+        let Some(mut st) = LoopState::new(&mut self) else {
             return;
         };
         tracing::debug!(worker = self.id, io = self.io.name(), "worker started");
@@ -146,6 +155,7 @@ impl Worker {
             let wait = st.wait();
             if state == RunState::Running {
                 st.receive(&mut self.io, wait);
+                st.take_cover();
             } else {
                 if st.outbox.wheel.is_empty() {
                     break;
@@ -207,11 +217,15 @@ struct Outbox {
     wheel: DelayWheel<Held>,
     udp_sink: Option<SocketAddr>,
     unix_sink: Option<UnixSink>,
+    /// Cover traffic: loops to send and the key that recognises returning ones.
+    cover: Option<WorkerCover>,
+    /// Test-only fault switch (forward hops dropped per 1000) and its xorshift state.
+    fault: (u16, u64),
 }
 
 impl LoopState {
     /// The loop state of `w`; `None` (logged) when its wheel settings are invalid.
-    fn new(w: &Worker) -> Option<LoopState> {
+    fn new(w: &mut Worker) -> Option<LoopState> {
         let s = &w.settings;
         let snapshot = w.shared.load_full();
         let processor = Processor::new(
@@ -253,6 +267,8 @@ impl LoopState {
                 wheel,
                 udp_sink,
                 unix_sink,
+                cover: w.cover.take(),
+                fault: (s.fault_drop_per_mille, 0x9E37_79B9_7F4A_7C15 ^ w.id as u64),
             },
             egress: s.egress.clone(),
             datagrams: Vec::with_capacity(s.batch * 4),
@@ -406,6 +422,40 @@ impl LoopState {
             .add_phase(WorkerPhase::Hold, self.now().saturating_sub(t_done));
     }
 
+    /// Takes the loops the cover thread has handed this worker and holds them until their send
+    /// time, through the same egress checks as forward hops (a bounded number per call).
+    fn take_cover(&mut self) {
+        let Some(cover) = &self.outbox.cover else {
+            return;
+        };
+        let mut loops = Vec::new();
+        while loops.len() < 64
+            && let Ok(p) = cover.outbound.try_recv()
+        {
+            loops.push(p);
+        }
+        if loops.is_empty() {
+            return;
+        }
+        let peers = self.peers.load();
+        let route = Route {
+            egress: &self.egress,
+            allowed: self.snapshot.next_hops.as_deref(),
+            peers: &peers,
+            transports: self.outbox.transports,
+        };
+        let now = self.now();
+        for p in loops {
+            match route.to(p.to) {
+                Err(r) => self.counters.drop_node(r, 1),
+                Ok(via) => {
+                    self.outbox
+                        .hold(&p.frame, (p.to, via), p.at_ns.max(now), now, None);
+                }
+            }
+        }
+    }
+
     /// Sends what the wheel says is due, grouped by transport and destination, and frees its
     /// slots.
     fn release(&mut self, io: &mut Transports) {
@@ -526,6 +576,7 @@ impl Outbox {
         }
         match v {
             Verdict::Drop(r) => self.counters.drop_sphinx(*r),
+            Verdict::Forward(_) if self.fault_hit() => {}
             Verdict::Forward(f) => match route.to(f.next_hop) {
                 Err(r) => self.counters.drop_node(r, 1),
                 Ok(via) => {
@@ -548,11 +599,28 @@ impl Outbox {
                         }
                     }
                 }
+                if let Some(cover) = &self.cover
+                    && cover.intercept(&frame[d.message.clone()], t_rx)
+                {
+                    return;
+                }
                 if self.deliver(frame, d, t_rx) {
                     WorkerCounters::add(&self.counters.delivered, 1);
                 }
             }
         }
+    }
+
+    /// Whether the test-only fault switch drops this forward hop.
+    fn fault_hit(&mut self) -> bool {
+        let (per_mille, x) = &mut self.fault;
+        if *per_mille == 0 {
+            return false;
+        }
+        *x ^= *x << 13;
+        *x ^= *x >> 7;
+        *x ^= *x << 17;
+        *x % 1000 < u64::from(*per_mille)
     }
 
     /// Hands a final hop's message to the sink: through the wheel (no delay) for a UDP sink, at

@@ -235,6 +235,10 @@ struct SendArgs {
     /// themselves too.
     #[arg(long, default_value = "udp")]
     transport: DemoTransport,
+    /// Loop cover traffic of every demo node, loops per second (0: off); reported apart from
+    /// the load.
+    #[arg(long, default_value_t = 0.0)]
+    cover: f64,
     /// No progress line.
     #[arg(long, short)]
     quiet: bool,
@@ -288,6 +292,7 @@ fn send(a: SendArgs, record: bool) -> anyhow::Result<()> {
         (true, ..) => Target::Demo(DemoOptions {
             workers: a.workers,
             io: a.io,
+            cover: a.cover,
         }),
         (false, Some(t), Some(sink)) => Target::Topology {
             topology: Topology::load(&t).with_context(|| format!("topology {}", t.display()))?,

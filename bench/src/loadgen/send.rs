@@ -22,6 +22,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use hdrhistogram::Histogram;
 use mixplane_dataplane::counters::NodeDrop;
+use mixplane_dataplane::cover::{CoverConfig, CoverRoutes};
 use mixplane_dataplane::demo::DemoTransport;
 use mixplane_dataplane::io::tcp::{ConnLimits, PeerBook, TcpCounters, TcpIo, TcpSettings};
 use mixplane_dataplane::io::{self, IoBackendKind, Outgoing, UdpIo};
@@ -102,6 +103,10 @@ pub struct DemoOptions {
     pub workers: usize,
     /// The nodes' I/O backend.
     pub io: IoBackendKind,
+    /// Loop cover traffic of every node, loops per second (0: off). The nodes recognise their
+    /// loops and never deliver them to the sink, so the load's counts exclude them; the
+    /// report shows them apart ([`Report::cover`]).
+    pub cover: f64,
 }
 
 impl Default for DemoOptions {
@@ -109,7 +114,47 @@ impl Default for DemoOptions {
         DemoOptions {
             workers: 1,
             io: IoBackendKind::Auto,
+            cover: 0.0,
         }
+    }
+}
+
+/// The demo nodes' cover traffic, all nodes together.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct CoverSummary {
+    /// Loops sent (each loop and the ack loop it carries count as two).
+    pub sent: u64,
+    /// Loops back in time.
+    pub returned: u64,
+    /// Loops not back by their deadline.
+    pub lost: u64,
+    /// Loops back after their deadline.
+    pub late: u64,
+    /// Loops still out when the run ended.
+    pub in_flight: u64,
+    /// Nodes whose loss alarm was raised on some node.
+    pub alarms: u64,
+}
+
+impl CoverSummary {
+    fn of(nodes: &[Node]) -> Option<CoverSummary> {
+        let reports: Vec<_> = nodes
+            .iter()
+            .filter_map(|n| n.cover().map(|c| c.report()))
+            .collect();
+        if reports.is_empty() {
+            return None;
+        }
+        let mut s = CoverSummary::default();
+        for r in &reports {
+            s.sent += r.total.sent;
+            s.returned += r.total.returned;
+            s.lost += r.total.lost;
+            s.late += r.total.late;
+            s.in_flight += r.total.in_flight();
+            s.alarms += u64::from(r.any_alarm());
+        }
+        Some(s)
     }
 }
 
@@ -262,6 +307,8 @@ pub struct Report {
     pub node_drops: BTreeMap<String, u64>,
     /// Frames the demo nodes received whole over TCP (demo only; 0 over UDP).
     pub demo_tcp_frames: u64,
+    /// The demo nodes' loop cover traffic, apart from the load (demo with cover only).
+    pub cover: Option<CoverSummary>,
     /// The capture, if one was written.
     pub pcap: Option<PcapSummary>,
     /// The local address the frames were sent from.
@@ -335,6 +382,13 @@ impl Report {
                 .map(|(k, v)| format!("{k} {v}"))
                 .collect();
             let _ = writeln!(s, "drops:    {}", d.join(", "));
+        }
+        if let Some(c) = &self.cover {
+            let _ = writeln!(
+                s,
+                "cover:    {} loops sent by the nodes, {} returned, {} lost, {} late, {} in flight, {} node(s) alarmed (not counted above)",
+                c.sent, c.returned, c.lost, c.late, c.in_flight, c.alarms
+            );
         }
         if let Some(p) = &self.pcap {
             let _ = writeln!(s, "pcap:     {} frames -> {}", p.frames, p.path);
@@ -517,6 +571,13 @@ fn start_demo(
                 },
                 replay_expected: expected.saturating_mul(4).max(100_000),
                 sink: (layer == 3).then_some(SinkAddr::Udp(sink)),
+                cover: (opts.cover > 0.0).then(|| CoverConfig {
+                    rate_per_second: opts.cover,
+                    mean_delay_ms: 1.0,
+                    timeout: Duration::from_secs(2),
+                    max_core_share: 0.25,
+                    ..CoverConfig::default()
+                }),
                 ..NodeConfig::default()
             },
             Arc::new(NodeKeys::single(key)),
@@ -536,6 +597,16 @@ fn start_demo(
         let book = peer_book(&route);
         for n in &nodes {
             n.set_peers(book.clone());
+        }
+    }
+    // the three mixes are the cover loops' layers; the exit's loops cross all three
+    let layers: Vec<Vec<Hop>> = route[..3].iter().map(|n| vec![n.hop]).collect();
+    for (node, me) in nodes.iter().zip(&route) {
+        if let Some(c) = node.cover() {
+            c.set_routes(CoverRoutes {
+                layers: layers.clone(),
+                me: me.hop,
+            });
         }
     }
     let gateways = route.pop().into_iter().collect();
@@ -765,6 +836,7 @@ pub fn run(cfg: &SendConfig) -> Result<Report> {
             .map(|t| t.frames_in.load(Relaxed))
             .sum()
     });
+    let cover = demo.as_ref().and_then(|d| CoverSummary::of(&d.nodes));
     if let Some(d) = demo {
         for n in d.nodes {
             n.shutdown()?;
@@ -773,6 +845,7 @@ pub fn run(cfg: &SendConfig) -> Result<Report> {
     let mut report = result?;
     report.node_drops = drops.unwrap_or_default();
     report.demo_tcp_frames = tcp_frames;
+    report.cover = cover;
     Ok(report)
 }
 
@@ -1124,6 +1197,7 @@ fn drive(
             .collect(),
         node_drops: BTreeMap::new(),
         demo_tcp_frames: 0,
+        cover: None,
         pcap,
         sender: local,
         sent_log,

@@ -15,6 +15,7 @@ use mixplane_control::config::{
 use mixplane_control::keys::{self, KeyMaterial, StoredKeys};
 use mixplane_control::metrics::PromText;
 use mixplane_control::topology::{self, FetchOptions, Parsed, Topology, TopologyHealth};
+use mixplane_dataplane::cover::CoverConfig;
 use mixplane_dataplane::demo::{self, DemoConfig, DemoTransport};
 use mixplane_dataplane::egress::EgressPolicy;
 use mixplane_dataplane::io::tcp::{PeerBook, TcpSettings};
@@ -89,6 +90,10 @@ enum Command {
         /// framing inside Noise XKpsk3).
         #[arg(long, default_value = "udp")]
         transport: DemoTransport,
+        /// Loop cover traffic: loops per second per node (0: off). The summary shows what
+        /// came back.
+        #[arg(long, default_value_t = 0.0)]
+        cover: f64,
     },
 }
 
@@ -174,6 +179,15 @@ fn node_config(c: &Config, base: &Path, noise: Option<&[u8; 32]>) -> NodeConfig 
         replay_key_lifetime: Duration::from_secs(c.replay.key_lifetime_hours.saturating_mul(3600)),
         replay_dir: Some(c.replay_dir(base)),
         sink: c.sink(base),
+        cover: (c.cover.rate_per_second > 0.0).then(|| CoverConfig {
+            rate_per_second: c.cover.rate_per_second,
+            mean_delay_ms: c.cover.mean_delay_ms,
+            timeout: ms(c.cover.timeout_ms),
+            window: c.cover.window,
+            max_core_share: c.cover.max_core_share,
+            ..CoverConfig::default()
+        }),
+        fault_drop_per_mille: 0,
     }
 }
 
@@ -643,6 +657,7 @@ fn main() -> anyhow::Result<ExitCode> {
             io,
             seed,
             transport,
+            cover,
         } => {
             let cfg = DemoConfig {
                 packets,
@@ -653,6 +668,7 @@ fn main() -> anyhow::Result<ExitCode> {
                 io,
                 seed,
                 transport,
+                cover,
             };
             println!(
                 "mixplane demo: 3 mix layers + exit node on loopback, {} {} packets, mean delay {} ms/hop, {} worker(s) per node",
@@ -701,6 +717,9 @@ fn main() -> anyhow::Result<ExitCode> {
                 "worst wheel release lateness: {:.2} ms",
                 r.max_release_lateness_us as f64 / 1e3
             );
+            for line in r.cover_lines() {
+                println!("{line}");
+            }
             if r.all_arrived() {
                 println!("OK: every message and every SURB-ACK arrived");
                 Ok(ExitCode::SUCCESS)
