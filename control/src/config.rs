@@ -241,6 +241,8 @@ pub struct Config {
     pub log: LogSection,
     /// `[cover]`: loop cover traffic.
     pub cover: CoverSection,
+    /// `[nym]`: a nym-node data directory used in place of `[keys] dir`.
+    pub nym: NymSection,
 }
 
 /// `[node]`.
@@ -665,6 +667,19 @@ impl Default for LogSection {
     }
 }
 
+/// `[nym]`: running on a nym-node's data directory (see the README, "Moving from nym-node").
+#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct NymSection {
+    /// A nym-node data directory (`~/.nym/nym-nodes/<id>/data`) whose identity, Sphinx and
+    /// Noise keys are used in place, under nym-node's file names, instead of `[keys] dir`.
+    /// Relative to the config file. Default: none.
+    pub data_dir: Option<PathBuf>,
+    /// A file (mode 0600) whose first line is the passphrase of encrypted key files, relative
+    /// to the config file. Default: none (then MIXPLANE_KEY_PASSPHRASE is read).
+    pub passphrase_file: Option<PathBuf>,
+}
+
 /// The largest replay filter (per key) a config may ask for.
 pub const MAX_REPLAY_FILTER_BYTES: u64 = 16 << 30;
 
@@ -981,6 +996,15 @@ impl Config {
     /// The key directory, resolved against `base`.
     pub fn keys_dir(&self, base: &Path) -> PathBuf {
         base.join(&self.keys.dir)
+    }
+
+    /// `[nym] data_dir` and `[nym] passphrase_file`, resolved against `base`.
+    pub fn nym_paths(&self, base: &Path) -> (Option<PathBuf>, Option<PathBuf>) {
+        let n = &self.nym;
+        (
+            n.data_dir.as_ref().map(|d| base.join(d)),
+            n.passphrase_file.as_ref().map(|f| base.join(f)),
+        )
     }
 }
 
@@ -1312,5 +1336,16 @@ mod tests {
         ] {
             assert!(EXAMPLE.lines().any(|l| l.starts_with(k)), "{k}");
         }
+    }
+
+    #[test]
+    fn nym_section_resolves_against_the_config_and_rejects_unknown_fields() {
+        let c = parse("[nym]\ndata_dir = \"nym/data\"\npassphrase_file = \"/etc/pass\"").unwrap();
+        let (d, p) = c.nym_paths(Path::new("/etc/mixplane"));
+        assert_eq!(d.unwrap(), Path::new("/etc/mixplane/nym/data"));
+        assert_eq!(p.unwrap(), Path::new("/etc/pass"));
+        assert_eq!(Config::default().nym_paths(Path::new("/x")), (None, None));
+        assert!(parse("[nym]\ndatadir = \"x\"").is_err());
+        assert!(EXAMPLE.contains("# data_dir = ") && EXAMPLE.contains("# passphrase_file = "));
     }
 }

@@ -2,11 +2,19 @@
 //!
 //! * Sphinx keys: a private key file holds one PEM block tagged `X25519 SPHINX PRIVATE KEY`
 //!   whose contents are the key's rotation id (u32 big-endian) followed by the 32-byte X25519
-//!   secret ([`PRIMARY_FILE`], [`SECONDARY_FILE`]).
+//!   secret (files named by the [`KeyLayout`]: [`PRIMARY_FILE`] and [`SECONDARY_FILE`] in
+//!   mixplane's own key directory, [`NYM_PRIMARY_FILE`] and [`NYM_SECONDARY_FILE`] in a
+//!   nym-node data directory).
 //! * The Noise key (the x25519 key of Nym's Noise transport, one per node, not rotated):
 //!   [`NOISE_FILE`] holds a PEM block tagged `X25519 PRIVATE KEY` with the 32-byte secret, and
 //!   [`NOISE_PUBLIC_FILE`] one tagged `X25519 PUBLIC KEY` with the public key, as nym-crypto's
 //!   `PemStorableKey` writes them.
+//! * The ed25519 identity key: see [`crate::identity`].
+//!
+//! Any private key block may instead be stored encrypted with a passphrase, as nym-pemstore
+//! 2.0.0 does: tag `ENCRYPTED ` + the key's tag, contents a PKCS#8 `EncryptedPrivateKeyInfo`
+//! (scrypt, AES-256-GCM). A [`KeyStore`] given a [`Passphrase`] reads such files, and writes
+//! keys encrypted where the directory's primary Sphinx key file is encrypted.
 //!
 //! Public keys are shown in base58, as Nym's directory publishes them. Private key files are
 //! created 0600 and one readable by group or others is refused. Secrets are zeroized when
@@ -24,6 +32,13 @@ use std::path::{Path, PathBuf};
 
 use mixplane_crypto_simd::x25519;
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
+
+mod encrypted;
+mod store;
+
+pub use store::{
+    KeyLayout, KeyStore, NYM_PRIMARY_FILE, NYM_SECONDARY_FILE, PASSPHRASE_ENV, Passphrase,
+};
 
 /// A Sphinx private key as stored: the secret and its rotation id. Zeroized on drop.
 #[derive(Clone, Zeroize, ZeroizeOnDrop)]
@@ -80,9 +95,9 @@ impl KeyMaterial {
 /// The keys in a key directory.
 #[derive(Debug, Clone)]
 pub struct StoredKeys {
-    /// `primary_x25519_sphinx.pem`.
+    /// The primary key file's key.
     pub primary: KeyMaterial,
-    /// `secondary_x25519_sphinx.pem`, if present.
+    /// The secondary key file's key, if present.
     pub secondary: Option<KeyMaterial>,
 }
 
@@ -172,7 +187,23 @@ pub enum KeyError {
         /// Its mode bits.
         mode: u32,
     },
-    /// Not a Sphinx key file.
+    /// The key file is encrypted and no passphrase was given.
+    #[error(
+        "{path}: the key is encrypted with a passphrase; give it with --passphrase-file FILE, `[nym] passphrase_file` or the MIXPLANE_KEY_PASSPHRASE environment variable"
+    )]
+    PassphraseRequired {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The key file is encrypted and the passphrase does not decrypt it.
+    #[error("{path}: cannot decrypt the key: {why}")]
+    PassphraseRejected {
+        /// The file.
+        path: PathBuf,
+        /// Why (wrong passphrase, unsupported parameters, not PKCS#8).
+        why: String,
+    },
+    /// Not a key file of the expected kind.
     #[error("{path}: {what}")]
     Malformed {
         /// The file.
@@ -184,12 +215,18 @@ pub enum KeyError {
 
 /// Encodes a key as Nym's PEM (the text is wiped when dropped).
 pub fn encode_pem(secret: &[u8; 32], rotation_id: u32) -> Zeroizing<String> {
-    let mut contents = [0u8; 36];
+    encode_wiped(pem::Pem::new(
+        PEM_TAG,
+        sphinx_contents(secret, rotation_id).to_vec(),
+    ))
+}
+
+/// A Sphinx key block's contents: rotation id (u32 BE) ‖ secret.
+fn sphinx_contents(secret: &[u8; 32], rotation_id: u32) -> Zeroizing<[u8; 36]> {
+    let mut contents = Zeroizing::new([0u8; 36]);
     contents[..4].copy_from_slice(&rotation_id.to_be_bytes());
     contents[4..].copy_from_slice(secret);
-    let p = pem::Pem::new(PEM_TAG, contents.to_vec());
-    contents.zeroize();
-    encode_wiped(p)
+    contents
 }
 
 /// Encodes `p` with LF line endings and wipes its contents.
@@ -204,28 +241,139 @@ fn encode_wiped(p: pem::Pem) -> Zeroizing<String> {
     out
 }
 
-/// Decodes Nym's PEM into (secret, rotation id).
-pub fn decode_pem(text: &str, path: &Path) -> Result<(Zeroizing<[u8; 32]>, u32), KeyError> {
-    let bad = |what: String| KeyError::Malformed {
+/// Encodes `contents` as a PEM block tagged `tag`, or with `pass` as nym-pemstore's encrypted
+/// block (`ENCRYPTED ` + `tag`). `path` names the file in errors.
+fn encode_block(
+    tag: &str,
+    contents: &[u8],
+    pass: Option<&Passphrase>,
+    path: &Path,
+) -> Result<Zeroizing<String>, KeyError> {
+    let Some(pass) = pass else {
+        return Ok(encode_wiped(pem::Pem::new(tag, contents.to_vec())));
+    };
+    let der = encrypted::encrypt(pass, contents).map_err(|e| KeyError::Malformed {
         path: path.to_path_buf(),
+        what: e.to_string(),
+    })?;
+    let tag = format!("{}{tag}", encrypted::TAG_PREFIX);
+    Ok(encode_wiped(pem::Pem::new(tag, der)))
+}
+
+/// Decodes the PEM block in `text`, which must be tagged `tag` or, encrypted, `ENCRYPTED ` +
+/// `tag` (then decrypted with `pass`), into its contents. `path` names the file in errors.
+fn decode_block(
+    text: &str,
+    tag: &str,
+    path: &Path,
+    pass: Option<&Passphrase>,
+) -> Result<Zeroizing<Vec<u8>>, KeyError> {
+    let path_buf = || path.to_path_buf();
+    let bad = |what: String| KeyError::Malformed {
+        path: path_buf(),
         what,
     };
     let p = pem::parse(text).map_err(|e| bad(format!("not a PEM file: {e}")))?;
-    let tag = p.tag().to_string();
+    let found = p.tag().to_string();
     let c = Zeroizing::new(p.into_contents());
-    if tag != PEM_TAG {
-        return Err(bad(format!("PEM block is `{tag}`, expected `{PEM_TAG}`")));
+    if found == tag {
+        return Ok(c);
     }
+    if found.strip_prefix(encrypted::TAG_PREFIX) != Some(tag) {
+        return Err(bad(format!("PEM block is `{found}`, expected `{tag}`")));
+    }
+    let pass = pass.ok_or_else(|| KeyError::PassphraseRequired { path: path_buf() })?;
+    encrypted::decrypt(pass, &c).map_err(|e| KeyError::PassphraseRejected {
+        path: path_buf(),
+        why: e.to_string(),
+    })
+}
+
+/// A Sphinx key from a block's contents (rotation id ‖ secret).
+fn sphinx_of(c: &[u8], path: &Path) -> Result<KeyMaterial, KeyError> {
     if c.len() != 36 {
-        return Err(bad(format!(
-            "key block has {} bytes, expected 36 (rotation id + 32-byte key)",
-            c.len()
-        )));
+        return Err(KeyError::Malformed {
+            path: path.to_path_buf(),
+            what: format!(
+                "key block has {} bytes, expected 36 (rotation id + 32-byte key)",
+                c.len()
+            ),
+        });
     }
     let rotation = u32::from_be_bytes(c[..4].try_into().expect("4 bytes"));
-    let mut secret = Zeroizing::new([0u8; 32]);
+    let mut secret = [0u8; 32];
     secret.copy_from_slice(&c[4..]);
-    Ok((secret, rotation))
+    let k = KeyMaterial::new(secret, rotation);
+    secret.zeroize();
+    Ok(k)
+}
+
+/// 32 bytes from a block's contents.
+fn bytes_32(c: &[u8], path: &Path) -> Result<Zeroizing<[u8; 32]>, KeyError> {
+    let mut out = Zeroizing::new([0u8; 32]);
+    if c.len() != 32 {
+        return Err(KeyError::Malformed {
+            path: path.to_path_buf(),
+            what: format!("key block has {} bytes, expected 32", c.len()),
+        });
+    }
+    out.copy_from_slice(c);
+    Ok(out)
+}
+
+/// Decodes Nym's PEM into (secret, rotation id). An encrypted block is refused with
+/// [`KeyError::PassphraseRequired`] (a [`KeyStore`] with a passphrase reads those).
+pub fn decode_pem(text: &str, path: &Path) -> Result<(Zeroizing<[u8; 32]>, u32), KeyError> {
+    let k = sphinx_of(&decode_block(text, PEM_TAG, path, None)?, path)?;
+    Ok((Zeroizing::new(*k.secret()), k.rotation_id()))
+}
+
+/// Encodes 32 bytes as a PEM block with `tag` (LF line endings).
+fn pem_of(tag: &str, bytes: &[u8; 32]) -> Zeroizing<String> {
+    encode_wiped(pem::Pem::new(tag, bytes.to_vec()))
+}
+
+/// Reads the private key block tagged `tag` from `path` (refusing a file other users can
+/// read), decrypting an encrypted one with `pass`.
+pub(crate) fn read_block(
+    path: &Path,
+    tag: &str,
+    pass: Option<&Passphrase>,
+) -> Result<Zeroizing<Vec<u8>>, KeyError> {
+    let text = read_private(path)?;
+    decode_block(&text, tag, path, pass)
+}
+
+/// Reads the 32-byte public key block tagged `tag` from `path` (any mode).
+pub(crate) fn read_public(path: &Path, tag: &str) -> Result<[u8; 32], KeyError> {
+    let text = std::fs::read_to_string(path).map_err(io_err(path))?;
+    Ok(*bytes_32(&decode_block(&text, tag, path, None)?, path)?)
+}
+
+/// Reads a private key block of 32 bytes tagged `tag` ([`read_block`]).
+pub(crate) fn read_private_32(
+    path: &Path,
+    tag: &str,
+    pass: Option<&Passphrase>,
+) -> Result<Zeroizing<[u8; 32]>, KeyError> {
+    bytes_32(&read_block(path, tag, pass)?, path)
+}
+
+/// Writes `contents` as a private key block tagged `tag` (encrypted with `pass` if given),
+/// mode 0600, atomically.
+pub(crate) fn write_private(
+    path: &Path,
+    tag: &str,
+    contents: &[u8],
+    pass: Option<&Passphrase>,
+) -> Result<(), KeyError> {
+    let text = encode_block(tag, contents, pass, path)?;
+    write_file(path, text.as_bytes(), 0o600)
+}
+
+/// Writes a 32-byte public key block tagged `tag`, mode 0644, atomically.
+pub(crate) fn write_public(path: &Path, tag: &str, key: &[u8; 32]) -> Result<(), KeyError> {
+    write_file(path, pem_of(tag, key).as_bytes(), 0o644)
 }
 
 /// Writes a key file with mode 0600 (replacing an existing one atomically).
@@ -306,174 +454,32 @@ fn same_key(a: &KeyMaterial, b: &KeyMaterial) -> bool {
     a.rotation_id == b.rotation_id && bool::from(a.secret.ct_eq(&b.secret))
 }
 
-/// Replaces the live keys in `dir`, `current`, by `new`, durably and in an order that a crash
-/// cannot turn into two files holding the same key.
-///
-/// Writing the secondary and then the primary in place would not do: in a rotation the old
-/// primary becomes the secondary, so a crash between the two writes would leave the old
-/// primary in both files (and in a swap the old secondary likewise). Instead:
-///
-/// 1. the new secondary is written to `SECONDARY_FILE.tmp` and synced: the live files are
-///    untouched;
-/// 2. the new primary takes its place: when it is the current secondary (a swap) by renaming
-///    the secondary file over the primary file, which leaves no secondary file; otherwise
-///    through its own synced temporary file renamed over the primary file;
-/// 3. `SECONDARY_FILE.tmp` is renamed to the secondary file (or, with no new secondary, the
-///    secondary file removed), and the directory synced.
-///
-/// Each rename is atomic and followed by a sync of the directory. A crash before step 2 leaves
-/// the current keys; after it, the new primary beside either the current secondary (which is
-/// not the new primary, or step 2 would have moved it) or none. [`load_keys`] then finishes
-/// step 3 when the temporary secondary is whole and differs from the primary, and discards it
-/// otherwise, so the two files never hold the same key.
+/// Replaces the live keys in mixplane's key directory `dir`, `current`, by `new`: see
+/// [`KeyStore::install_keys`].
 pub fn install_keys(dir: &Path, current: &StoredKeys, new: &StoredKeys) -> Result<(), KeyError> {
-    install_keys_until(dir, current, new, usize::MAX)
-}
-
-/// [`install_keys`], stopping (as a crash would) after `steps` durable steps.
-fn install_keys_until(
-    dir: &Path,
-    current: &StoredKeys,
-    new: &StoredKeys,
-    steps: usize,
-) -> Result<(), KeyError> {
-    let p = dir.join(PRIMARY_FILE);
-    let s = dir.join(SECONDARY_FILE);
-    let s_tmp = tmp_path(&s);
-    let mut done = 0;
-    let mut step = || {
-        done += 1;
-        done > steps
-    };
-    if let Some(sec) = &new.secondary {
-        let text = encode_pem(sec.secret(), sec.rotation_id());
-        write_tmp(&s_tmp, text.as_bytes(), 0o600)?;
-        sync_dir_of(&s_tmp)?;
-    }
-    if step() {
-        return Ok(());
-    }
-    let swap = current
-        .secondary
-        .as_ref()
-        .is_some_and(|c| same_key(c, &new.primary));
-    if swap {
-        std::fs::rename(&s, &p).map_err(io_err(&p))?;
-        sync_dir_of(&p)?;
-    } else if !same_key(&current.primary, &new.primary) {
-        write_key(&p, new.primary.secret(), new.primary.rotation_id())?;
-    }
-    if step() {
-        return Ok(());
-    }
-    match &new.secondary {
-        Some(_) => std::fs::rename(&s_tmp, &s).map_err(io_err(&s))?,
-        None => remove_if_present(&s)?,
-    }
-    sync_dir_of(&s)
-}
-
-/// Finishes or discards what a crash in [`install_keys`] left behind: a temporary primary is
-/// discarded (the primary file is whole: only a rename replaces it); a temporary secondary is
-/// renamed into place when it is a whole key file that differs from the primary, else removed.
-fn recover_rotation(dir: &Path, primary: &KeyMaterial) -> Result<(), KeyError> {
-    let p_tmp = tmp_path(&dir.join(PRIMARY_FILE));
-    if p_tmp.symlink_metadata().is_ok() {
-        tracing::warn!(file = %p_tmp.display(), "discarding a key file a crash left half written");
-        remove_if_present(&p_tmp)?;
-    }
-    let s = dir.join(SECONDARY_FILE);
-    let s_tmp = tmp_path(&s);
-    let Ok(meta) = s_tmp.symlink_metadata() else {
-        return Ok(());
-    };
-    let whole =
-        meta.file_type().is_file() && read_key(&s_tmp).is_ok_and(|k| !same_key(&k, primary));
-    if whole {
-        tracing::warn!(file = %s.display(), "finishing a key rotation a crash interrupted");
-        std::fs::rename(&s_tmp, &s).map_err(io_err(&s))?;
-    } else {
-        tracing::warn!(file = %s_tmp.display(), "discarding a key file a crash left behind");
-        remove_if_present(&s_tmp)?;
-    }
-    sync_dir_of(&s)
-}
-
-/// Encodes 32 bytes as a PEM block with `tag` (LF line endings).
-fn pem_of(tag: &str, bytes: &[u8; 32]) -> Zeroizing<String> {
-    encode_wiped(pem::Pem::new(tag, bytes.to_vec()))
-}
-
-/// Decodes a PEM block of exactly 32 bytes tagged `tag`.
-fn decode_32(text: &str, tag: &str, path: &Path) -> Result<Zeroizing<[u8; 32]>, KeyError> {
-    let bad = |what: String| KeyError::Malformed {
-        path: path.to_path_buf(),
-        what,
-    };
-    let p = pem::parse(text).map_err(|e| bad(format!("not a PEM file: {e}")))?;
-    let found = p.tag().to_string();
-    let c = Zeroizing::new(p.into_contents());
-    if found != tag {
-        return Err(bad(format!("PEM block is `{found}`, expected `{tag}`")));
-    }
-    let mut out = Zeroizing::new([0u8; 32]);
-    if c.len() != 32 {
-        return Err(bad(format!("key block has {} bytes, expected 32", c.len())));
-    }
-    out.copy_from_slice(&c);
-    Ok(out)
+    KeyStore::new(dir, KeyLayout::Mixplane).install_keys(current, new)
 }
 
 /// Writes the Noise key pair into `dir`: [`NOISE_FILE`] (0600) and [`NOISE_PUBLIC_FILE`] (0644).
 pub fn write_noise_key(dir: &Path, key: &NoiseKey) -> Result<(), KeyError> {
-    let secret = pem_of(NOISE_PEM_TAG, key.secret_bytes());
-    write_file(&dir.join(NOISE_FILE), secret.as_bytes(), 0o600)?;
-    let public = pem_of(NOISE_PUBLIC_PEM_TAG, &key.public_bytes());
-    write_file(&dir.join(NOISE_PUBLIC_FILE), public.as_bytes(), 0o644)
+    KeyStore::new(dir, KeyLayout::Mixplane).write_noise_key(key)
 }
 
-/// Reads the Noise key from `dir`: `None` if [`NOISE_FILE`] does not exist. A file other users
-/// can read is refused, and so is a [`NOISE_PUBLIC_FILE`] that is not the key's public key.
+/// Reads the Noise key from `dir`: see [`KeyStore::load_noise_key`].
 pub fn load_noise_key(dir: &Path) -> Result<Option<NoiseKey>, KeyError> {
-    let path = dir.join(NOISE_FILE);
-    if !path.exists() {
-        return Ok(None);
-    }
-    let text = read_private(&path)?;
-    let key = NoiseKey::new(*decode_32(&text, NOISE_PEM_TAG, &path)?);
-    let pub_path = dir.join(NOISE_PUBLIC_FILE);
-    if pub_path.exists() {
-        let io = |source| KeyError::Io {
-            path: pub_path.clone(),
-            source,
-        };
-        let text = std::fs::read_to_string(&pub_path).map_err(io)?;
-        if *decode_32(&text, NOISE_PUBLIC_PEM_TAG, &pub_path)? != key.public_bytes() {
-            return Err(KeyError::Malformed {
-                path: pub_path,
-                what: format!("not the public key of {NOISE_FILE}"),
-            });
-        }
-    }
-    Ok(Some(key))
+    KeyStore::new(dir, KeyLayout::Mixplane).load_noise_key()
 }
 
-/// Loads everything in a key directory: the Sphinx keys ([`load_keys`]) and the Noise key
-/// ([`load_noise_key`]).
+/// Loads everything in mixplane's key directory `dir`: the Sphinx keys ([`load_keys`]) and the
+/// Noise key ([`load_noise_key`]).
 pub fn load_key_dir(dir: &Path) -> Result<KeyDir, KeyError> {
-    Ok(KeyDir {
-        sphinx: load_keys(dir)?,
-        noise: load_noise_key(dir)?,
-    })
+    KeyStore::new(dir, KeyLayout::Mixplane).load_key_dir()
 }
 
 /// Reads a private key file's text, refusing one that other users can read.
 fn read_private(path: &Path) -> Result<Zeroizing<String>, KeyError> {
-    let io = |source| KeyError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
-    let meta = std::fs::metadata(path).map_err(io)?;
+    let io = io_err(path);
+    let meta = std::fs::metadata(path).map_err(&io)?;
     let mode = meta.permissions().mode() & 0o777;
     if mode & 0o077 != 0 {
         return Err(KeyError::Insecure {
@@ -483,9 +489,9 @@ fn read_private(path: &Path) -> Result<Zeroizing<String>, KeyError> {
     }
     // read into a buffer sized for the whole file, so that no reallocation leaves a copy of
     // the key text behind in freed memory
-    let mut f = std::fs::File::open(path).map_err(io)?;
+    let mut f = std::fs::File::open(path).map_err(&io)?;
     let mut buf = Zeroizing::new(Vec::with_capacity(meta.len() as usize + 1));
-    std::io::Read::read_to_end(&mut f, &mut buf).map_err(io)?;
+    std::io::Read::read_to_end(&mut f, &mut buf).map_err(&io)?;
     let text = std::str::from_utf8(&buf).map_err(|_| KeyError::Malformed {
         path: path.to_path_buf(),
         what: "not UTF-8 text".into(),
@@ -493,33 +499,19 @@ fn read_private(path: &Path) -> Result<Zeroizing<String>, KeyError> {
     Ok(Zeroizing::new(text.to_owned()))
 }
 
-/// Reads a key file, refusing one that other users can read.
+/// Reads an unencrypted Sphinx key file, refusing one that other users can read.
 pub fn read_key(path: &Path) -> Result<KeyMaterial, KeyError> {
-    let text = read_private(path)?;
-    let (secret, rotation) = decode_pem(&text, path)?;
-    Ok(KeyMaterial::new(*secret, rotation))
+    read_sphinx(path, None)
 }
 
-/// Loads the live keys from a key directory: the primary, and the secondary if present. A
-/// rotation that a crash interrupted is finished or undone first ([`install_keys`]); a
-/// secondary file holding the primary key (left by older versions) is ignored.
+/// Reads a Sphinx key file, decrypting it with `pass` if it is encrypted.
+fn read_sphinx(path: &Path, pass: Option<&Passphrase>) -> Result<KeyMaterial, KeyError> {
+    sphinx_of(&read_block(path, PEM_TAG, pass)?, path)
+}
+
+/// Loads the live keys from mixplane's key directory `dir`: see [`KeyStore::load_keys`].
 pub fn load_keys(dir: &Path) -> Result<StoredKeys, KeyError> {
-    let primary = read_key(&dir.join(PRIMARY_FILE))?;
-    recover_rotation(dir, &primary)?;
-    let sp = dir.join(SECONDARY_FILE);
-    let secondary = if sp.exists() {
-        Some(read_key(&sp)?)
-    } else {
-        None
-    };
-    let secondary = secondary.filter(|s| {
-        let dup = same_key(s, &primary);
-        if dup {
-            tracing::warn!(file = %sp.display(), "the secondary key file holds the primary key: ignored");
-        }
-        !dup
-    });
-    Ok(StoredKeys { primary, secondary })
+    KeyStore::new(dir, KeyLayout::Mixplane).load_keys()
 }
 
 /// A fresh random secret.
@@ -686,19 +678,15 @@ mod tests {
         KeyMaterial::generate(rotation)
     }
 
-    fn install_fresh(d: &Path, k: &StoredKeys) {
-        for f in [PRIMARY_FILE, SECONDARY_FILE] {
-            let _ = std::fs::remove_file(d.join(f));
-            let _ = std::fs::remove_file(tmp_path(&d.join(f)));
+    fn install_fresh(st: &KeyStore, k: &StoredKeys) {
+        for f in [st.primary_path(), st.secondary_path()] {
+            let _ = std::fs::remove_file(&f);
+            let _ = std::fs::remove_file(tmp_path(&f));
         }
-        write_key(
-            &d.join(PRIMARY_FILE),
-            k.primary.secret(),
-            k.primary.rotation_id(),
-        )
-        .unwrap();
+        let p = &k.primary;
+        write_key(&st.primary_path(), p.secret(), p.rotation_id()).unwrap();
         if let Some(s) = &k.secondary {
-            write_key(&d.join(SECONDARY_FILE), s.secret(), s.rotation_id()).unwrap();
+            write_key(&st.secondary_path(), s.secret(), s.rotation_id()).unwrap();
         }
     }
 
@@ -730,18 +718,22 @@ mod tests {
             ("purge", both(&a, &b), only(&a)),
             ("reset", both(&a, &b), both(&c, &key(4))),
         ];
-        for (name, before, after) in &steps {
+        let layouts = [KeyLayout::Mixplane, KeyLayout::NymNode];
+        for ((name, before, after), layout) in steps.iter().flat_map(|s| layouts.map(|l| (s, l))) {
+            let d = d.join(format!("{layout:?}"));
+            std::fs::create_dir_all(&d).unwrap();
+            let st = KeyStore::new(&d, layout);
             for crash_after in 0..=3 {
-                install_fresh(&d, before);
-                install_keys_until(&d, before, after, crash_after).unwrap();
-                let raw_p = read_key(&d.join(PRIMARY_FILE)).unwrap();
-                let raw_s = read_key(&d.join(SECONDARY_FILE)).ok();
+                install_fresh(&st, before);
+                st.install_keys_until(before, after, crash_after).unwrap();
+                let raw_p = read_key(&st.primary_path()).unwrap();
+                let raw_s = read_key(&st.secondary_path()).ok();
                 assert!(
                     raw_s.as_ref().is_none_or(|s| !same_key(s, &raw_p)),
                     "{name}, crash after step {crash_after}: both files hold key {}",
                     raw_p.rotation_id()
                 );
-                let got = load_keys(&d).unwrap();
+                let got = st.load_keys().unwrap();
                 let s_ok = got
                     .secondary
                     .as_ref()
@@ -756,10 +748,15 @@ mod tests {
                 if crash_after >= 2 {
                     assert_eq!(ids(&got), ids(after), "{name}: finished");
                 }
-                // nothing temporary is left once loaded
-                for f in [PRIMARY_FILE, SECONDARY_FILE] {
-                    assert!(!tmp_path(&d.join(f)).exists(), "{name}: {f}.tmp left");
+                // nothing temporary is left once loaded, and only this layout's files exist
+                for f in [st.primary_path(), st.secondary_path()] {
+                    assert!(!tmp_path(&f).exists(), "{name}: {}.tmp left", f.display());
                 }
+                let other = match layout {
+                    KeyLayout::NymNode => PRIMARY_FILE,
+                    _ => NYM_PRIMARY_FILE,
+                };
+                assert!(!d.join(other).exists(), "{name}: {other} written");
             }
         }
         let _ = std::fs::remove_dir_all(&d);
@@ -793,5 +790,82 @@ mod tests {
         assert!(create_synced(&tmp, b"x", 0o600).is_err());
         assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
         let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn a_nym_node_tmp_primary_is_removed_as_nym_node_does() {
+        let d = tmpdir("nymtmp");
+        let st = KeyStore::new(&d, KeyLayout::NymNode);
+        let (old, new) = (key(7), key(8));
+        // nym-node crashed after step 2 of its swap: the new primary is in place, the old one
+        // only in the .tmp copy, no secondary file
+        write_key(&d.join(NYM_PRIMARY_FILE), new.secret(), 8).unwrap();
+        write_key(&d.join("x25519_sphinx_primary.tmp"), old.secret(), 7).unwrap();
+        let got = st.load_keys().unwrap();
+        assert!(same_key(&got.primary, &new) && got.secondary.is_none());
+        assert!(!d.join("x25519_sphinx_primary.tmp").exists());
+        // after step 1: both files intact, the .tmp a copy of the primary
+        write_key(&d.join(NYM_SECONDARY_FILE), old.secret(), 7).unwrap();
+        std::fs::copy(
+            d.join(NYM_PRIMARY_FILE),
+            d.join("x25519_sphinx_primary.tmp"),
+        )
+        .unwrap();
+        let got = st.load_keys().unwrap();
+        assert_eq!(ids(&got), (8, Some(7)));
+        assert!(!d.join("x25519_sphinx_primary.tmp").exists());
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn encrypted_key_files_need_the_passphrase_and_writes_stay_encrypted() {
+        let d = tmpdir("enc");
+        let pass = Passphrase::new("open sesame".into());
+        let st = KeyStore::new(&d, KeyLayout::NymNode).with_passphrase(Some(pass.clone()));
+        let (a, b) = (key(3), key(4));
+        let c = sphinx_contents(a.secret(), 3);
+        let primary = st.primary_path();
+        write_private(&primary, PEM_TAG, &c[..], Some(&pass)).unwrap();
+        let text = std::fs::read_to_string(&primary).unwrap();
+        assert!(text.starts_with("-----BEGIN ENCRYPTED X25519 SPHINX PRIVATE KEY-----"));
+        // without a passphrase: a clear error naming the ways to give one
+        let plain = KeyStore::new(&d, KeyLayout::NymNode);
+        let err = plain.load_keys().unwrap_err();
+        assert!(matches!(err, KeyError::PassphraseRequired { .. }), "{err}");
+        assert!(err.to_string().contains(PASSPHRASE_ENV), "{err}");
+        let wrong = plain.with_passphrase(Some(Passphrase::new("nope".into())));
+        assert!(matches!(
+            wrong.load_keys(),
+            Err(KeyError::PassphraseRejected { .. })
+        ));
+        let got = st.load_keys().unwrap();
+        assert!(same_key(&got.primary, &a));
+        // a rotation writes the new key encrypted too, and it reads back
+        let now = StoredKeys {
+            primary: a.clone(),
+            secondary: Some(b.clone()),
+        };
+        st.install_keys(&got, &now).unwrap();
+        let text = std::fs::read_to_string(st.secondary_path()).unwrap();
+        assert!(text.starts_with("-----BEGIN ENCRYPTED X25519 SPHINX PRIVATE KEY-----"));
+        assert_eq!(ids(&st.load_keys().unwrap()), (3, Some(4)));
+        // a plaintext directory is never made encrypted by having a passphrase
+        let d2 = tmpdir("enc-plain");
+        let st2 = KeyStore::new(&d2, KeyLayout::Mixplane).with_passphrase(Some(pass));
+        install_fresh(
+            &st2,
+            &StoredKeys {
+                primary: a.clone(),
+                secondary: None,
+            },
+        );
+        st2.install_keys(&st2.load_keys().unwrap(), &now).unwrap();
+        assert!(
+            std::fs::read_to_string(st2.secondary_path())
+                .unwrap()
+                .starts_with("-----BEGIN X25519 SPHINX")
+        );
+        let _ = std::fs::remove_dir_all(&d);
+        let _ = std::fs::remove_dir_all(&d2);
     }
 }

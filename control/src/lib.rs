@@ -4,8 +4,10 @@
 //!
 //! * [`config`]: the node's TOML config file, every field documented with its default, strict
 //!   validation that names the offending field.
-//! * [`keys`]: Sphinx private keys in Nym's PEM format, public keys in base58, file permission
-//!   checks, zeroization.
+//! * [`keys`]: Sphinx and Noise private keys in Nym's PEM format (mixplane's key directory or a
+//!   nym-node data directory, optionally passphrase-encrypted), public keys in base58, file
+//!   permission checks, zeroization.
+//! * [`identity`]: the node's ed25519 identity key, in nym-node's files.
 //! * [`rotation`]: Nym's key-rotation schedule (local, or nym-api's key-rotation-info) and the
 //!   steps from the keys on disk to it.
 //! * [`topology`]: nym-api's skimmed-nodes document, from a file or a URL.
@@ -21,6 +23,7 @@
 
 pub mod admin;
 pub mod config;
+pub mod identity;
 pub mod keys;
 pub mod metrics;
 pub mod rotation;

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use mixplane_control::admin::AdminHandler;
-use mixplane_control::keys::{self, KeyMaterial, StoredKeys};
+use mixplane_control::keys::{KeyLayout, KeyMaterial, KeyStore, StoredKeys};
 use mixplane_control::metrics::PromText;
 use mixplane_control::rotation::nym_api::{KeyRotationInfo, RotationInfoError};
 use mixplane_control::rotation::{self, Live, Schedule, Step};
@@ -27,7 +27,7 @@ use crate::sphinx::{DropReason, Hop, NodeKeys, SphinxKey};
 pub struct ControlPlane {
     node: Node,
     config: NodeConfig,
-    keys_dir: PathBuf,
+    key_store: KeyStore,
     driver: Mutex<Driver>,
     keys: Mutex<StoredKeys>,
     topology: Mutex<TopologyState>,
@@ -81,13 +81,20 @@ impl ControlPlane {
         ControlPlane {
             node,
             config,
-            keys_dir,
+            key_store: KeyStore::new(keys_dir, KeyLayout::Mixplane),
             driver: Mutex::new(schedule.map_or(Driver::Manual, Driver::Local)),
             keys: Mutex::new(stored),
             topology: Mutex::new(TopologyState::default()),
             publisher: Mutex::new(()),
             started: Instant::now(),
         }
+    }
+
+    /// Writes rotated keys through `store` (its directory, file names and passphrase: e.g. a
+    /// nym-node data directory) instead of the mixplane key directory given to [`Self::new`].
+    pub fn with_key_store(mut self, store: KeyStore) -> ControlPlane {
+        self.key_store = store;
+        self
     }
 
     /// Turns the routing filter on or off: with it on, forward hops and SURB-ACKs go only to
@@ -277,9 +284,11 @@ impl ControlPlane {
     }
 
     /// Writes `new` to the key directory (durably, in an order a crash cannot spoil:
-    /// [`keys::install_keys`]) and publishes it (with filters) to the workers.
+    /// [`KeyStore::install_keys`]) and publishes it (with filters) to the workers.
     fn install(&self, k: &mut StoredKeys, new: StoredKeys) -> Result<(), String> {
-        keys::install_keys(&self.keys_dir, k, &new).map_err(|e| e.to_string())?;
+        self.key_store
+            .install_keys(k, &new)
+            .map_err(|e| e.to_string())?;
         // filters: keep the running one of a key that stays, make one for a new key
         let mut replaced = ReplaySet::default();
         self.publish_with(|old| {
@@ -817,6 +826,7 @@ impl AdminHandler for Admin {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use mixplane_control::keys;
     use mixplane_control::topology::{PeerTransport, Role, TopologyNode};
     use std::sync::atomic::{AtomicBool, AtomicU64};
 

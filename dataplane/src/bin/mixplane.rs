@@ -12,7 +12,8 @@ use mixplane_control::admin::{self, AdminHandler, AdminServer};
 use mixplane_control::config::{
     Config, EXAMPLE, IoBackendKind, OverCapChoice, RotationSource, TcpFrameVersion,
 };
-use mixplane_control::keys::{self, KeyMaterial, StoredKeys};
+use mixplane_control::identity::{self, IDENTITY_FILE, Identity};
+use mixplane_control::keys::{self, KeyLayout, KeyMaterial, KeyStore, Passphrase, StoredKeys};
 use mixplane_control::metrics::PromText;
 use mixplane_control::topology::{self, FetchOptions, Parsed, Topology, TopologyHealth};
 use mixplane_dataplane::cover::CoverConfig;
@@ -47,8 +48,11 @@ enum Command {
         /// The config file (see `mixplane init`).
         #[arg(long, short)]
         config: PathBuf,
+        #[command(flatten)]
+        keys: KeyArgs,
     },
-    /// Write a commented config, a fresh Sphinx key and a Noise key into a directory.
+    /// Write a commented config, a fresh Sphinx key, a Noise key and an ed25519 identity key
+    /// into a directory.
     Init {
         /// Directory to create (node.toml, keys/, replay/).
         dir: PathBuf,
@@ -56,11 +60,14 @@ enum Command {
         #[arg(long)]
         rotation_id: Option<u32>,
     },
-    /// Show the node's Sphinx public keys (base58) with their rotation ids, and its Noise key.
+    /// Show the node's Sphinx public keys (base58) with their rotation ids, its Noise key and
+    /// its identity key.
     Keys {
         /// The config file.
         #[arg(long, short)]
         config: PathBuf,
+        #[command(flatten)]
+        keys: KeyArgs,
     },
     /// Start a local mixnet on loopback (three mix layers and an exit node), send Nym packets
     /// through it and report what arrived. Exits 0 if every message and SURB-ACK arrived.
@@ -95,6 +102,54 @@ enum Command {
         #[arg(long, default_value_t = 0.0)]
         cover: f64,
     },
+}
+
+/// Where the keys are, overriding the config's `[nym]` section.
+#[derive(clap::Args)]
+struct KeyArgs {
+    /// Use a nym-node data directory (`~/.nym/nym-nodes/<id>/data`) in place: its identity,
+    /// Sphinx and Noise keys under nym-node's file names (overrides `[nym] data_dir`).
+    #[arg(long)]
+    nym_node_dir: Option<PathBuf>,
+    /// File whose first line is the passphrase of encrypted key files (overrides
+    /// `[nym] passphrase_file`; without either, MIXPLANE_KEY_PASSPHRASE is read).
+    #[arg(long)]
+    passphrase_file: Option<PathBuf>,
+}
+
+/// The node's key directory: a nym-node data directory (`--nym-node-dir`, `[nym] data_dir`)
+/// or `[keys] dir`, with the passphrase for encrypted key files if one is given.
+fn key_store(cfg: &Config, base: &Path, args: &KeyArgs) -> anyhow::Result<KeyStore> {
+    let (nym_dir, pass_file) = cfg.nym_paths(base);
+    let store = match args.nym_node_dir.clone().or(nym_dir) {
+        Some(d) => {
+            anyhow::ensure!(
+                d.is_dir(),
+                "nym-node data directory {} not found",
+                d.display()
+            );
+            KeyStore::new(d, KeyLayout::NymNode)
+        }
+        None => KeyStore::new(cfg.keys_dir(base), KeyLayout::Mixplane),
+    };
+    let pass = match args.passphrase_file.clone().or(pass_file) {
+        Some(f) => Some(Passphrase::from_file(&f)?),
+        None => Passphrase::from_env(),
+    };
+    Ok(store.with_passphrase(pass))
+}
+
+/// Logs, on a nym-node data directory, that its replay filters are not carried over.
+fn note_nym_replay_filters(store: &KeyStore, replay_dir: &Path) {
+    if store.layout() != KeyLayout::NymNode {
+        return;
+    }
+    let theirs = store.dir().join("replay-detection");
+    tracing::warn!(
+        nym_filters = %theirs.display(),
+        mixplane_filters = %replay_dir.display(),
+        "nym-node's replay filters (its .bloom files) are in a format mixplane cannot read: starting with empty filters. Packets nym-node saw before the move are not recognised as replays; nym-node's files are left untouched"
+    );
 }
 
 fn parse_size(s: &str) -> Result<SizeClass, String> {
@@ -191,7 +246,7 @@ fn node_config(c: &Config, base: &Path, noise: Option<&[u8; 32]>) -> NodeConfig 
     }
 }
 
-fn run_node(path: &Path) -> anyhow::Result<ExitCode> {
+fn run_node(path: &Path, key_args: &KeyArgs) -> anyhow::Result<ExitCode> {
     let cfg = Config::load(path)?;
     init_logging(&cfg.log.level)?;
     tracing::info!(cpu = %mixplane_crypto_simd::cpu::report(), paths = %mixplane_crypto_simd::paths(), "crypto paths chosen");
@@ -199,10 +254,17 @@ fn run_node(path: &Path) -> anyhow::Result<ExitCode> {
         tracing::warn!("{w}");
     }
     let base = config_base(path);
+    let store = key_store(&cfg, &base, key_args)?;
+    tracing::info!(dir = %store.dir().display(), layout = ?store.layout(), "key directory");
     let keys::KeyDir {
         sphinx: stored,
         noise,
-    } = keys::load_key_dir(&cfg.keys_dir(&base))?;
+    } = store.load_key_dir()?;
+    match store.load_identity()? {
+        Some(id) => tracing::info!(identity = %id.public_base58(), "identity key loaded"),
+        None => tracing::warn!("no identity key ({IDENTITY_FILE})"),
+    }
+    note_nym_replay_filters(&store, &cfg.replay_dir(&base));
     match &noise {
         Some(k) => tracing::info!(public = %k.public_base58(), "noise key loaded"),
         None => tracing::warn!(
@@ -221,13 +283,10 @@ fn run_node(path: &Path) -> anyhow::Result<ExitCode> {
         "mixplane node running"
     );
     let schedule = cfg.scheduled_rotation().then(|| cfg.schedule());
-    let plane = Arc::new(ControlPlane::new(
-        node,
-        nc.clone(),
-        cfg.keys_dir(&base),
-        stored,
-        schedule,
-    ));
+    let plane = Arc::new(
+        ControlPlane::new(node, nc.clone(), cfg.keys_dir(&base), stored, schedule)
+            .with_key_store(store),
+    );
     let health = Arc::new(TopologyHealth::new());
     let guard = TopologyGuard {
         min_fraction: cfg.topology.min_node_fraction,
@@ -582,6 +641,14 @@ fn init_dir(dir: &Path, rotation_id: Option<u32>) -> anyhow::Result<()> {
         keys_dir.join(keys::NOISE_PUBLIC_FILE).display()
     );
     println!("noise public key:  {}", noise.public_base58());
+    let id = Identity::generate();
+    identity::write_identity(&keys_dir, &id)?;
+    println!(
+        "wrote {} and {}",
+        keys_dir.join(IDENTITY_FILE).display(),
+        keys_dir.join(identity::IDENTITY_PUBLIC_FILE).display()
+    );
+    println!("identity key:      {}", id.public_base58());
     let token_path = dir.join("admin.token");
     let token: String = random_token();
     {
@@ -611,14 +678,15 @@ fn random_token() -> String {
 fn main() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
     match cli.command {
-        Command::Run { config } => return run_node(&config),
+        Command::Run { config, keys } => return run_node(&config, &keys),
         Command::Init { dir, rotation_id } => {
             init_dir(&dir, rotation_id)?;
             return Ok(ExitCode::SUCCESS);
         }
-        Command::Keys { config } => {
+        Command::Keys { config, keys } => {
             let cfg = Config::load(&config)?;
-            let dir = keys::load_key_dir(&cfg.keys_dir(&config_base(&config)))?;
+            let store = key_store(&cfg, &config_base(&config), &keys)?;
+            let dir = store.load_key_dir()?;
             let stored = &dir.sphinx;
             println!(
                 "primary   rotation {:>6}  {}",
@@ -638,6 +706,10 @@ fn main() -> anyhow::Result<ExitCode> {
                     "noise                     (none: {} is missing)",
                     keys::NOISE_FILE
                 ),
+            }
+            match store.load_identity()? {
+                Some(id) => println!("identity                  {}", id.public_base58()),
+                None => println!("identity                  (none: {IDENTITY_FILE} is missing)"),
             }
             return Ok(ExitCode::SUCCESS);
         }
