@@ -16,14 +16,13 @@
 //! touches the dataplane's hot path: it calls the [`AdminHandler`] the binary provides, from
 //! several threads at once.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use subtle::ConstantTimeEq;
+
+use crate::http_server::{HttpServer, Reply, Request, StartError};
 
 /// Largest request body accepted.
 pub const MAX_BODY: usize = 4 << 20;
@@ -63,9 +62,7 @@ pub trait AdminHandler: Send + Sync + 'static {
 /// A running admin server.
 #[derive(Debug)]
 pub struct AdminServer {
-    addr: SocketAddr,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
+    inner: HttpServer,
 }
 
 /// Errors starting the server.
@@ -119,19 +116,6 @@ pub enum TokenError {
 /// The shortest admin token accepted.
 pub const MIN_TOKEN_LEN: usize = 16;
 
-enum Reply {
-    Ok(&'static str, String),
-    Err(u16, String),
-}
-
-/// A parsed request.
-struct Request {
-    method: String,
-    path: String,
-    auth: Option<String>,
-    body: Vec<u8>,
-}
-
 /// Whether `auth` (an `Authorization` header value) carries `token` as a bearer token. The
 /// scheme is matched in any case (RFC 9110); the token in constant time.
 fn bearer_matches(token: &str, auth: Option<&str>) -> bool {
@@ -171,205 +155,6 @@ fn route(handler: &dyn AdminHandler, token: Option<&str>, req: &Request) -> Repl
     }
 }
 
-/// Reads from `s` into `buf` until `done(buf)` says how many bytes make the message, or the
-/// deadline passes, the peer closes, or `buf` would pass `cap`.
-fn read_until(
-    s: &mut TcpStream,
-    buf: &mut Vec<u8>,
-    cap: usize,
-    deadline: Instant,
-    done: impl Fn(&[u8]) -> Option<usize>,
-) -> Result<usize, u16> {
-    let mut chunk = [0u8; 4096];
-    loop {
-        if let Some(n) = done(buf) {
-            return Ok(n);
-        }
-        if buf.len() >= cap {
-            return Err(431);
-        }
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() || s.set_read_timeout(Some(left)).is_err() {
-            return Err(408);
-        }
-        match s.read(&mut chunk[..(cap - buf.len()).min(4096)]) {
-            Ok(0) => return Err(400),
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(_) => return Err(408),
-        }
-    }
-}
-
-/// Reads one request within `timeout`; an error is the status code to answer with.
-fn read_request(s: &mut TcpStream, timeout: Duration) -> Result<Request, (u16, &'static str)> {
-    let deadline = Instant::now() + timeout;
-    let mut buf = Vec::new();
-    let head_end = read_until(s, &mut buf, MAX_HEAD, deadline, |b| {
-        b.windows(4).position(|w| w == b"\r\n\r\n").map(|i| i + 4)
-    })
-    .map_err(|c| (c, "incomplete or oversized request head"))?;
-    let head =
-        std::str::from_utf8(&buf[..head_end]).map_err(|_| (400, "request head is not UTF-8"))?;
-    let mut lines = head.split("\r\n");
-    let mut first = lines.next().unwrap_or("").split(' ');
-    let (Some(method), Some(target)) = (first.next(), first.next()) else {
-        return Err((400, "bad request line"));
-    };
-    let mut req = Request {
-        method: method.to_string(),
-        path: target.split('?').next().unwrap_or("").to_string(),
-        auth: None,
-        body: Vec::new(),
-    };
-    let mut len = 0usize;
-    for line in lines.filter(|l| !l.is_empty()) {
-        let Some((name, value)) = line.split_once(':') else {
-            return Err((400, "bad header line"));
-        };
-        let value = value.trim();
-        if name.eq_ignore_ascii_case("content-length") {
-            len = value.parse().map_err(|_| (400, "bad Content-Length"))?;
-        } else if name.eq_ignore_ascii_case("authorization") {
-            req.auth = Some(value.to_string());
-        } else if name.eq_ignore_ascii_case("transfer-encoding") {
-            return Err((411, "send a Content-Length, not a transfer encoding"));
-        }
-    }
-    if len > MAX_BODY {
-        return Err((413, "body too large"));
-    }
-    let mut body = buf.split_off(head_end);
-    read_until(s, &mut body, len, deadline, |b| {
-        (b.len() >= len).then_some(len)
-    })
-    .map_err(|c| (c, "incomplete body"))?;
-    body.truncate(len);
-    req.body = body;
-    Ok(req)
-}
-
-fn reason(code: u16) -> &'static str {
-    match code {
-        200 => "OK",
-        400 => "Bad Request",
-        401 => "Unauthorized",
-        403 => "Forbidden",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        408 => "Request Timeout",
-        411 => "Length Required",
-        413 => "Content Too Large",
-        431 => "Request Header Fields Too Large",
-        503 => "Service Unavailable",
-        _ => "Error",
-    }
-}
-
-/// Writes a whole response and closes the write side; errors (a client gone or too slow to
-/// take it within the write timeout) are only logged.
-fn respond(s: &mut TcpStream, reply: Reply) {
-    let (code, ctype, body) = match reply {
-        Reply::Ok(ct, b) => (200, ct, b),
-        Reply::Err(c, m) => (
-            c,
-            "application/json",
-            serde_json::json!({ "error": m }).to_string(),
-        ),
-    };
-    let head = format!(
-        "HTTP/1.1 {code} {}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        reason(code),
-        body.len()
-    );
-    let sent = s
-        .write_all(head.as_bytes())
-        .and_then(|()| s.write_all(body.as_bytes()))
-        .and_then(|()| s.flush());
-    if let Err(e) = sent {
-        tracing::debug!(error = %e, "admin response not delivered");
-    }
-    let _ = s.shutdown(std::net::Shutdown::Write);
-}
-
-/// What every connection thread shares.
-struct Shared {
-    handler: Arc<dyn AdminHandler>,
-    token: Option<String>,
-    limits: Limits,
-    active: AtomicUsize,
-}
-
-/// Serves one connection: one request, one reply, within the timeouts.
-fn serve(mut s: TcpStream, shared: &Shared) {
-    let t = shared.limits.io_timeout;
-    if s.set_nonblocking(false).is_err() || s.set_write_timeout(Some(t)).is_err() {
-        return;
-    }
-    match read_request(&mut s, t) {
-        Ok(req) => respond(
-            &mut s,
-            route(shared.handler.as_ref(), shared.token.as_deref(), &req),
-        ),
-        Err((code, why)) => {
-            respond(&mut s, Reply::Err(code, why.into()));
-            linger(&mut s);
-        }
-    }
-}
-
-/// After an early answer, reads and discards what the client still sends for a moment, so that
-/// closing with unread data (which sends a reset) does not destroy the answer in flight.
-fn linger(s: &mut TcpStream) {
-    let end = Instant::now() + Duration::from_millis(200);
-    let mut sink = [0u8; 4096];
-    let mut left = MAX_BODY;
-    while left > 0 && Instant::now() < end {
-        let _ = s.set_read_timeout(Some(Duration::from_millis(50)));
-        match s.read(&mut sink) {
-            Ok(0) | Err(_) => return,
-            Ok(n) => left = left.saturating_sub(n),
-        }
-    }
-}
-
-/// Accepts connections until `stop`, each served on its own thread, at most
-/// `limits.max_connections` at once.
-fn accept_loop(listener: TcpListener, shared: Arc<Shared>, stop: Arc<AtomicBool>) {
-    while !stop.load(Ordering::Relaxed) {
-        let mut s = match listener.accept() {
-            Ok((s, _)) => s,
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                std::thread::sleep(Duration::from_millis(20));
-                continue;
-            }
-            Err(e) => {
-                tracing::debug!(error = %e, "admin accept failed");
-                std::thread::sleep(Duration::from_millis(20));
-                continue;
-            }
-        };
-        if shared.active.fetch_add(1, Ordering::AcqRel) >= shared.limits.max_connections {
-            shared.active.fetch_sub(1, Ordering::AcqRel);
-            let _ = s.set_nonblocking(false);
-            let _ = s.set_write_timeout(Some(Duration::from_millis(100)));
-            respond(&mut s, Reply::Err(503, "too many admin connections".into()));
-            continue;
-        }
-        let sh = shared.clone();
-        let spawned = std::thread::Builder::new()
-            .name("mixplane-admin-conn".into())
-            .spawn(move || {
-                serve(s, &sh);
-                sh.active.fetch_sub(1, Ordering::AcqRel);
-            });
-        if let Err(e) = spawned {
-            shared.active.fetch_sub(1, Ordering::AcqRel);
-            tracing::warn!(error = %e, "admin connection thread not started");
-        }
-    }
-}
-
 impl AdminServer {
     /// Starts serving on `addr` with the default [`Limits`]. `token`: the bearer token for
     /// mutating endpoints (None: disabled).
@@ -388,47 +173,25 @@ impl AdminServer {
         handler: Arc<dyn AdminHandler>,
         limits: Limits,
     ) -> Result<AdminServer, AdminError> {
-        let bind = |source| AdminError::Bind { addr, source };
-        let listener = TcpListener::bind(addr).map_err(bind)?;
-        listener.set_nonblocking(true).map_err(bind)?;
-        let local = listener.local_addr().map_err(bind)?;
-        let shared = Arc::new(Shared {
-            handler,
-            token,
-            limits,
-            active: AtomicUsize::new(0),
-        });
-        let stop = Arc::new(AtomicBool::new(false));
-        let s2 = stop.clone();
-        let thread = std::thread::Builder::new()
-            .name("mixplane-admin".into())
-            .spawn(move || accept_loop(listener, shared, s2))
-            .map_err(|source| AdminError::Thread { addr, source })?;
-        Ok(AdminServer {
-            addr: local,
-            stop,
-            thread: Some(thread),
-        })
+        let route = Box::new(move |req: &Request| route(handler.as_ref(), token.as_deref(), req));
+        let inner = HttpServer::start(addr, "mixplane-admin", limits, MAX_BODY, route).map_err(
+            |e| match e {
+                StartError::Bind(source) => AdminError::Bind { addr, source },
+                StartError::Thread(source) => AdminError::Thread { addr, source },
+            },
+        )?;
+        Ok(AdminServer { inner })
     }
 
     /// The address it listens on.
     pub fn local_addr(&self) -> SocketAddr {
-        self.addr
+        self.inner.local_addr()
     }
 
     /// Stops accepting and waits for the accept thread (connections being served finish on
     /// their own threads, within the timeouts).
-    pub fn stop(mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-impl Drop for AdminServer {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
+    pub fn stop(self) {
+        self.inner.stop();
     }
 }
 
@@ -459,7 +222,7 @@ pub fn read_token(path: &std::path::Path) -> Result<String, TokenError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::Write;
+    use std::io::{Read, Write};
     use std::sync::Mutex;
 
     #[derive(Default)]

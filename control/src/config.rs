@@ -231,6 +231,10 @@ pub struct Config {
     pub sink: SinkSection,
     /// `[admin]`: the admin API.
     pub admin: AdminSection,
+    /// `[http]`: nym-node's self-described HTTP API.
+    pub http: HttpSection,
+    /// `[verloc]`: the verloc responder.
+    pub verloc: VerlocSection,
     /// `[topology]`: the known nodes.
     pub topology: TopologySection,
     /// `[rotation]`: where the rotation schedule comes from.
@@ -596,7 +600,8 @@ impl Default for TransportSection {
 pub struct AdminSection {
     /// Serve the admin API. Default true.
     pub enabled: bool,
-    /// Address of the admin API (keep it local). Default "127.0.0.1:8080".
+    /// Address of the admin API (keep it local). Default "127.0.0.1:8081" (8080 is the
+    /// nym-node HTTP API's).
     pub listen: SocketAddr,
     /// File with the bearer token for POST endpoints, relative to the config file; without it
     /// they are disabled. Default "admin.token".
@@ -607,10 +612,61 @@ impl Default for AdminSection {
     fn default() -> Self {
         AdminSection {
             enabled: true,
-            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            listen: SocketAddr::from(([127, 0, 0, 1], 8081)),
             token_file: PathBuf::from("admin.token"),
         }
     }
+}
+
+/// `[http]`: nym-node's self-described HTTP API (see `nym_http`).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpSection {
+    /// Serve it. Default true.
+    pub enabled: bool,
+    /// Its address. Default "0.0.0.0:8080" (where nym-api looks).
+    pub listen: SocketAddr,
+    /// Public IP addresses announced in host-information. Default none.
+    pub public_ips: Vec<std::net::IpAddr>,
+    /// Hostname announced in host-information. Default none.
+    pub hostname: Option<String>,
+}
+
+impl Default for HttpSection {
+    fn default() -> Self {
+        HttpSection {
+            enabled: true,
+            listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
+            public_ips: Vec::new(),
+            hostname: None,
+        }
+    }
+}
+
+/// `[verloc]`: the verloc echo responder (see `verloc`).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct VerlocSection {
+    /// Serve it. Default true.
+    pub enabled: bool,
+    /// Its address. Default "0.0.0.0:1790".
+    pub listen: SocketAddr,
+}
+
+impl Default for VerlocSection {
+    fn default() -> Self {
+        VerlocSection {
+            enabled: true,
+            listen: SocketAddr::from(([0, 0, 0, 0], crate::verloc::DEFAULT_PORT)),
+        }
+    }
+}
+
+/// Whether two listeners would take the same port (equal addresses, or one unspecified).
+fn listeners_clash(a: SocketAddr, b: SocketAddr) -> bool {
+    a.port() == b.port()
+        && a.port() != 0
+        && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
 }
 
 /// `[sink]`.
@@ -759,6 +815,15 @@ impl Config {
             return Err(bad(
                 "cover.window",
                 "window and timeout_ms must be at least 1".into(),
+            ));
+        }
+        if self.http.enabled
+            && self.admin.enabled
+            && listeners_clash(self.http.listen, self.admin.listen)
+        {
+            return Err(bad(
+                "http.listen",
+                format!("{} clashes with admin.listen", self.http.listen),
             ));
         }
         if self.topology.refresh_secs == 0 {
@@ -1040,6 +1105,20 @@ mod tests {
             let e = parse(text).unwrap_err().to_string();
             assert!(e.contains(field), "{text}: {e}");
         }
+    }
+
+    #[test]
+    fn the_nym_http_api_may_not_share_the_admin_port() {
+        let clash = "[admin]\nlisten = \"127.0.0.1:8080\"\n";
+        let e = parse(clash).unwrap_err().to_string();
+        assert!(e.contains("http.listen"), "{e}");
+        assert!(parse(&format!("{clash}[http]\nenabled = false\n")).is_ok());
+        let c = parse("[http]\nlisten = \"127.0.0.1:0\"\npublic_ips = [\"1.2.3.4\"]\nhostname = \"a.b\"\n[verloc]\nenabled = false\n").unwrap();
+        assert_eq!(
+            c.http.public_ips,
+            vec!["1.2.3.4".parse::<std::net::IpAddr>().unwrap()]
+        );
+        assert!(!c.verloc.enabled);
     }
 
     #[test]

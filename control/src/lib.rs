@@ -12,6 +12,8 @@
 //!   steps from the keys on disk to it.
 //! * [`topology`]: nym-api's skimmed-nodes document, from a file or a URL.
 //! * [`admin`]: the admin HTTP API; [`metrics`]: Prometheus text.
+//! * [`nym_http`]: nym-node's self-described HTTP API (what nym-api polls); [`verloc`]: the
+//!   verloc echo responder and measurer.
 //!
 //! Types that name one concept for both planes live here and the dataplane re-exports them:
 //! [`config::IoBackendKind`] and [`config::SinkAddr`].
@@ -24,7 +26,10 @@
 pub mod admin;
 pub mod config;
 pub mod identity;
+mod http_server;
 pub mod keys;
 pub mod metrics;
+pub mod nym_http;
 pub mod rotation;
 pub mod topology;
+pub mod verloc;

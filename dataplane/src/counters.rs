@@ -3,6 +3,8 @@
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
+use mixplane_control::nym_http::{EgressMixingStats, IngressMixingStats, PacketsStats};
+
 use crate::sphinx::DropReason;
 
 /// Why the node (not the Sphinx core) dropped a packet.
@@ -210,4 +212,90 @@ pub fn sum(
     f: impl Fn(&WorkerCounters) -> &AtomicU64,
 ) -> u64 {
     workers.iter().map(|w| f(w).load(Relaxed)).sum()
+}
+
+/// The workers' counters in nym-node's `packets-stats` shape (`/api/v1/metrics/packets-stats`).
+///
+/// mixplane counts what became of a packet, not its kind at arrival, so: a forward hop
+/// received is one forwarded or dropped after unwrapping (routing refused, slab or wheel full,
+/// delay over the cap with `over_cap = "drop"`); a final hop received is one delivered or
+/// dropped for want of a sink. Malformed: every Sphinx drop but replays and over-cap delays.
+/// Forward hops sent: datagrams sent less SURB-ACKs (an ACK still held is briefly counted
+/// short). Kernel receive-queue overflows are in none of these (their kind is unknown).
+pub fn nym_packets_stats(workers: &[std::sync::Arc<WorkerCounters>]) -> PacketsStats {
+    let node = |r: NodeDrop| workers.iter().map(|w| w.node_drops(r)).sum::<u64>();
+    let sphinx = |r: DropReason| workers.iter().map(|w| w.sphinx_drops(r)).sum::<u64>();
+    let total = |f: fn(&WorkerCounters) -> &AtomicU64| sum(workers, f);
+    let over_cap = sphinx(DropReason::DelayTooLong);
+    let forward_dropped = [
+        NodeDrop::SlabFull,
+        NodeDrop::WheelFull,
+        NodeDrop::UnknownNextHop,
+        NodeDrop::UnroutableNextHop,
+        NodeDrop::LoopbackNextHop,
+        NodeDrop::PrivateNextHop,
+        NodeDrop::OwnAddressNextHop,
+    ]
+    .into_iter()
+    .map(node)
+    .sum::<u64>()
+        + over_cap;
+    let final_dropped = node(NodeDrop::SinkFailed) + node(NodeDrop::NoSink);
+    let replayed = sphinx(DropReason::Replayed);
+    let all_sphinx: u64 = DropReason::ALL.into_iter().map(sphinx).sum();
+    let acks = total(|w| &w.surb_acks);
+    PacketsStats {
+        ingress_mixing: IngressMixingStats {
+            forward_hop_packets_received: total(|w| &w.forwarded) + forward_dropped,
+            final_hop_packets_received: total(|w| &w.delivered) + final_dropped,
+            malformed_packets_received: all_sphinx - replayed - over_cap,
+            replayed_packets_received: replayed,
+            test_packets_received: 0,
+            excessive_delay_packets: total(|w| &w.excessive_delay) + over_cap,
+            forward_hop_packets_dropped: forward_dropped,
+            final_hop_packets_dropped: final_dropped,
+        },
+        egress_mixing: EgressMixingStats {
+            forward_hop_packets_sent: total(|w| &w.tx_datagrams).saturating_sub(acks),
+            forward_hop_packets_dropped: node(NodeDrop::SendFailed),
+            ack_packets_sent: acks,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    #[test]
+    fn packets_stats_sort_counters_into_nym_nodes_fields() {
+        let (a, b) = (WorkerCounters::default(), WorkerCounters::default());
+        WorkerCounters::add(&a.forwarded, 10);
+        WorkerCounters::add(&b.forwarded, 5);
+        WorkerCounters::add(&a.delivered, 3);
+        WorkerCounters::add(&a.surb_acks, 2);
+        WorkerCounters::add(&b.tx_datagrams, 14);
+        WorkerCounters::add(&a.excessive_delay, 1);
+        a.drop_sphinx(DropReason::Replayed);
+        a.drop_sphinx(DropReason::BadMac);
+        b.drop_sphinx(DropReason::BadMac);
+        b.drop_sphinx(DropReason::DelayTooLong);
+        a.drop_node(NodeDrop::WheelFull, 4);
+        b.drop_node(NodeDrop::NoSink, 6);
+        a.drop_node(NodeDrop::SendFailed, 7);
+        let s = nym_packets_stats(&[Arc::new(a), Arc::new(b)]);
+        let i = s.ingress_mixing;
+        assert_eq!(i.forward_hop_packets_received, 15 + 4 + 1);
+        assert_eq!(i.forward_hop_packets_dropped, 5);
+        assert_eq!(i.final_hop_packets_received, 3 + 6);
+        assert_eq!(i.final_hop_packets_dropped, 6);
+        assert_eq!(i.malformed_packets_received, 2);
+        assert_eq!(i.replayed_packets_received, 1);
+        assert_eq!(i.excessive_delay_packets, 2);
+        let e = s.egress_mixing;
+        assert_eq!(e.forward_hop_packets_sent, 12);
+        assert_eq!(e.ack_packets_sent, 2);
+        assert_eq!(e.forward_hop_packets_dropped, 7);
+    }
 }

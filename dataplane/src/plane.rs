@@ -12,6 +12,7 @@ use mixplane_control::admin::AdminHandler;
 use mixplane_control::keys::{KeyLayout, KeyMaterial, KeyStore, StoredKeys};
 use mixplane_control::metrics::PromText;
 use mixplane_control::rotation::nym_api::{KeyRotationInfo, RotationInfoError};
+use mixplane_control::nym_http::SphinxPublicKey;
 use mixplane_control::rotation::{self, Live, Schedule, Step};
 use mixplane_control::topology::{FetchOptions, Role, Topology};
 
@@ -184,6 +185,16 @@ impl ControlPlane {
     /// The live keys' rotation ids.
     pub fn live(&self) -> Live {
         live_of(&self.lock_keys())
+    }
+
+    /// The live Sphinx public keys with their rotation ids: the primary and the secondary.
+    pub fn public_keys(&self) -> (SphinxPublicKey, Option<SphinxPublicKey>) {
+        let k = self.lock_keys();
+        let public = |m: &KeyMaterial| SphinxPublicKey {
+            rotation_id: m.rotation_id(),
+            public_key: m.public(),
+        };
+        (public(&k.primary), k.secondary.as_ref().map(public))
     }
 
     fn lock_keys(&self) -> std::sync::MutexGuard<'_, StoredKeys> {

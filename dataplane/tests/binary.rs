@@ -110,9 +110,12 @@ fn small_node_config(cfg: &Path, listen: SocketAddr, admin: SocketAddr) -> Strin
             &format!("listen = \"{listen}\""),
         )
         .replace(
-            "listen = \"127.0.0.1:8080\"",
+            "listen = \"127.0.0.1:8081\"",
             &format!("listen = \"{admin}\""),
         )
+        // the nym-node HTTP API and verloc on free ports
+        .replace("listen = \"0.0.0.0:8080\"", "listen = \"127.0.0.1:0\"")
+        .replace("listen = \"0.0.0.0:1790\"", "listen = \"127.0.0.1:0\"")
         .replace("workers = 0", "workers = 1")
         // every node of the test runs on 127.0.0.1
         .replace(
@@ -316,8 +319,17 @@ fn init_keys_run_reload_and_stop() {
         "{metrics}"
     );
 
+    // the verloc responder runs and its counters are on the admin page
+    assert!(
+        metrics.contains("\nmixplane_verloc_echoes_answered_total 0\n"),
+        "{metrics}"
+    );
+
     let err = stop(child);
     assert!(err.contains("topology not loaded"), "{err}");
+    // the nym-node HTTP API ran, signing with an ephemeral identity for now
+    assert!(err.contains("nym-node HTTP API listening"), "{err}");
+    assert!(err.contains("identity key not found"), "{err}");
     // the replay filter was persisted
     assert!(std::fs::read_dir(dir.join("replay")).unwrap().count() > 0);
 }

@@ -87,9 +87,12 @@ fn configure(dir: &Path, listen: SocketAddr, admin: SocketAddr) {
             &format!("listen = \"{listen}\""),
         )
         .replace(
-            "listen = \"127.0.0.1:8080\"",
+            "listen = \"127.0.0.1:8081\"",
             &format!("listen = \"{admin}\""),
         )
+        // the nym-node HTTP API and verloc on free ports
+        .replace("listen = \"0.0.0.0:8080\"", "listen = \"127.0.0.1:0\"")
+        .replace("listen = \"0.0.0.0:1790\"", "listen = \"127.0.0.1:0\"")
         .replace("workers = 0", "workers = 1")
         // every node of the test runs on 127.0.0.1
         .replace(

@@ -47,7 +47,7 @@ const MIX_PORT: u16 = 1789;
 /// The sink, on C's address in C's namespace.
 const SINK: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(ADDRS[2]), 9000);
 /// Each node's admin API, on the loopback of its own namespace.
-const ADMIN: &str = "127.0.0.1:8080";
+const ADMIN: &str = "127.0.0.1:8081";
 const MSG_TAG: &[u8; 8] = b"netnsMSG";
 const ACK_TAG: &[u8; 8] = b"netnsACK";
 /// The sink gives up when nothing arrived for this long.

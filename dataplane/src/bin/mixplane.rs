@@ -15,8 +15,10 @@ use mixplane_control::config::{
 use mixplane_control::identity::{self, IDENTITY_FILE, Identity};
 use mixplane_control::keys::{self, KeyLayout, KeyMaterial, KeyStore, Passphrase, StoredKeys};
 use mixplane_control::metrics::PromText;
+use mixplane_control::nym_http::{self, HostInfo, HostInfoHandle, NymApi, NymHttpServer};
 use mixplane_control::topology::{self, FetchOptions, Parsed, Topology, TopologyHealth};
 use mixplane_dataplane::cover::CoverConfig;
+use mixplane_control::verloc::{VerlocCounters, VerlocLimits, VerlocResponder};
 use mixplane_dataplane::demo::{self, DemoConfig, DemoTransport};
 use mixplane_dataplane::egress::EgressPolicy;
 use mixplane_dataplane::io::tcp::{PeerBook, TcpSettings};
@@ -260,10 +262,7 @@ fn run_node(path: &Path, key_args: &KeyArgs) -> anyhow::Result<ExitCode> {
         sphinx: stored,
         noise,
     } = store.load_key_dir()?;
-    match store.load_identity()? {
-        Some(id) => tracing::info!(identity = %id.public_base58(), "identity key loaded"),
-        None => tracing::warn!("no identity key ({IDENTITY_FILE})"),
-    }
+    let identity = node_identity(&store)?;
     note_nym_replay_filters(&store, &cfg.replay_dir(&base));
     match &noise {
         Some(k) => tracing::info!(public = %k.public_base58(), "noise key loaded"),
@@ -287,6 +286,12 @@ fn run_node(path: &Path, key_args: &KeyArgs) -> anyhow::Result<ExitCode> {
         ControlPlane::new(node, nc.clone(), cfg.keys_dir(&base), stored, schedule)
             .with_key_store(store),
     );
+    let nym = NymServices::start(
+        &cfg,
+        &plane,
+        Arc::new(identity.signing_key().clone()),
+        noise.as_ref().map(|k| k.public_bytes()),
+    )?;
     let health = Arc::new(TopologyHealth::new());
     let guard = TopologyGuard {
         min_fraction: cfg.topology.min_node_fraction,
@@ -303,6 +308,7 @@ fn run_node(path: &Path, key_args: &KeyArgs) -> anyhow::Result<ExitCode> {
         let handler = NodeAdmin {
             inner: Admin(plane.clone()),
             topology: health.clone(),
+            verloc: nym.verloc.as_ref().map(VerlocResponder::counters),
         };
         let srv = AdminServer::start(cfg.admin.listen, token, Arc::new(handler))?;
         tracing::info!(addr = %srv.local_addr(), "admin API listening");
@@ -367,6 +373,7 @@ fn run_node(path: &Path, key_args: &KeyArgs) -> anyhow::Result<ExitCode> {
             }
             plane.maintain_replay(std::time::SystemTime::now());
             topo.reload(&plane, false);
+            nym.refresh(&plane);
         }
         if hup.swap(false, Ordering::SeqCst) {
             tracing::info!("SIGHUP: reloading the topology");
@@ -379,6 +386,7 @@ fn run_node(path: &Path, key_args: &KeyArgs) -> anyhow::Result<ExitCode> {
     if let Some(a) = admin {
         a.stop();
     }
+    nym.stop();
     stop_fetcher.store(true, Ordering::SeqCst);
     for f in fetcher.into_iter().chain(rotation_poller) {
         let _ = f.join();
@@ -408,12 +416,16 @@ fn run_node(path: &Path, key_args: &KeyArgs) -> anyhow::Result<ExitCode> {
 struct NodeAdmin {
     inner: Admin,
     topology: Arc<TopologyHealth>,
+    verloc: Option<Arc<VerlocCounters>>,
 }
 
 impl AdminHandler for NodeAdmin {
     fn metrics(&self) -> String {
         let mut p = PromText::new();
         self.topology.write_metrics(&mut p);
+        if let Some(v) = &self.verloc {
+            v.write_metrics(&mut p);
+        }
         self.inner.metrics() + &p.finish()
     }
     fn status(&self) -> String {
@@ -424,6 +436,117 @@ impl AdminHandler for NodeAdmin {
     }
     fn set_topology(&self, body: &[u8]) -> Result<String, String> {
         self.inner.set_topology(body)
+    }
+}
+
+/// The node's ed25519 identity key (signs host-information and verloc replies). A mixplane
+/// key directory made before mixplane kept one gets a new one, written next to the other keys;
+/// a nym-node data directory must have its own.
+fn node_identity(store: &KeyStore) -> anyhow::Result<Identity> {
+    if let Some(id) = store.load_identity()? {
+        tracing::info!(identity = %id.public_base58(), "identity key loaded");
+        return Ok(id);
+    }
+    if store.layout() != KeyLayout::Mixplane {
+        anyhow::bail!(
+            "no identity key ({IDENTITY_FILE}) in {}: a nym-node data directory keeps one",
+            store.dir().display()
+        );
+    }
+    let id = Identity::generate();
+    store.write_identity(&id)?;
+    tracing::warn!(
+        identity = %id.public_base58(),
+        "no identity key ({IDENTITY_FILE}): created one"
+    );
+    Ok(id)
+}
+
+/// What the network asks of a mix node beside packets: nym-node's HTTP API and verloc.
+struct NymServices {
+    http: Option<NymHttpServer>,
+    verloc: Option<VerlocResponder>,
+    host: HostInfoHandle,
+    ips: Vec<std::net::IpAddr>,
+    hostname: Option<String>,
+    noise: Option<[u8; 32]>,
+}
+
+impl NymServices {
+    /// Starts the `[http]` and `[verloc]` listeners that are enabled, both signing with
+    /// `identity`; `noise`: the node's Noise public key, if any.
+    fn start(
+        cfg: &Config,
+        plane: &ControlPlane,
+        identity: Arc<ed25519_dalek::SigningKey>,
+        noise: Option<[u8; 32]>,
+    ) -> anyhow::Result<NymServices> {
+        let (primary, secondary) = plane.public_keys();
+        let host = HostInfoHandle::new(HostInfo {
+            ip_addresses: cfg.http.public_ips.clone(),
+            hostname: cfg.http.hostname.clone(),
+            primary,
+            secondary,
+            noise,
+        });
+        let http = if cfg.http.enabled {
+            if cfg.http.public_ips.is_empty() {
+                tracing::warn!("http.public_ips is empty: host-information announces no address");
+            }
+            let counters = plane.node().counters().to_vec();
+            let api = NymApi {
+                identity: identity.clone(),
+                host: host.clone(),
+                stats: Arc::new(move || mixplane_dataplane::counters::nym_packets_stats(&counters)),
+            };
+            let srv = NymHttpServer::start(cfg.http.listen, api, nym_http::DEFAULT_LIMITS)?;
+            tracing::info!(addr = %srv.local_addr(), "nym-node HTTP API listening");
+            Some(srv)
+        } else {
+            None
+        };
+        let verloc = if cfg.verloc.enabled {
+            let r = VerlocResponder::start(cfg.verloc.listen, identity, VerlocLimits::default())?;
+            tracing::info!(addr = %r.local_addr(), "verloc responder listening");
+            Some(r)
+        } else {
+            None
+        };
+        Ok(NymServices {
+            http,
+            verloc,
+            host,
+            ips: cfg.http.public_ips.clone(),
+            hostname: cfg.http.hostname.clone(),
+            noise,
+        })
+    }
+
+    /// Announces the live Sphinx keys again if they changed (a rotation).
+    fn refresh(&self, plane: &ControlPlane) {
+        let (primary, secondary) = plane.public_keys();
+        let changed = self.host.set(HostInfo {
+            ip_addresses: self.ips.clone(),
+            hostname: self.hostname.clone(),
+            primary,
+            secondary,
+            noise: self.noise,
+        });
+        if changed {
+            tracing::info!(
+                primary = primary.rotation_id,
+                "host-information now announces the rotated keys"
+            );
+        }
+    }
+
+    fn stop(self) {
+        if let Some(h) = self.http {
+            h.stop();
+        }
+        if let Some(v) = self.verloc {
+            v.stop();
+        }
     }
 }
 
