@@ -142,6 +142,10 @@ pub(super) fn phase(
     let stop = Arc::new(AtomicBool::new(false));
     let watcher = watch(node.clone(), stop.clone());
 
+    // the sender on the first core, away from the workers on the last ones
+    if let Some(first) = core_affinity::get_core_ids().and_then(|c| c.first().copied()) {
+        core_affinity::set_for_current(first);
+    }
     let t0 = Instant::now();
     let total = (rate * seconds) as usize;
     let (mut sent, mut failed) = (0usize, 0usize);
