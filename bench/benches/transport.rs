@@ -133,10 +133,14 @@ fn bench(c: &mut Criterion) {
     // The summary from this run: best of five samples each.
     let best = |f: &mut dyn FnMut()| -> Duration {
         let n = calibrate(&mut || f());
-        (0..5).map(|_| sample(&mut || f(), n, BATCH as u32)).min().expect("samples")
+        (0..5)
+            .map(|_| sample(&mut || f(), n, BATCH as u32))
+            .min()
+            .expect("samples")
     };
     let t_unwrap = best(&mut unwrap);
-    let t_big = best(&mut || seal_open(&mut i, &mut r, &stream, stream.len(), &mut wire, &mut plain));
+    let t_big =
+        best(&mut || seal_open(&mut i, &mut r, &stream, stream.len(), &mut wire, &mut plain));
     let t_one = best(&mut || seal_open(&mut i, &mut r, &stream, flen, &mut wire, &mut plain));
     let t_cut = best(&mut || assert_eq!(cut(black_box(&stream)), BATCH));
     let share = |t: Duration| 100.0 * t.as_secs_f64() / t_unwrap.as_secs_f64();

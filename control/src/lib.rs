@@ -25,8 +25,8 @@
 
 pub mod admin;
 pub mod config;
-pub mod identity;
 mod http_server;
+pub mod identity;
 pub mod keys;
 pub mod metrics;
 pub mod nym_http;

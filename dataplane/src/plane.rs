@@ -11,8 +11,8 @@ use std::time::Instant;
 use mixplane_control::admin::AdminHandler;
 use mixplane_control::keys::{KeyLayout, KeyMaterial, KeyStore, StoredKeys};
 use mixplane_control::metrics::PromText;
-use mixplane_control::rotation::nym_api::{KeyRotationInfo, RotationInfoError};
 use mixplane_control::nym_http::SphinxPublicKey;
+use mixplane_control::rotation::nym_api::{KeyRotationInfo, RotationInfoError};
 use mixplane_control::rotation::{self, Live, Schedule, Step};
 use mixplane_control::topology::{FetchOptions, Role, Topology};
 

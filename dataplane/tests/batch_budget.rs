@@ -36,7 +36,11 @@ fn batches(budget_ns: u64) -> (u64, u64) {
         std::thread::sleep(Duration::from_millis(5));
     }
     assert_eq!(progress.received(), FRAMES as u64);
-    assert_eq!(c.total_drops(), FRAMES as u64, "garbage is dropped, counted");
+    assert_eq!(
+        c.total_drops(),
+        FRAMES as u64,
+        "garbage is dropped, counted"
+    );
     let n = c.rx_batches.load(Ordering::Acquire);
     // sizes up to 15 are exact in the histogram: the median batch
     let median = c.batch_size.quantile(0.5);

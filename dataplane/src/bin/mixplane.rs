@@ -17,8 +17,8 @@ use mixplane_control::keys::{self, KeyLayout, KeyMaterial, KeyStore, Passphrase,
 use mixplane_control::metrics::PromText;
 use mixplane_control::nym_http::{self, HostInfo, HostInfoHandle, NymApi, NymHttpServer};
 use mixplane_control::topology::{self, FetchOptions, Parsed, Topology, TopologyHealth};
-use mixplane_dataplane::cover::CoverConfig;
 use mixplane_control::verloc::{VerlocCounters, VerlocLimits, VerlocResponder};
+use mixplane_dataplane::cover::CoverConfig;
 use mixplane_dataplane::demo::{self, DemoConfig, DemoTransport};
 use mixplane_dataplane::egress::EgressPolicy;
 use mixplane_dataplane::io::tcp::{PeerBook, TcpSettings};

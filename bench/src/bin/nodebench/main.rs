@@ -568,8 +568,7 @@ fn main() -> anyhow::Result<()> {
                 let seed = 10 + (round * args.transport.len() + k) as u64;
                 build_frames(&secret, sink_addr, args.packets, |_| 0, seed)?
             };
-            let (n, per_worker) =
-                throughput(&args, transport, &secret, sink_addr, &fresh, unwrap)?;
+            let (n, per_worker) = throughput(&args, transport, &secret, sink_addr, &fresh, unwrap)?;
             shares[k].push(per_worker / unwrap);
             node = Some(n);
         }

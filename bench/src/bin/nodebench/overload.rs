@@ -108,13 +108,7 @@ pub(super) fn phase(
         "overload {multiple}x: building {pool_len} fresh packets (mean delay {} ms)...",
         args.overload_delay_ms
     );
-    let pool = build_frames(
-        secret,
-        sink,
-        pool_len,
-        |i| delays[i],
-        500 + multiple as u64,
-    )?;
+    let pool = build_frames(secret, sink, pool_len, |i| delays[i], 500 + multiple as u64)?;
     let ncores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let cores: Vec<usize> = (0..args.workers).map(|i| ncores - 1 - i % ncores).collect();
     let held_bound = args.overload_held;
@@ -173,19 +167,22 @@ pub(super) fn phase(
     stop.store(true, Relaxed);
     let (rss_max, held_max) = watcher.join().expect("watcher");
     let host1 = host_drops();
-    report(&node, Report {
-        multiple,
-        capacity,
-        sent,
-        failed,
-        send_s,
-        held_bound,
-        held_max,
-        rss0,
-        rss_max,
-        late0,
-        host: (host1.0 - host0.0, host1.1 - host0.1),
-    });
+    report(
+        &node,
+        Report {
+            multiple,
+            capacity,
+            sent,
+            failed,
+            send_s,
+            held_bound,
+            held_max,
+            rss0,
+            rss_max,
+            late0,
+            host: (host1.0 - host0.0, host1.1 - host0.1),
+        },
+    );
     match Arc::try_unwrap(node) {
         Ok(node) => node.shutdown()?,
         Err(_) => anyhow::bail!("node still shared"),
