@@ -327,9 +327,9 @@ fn init_keys_run_reload_and_stop() {
 
     let err = stop(child);
     assert!(err.contains("topology not loaded"), "{err}");
-    // the nym-node HTTP API ran, signing with an ephemeral identity for now
+    // the nym-node HTTP API ran, signing with the identity key `init` wrote
     assert!(err.contains("nym-node HTTP API listening"), "{err}");
-    assert!(err.contains("identity key not found"), "{err}");
+    assert!(err.contains("identity key loaded"), "{err}");
     // the replay filter was persisted
     assert!(std::fs::read_dir(dir.join("replay")).unwrap().count() > 0);
 }
