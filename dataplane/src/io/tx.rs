@@ -145,7 +145,8 @@ impl GsoPolicy {
 
     /// Learns from a failed multi-datagram message of `seg`-byte segments to `to` at `now`;
     /// returns true if the error was about GSO (its datagrams should then be sent again under
-    /// the updated policy, which is then stricter for `to`, so resending terminates).
+    /// the policy in force, which is then stricter for `to` or already excludes such segments,
+    /// so the resend forms no such message again and terminates).
     ///
     /// * `EMSGSIZE`: a segment plus headers exceeds the route's MTU (GSO cannot fragment; a
     ///   single datagram of that size is fragmented normally): no GSO for segments this large.
@@ -160,6 +161,11 @@ impl GsoPolicy {
     ) -> bool {
         let current = self.max_seg(&to, now);
         let limit = match errno {
+            // a message built before an earlier one of the same send taught the limit (both
+            // were in flight at once): nothing new to learn, but resend its datagrams under
+            // the limit already in force, which excludes this segment size
+            Some(libc::EMSGSIZE) if seg > current => return true,
+            Some(libc::EIO) | Some(libc::EINVAL) if current == 0 => return true,
             Some(libc::EMSGSIZE) if seg > 0 && seg <= current => {
                 tracing::info!(
                     %to,
@@ -223,11 +229,14 @@ mod tests {
         // smaller segments still go in GSO messages
         assert!(p.learn(a, Some(libc::EMSGSIZE), 1600, t));
         assert_eq!(p.max_seg(&a, t), 1599);
-        // a larger segment than the limit already learned teaches nothing new
-        assert!(!p.learn(a, Some(libc::EMSGSIZE), 2000, t));
+        // a message built before the limit was learned (in flight beside the one that taught
+        // it) fails the same way: resent under the limit, which does not change
+        assert!(p.learn(a, Some(libc::EMSGSIZE), 2000, t));
+        assert_eq!(p.max_seg(&a, t), 1599);
         assert!(p.learn(a, Some(libc::EIO), 500, t));
         assert_eq!(p.max_seg(&a, t), 0);
-        assert!(!p.learn(a, Some(libc::EINVAL), 500, t));
+        assert!(p.learn(a, Some(libc::EINVAL), 500, t));
+        assert_eq!(p.max_seg(&a, t), 0);
     }
 
     #[test]
