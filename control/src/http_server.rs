@@ -65,10 +65,29 @@ struct Shared {
     active: AtomicUsize,
 }
 
+/// Where a request's bytes come from: a socket with a read timeout, or (for property tests
+/// and the fuzz target) a byte slice, which never times out.
+pub(crate) trait Source: Read {
+    /// Makes the next read give up after `left`.
+    fn set_timeout(&mut self, left: Duration) -> std::io::Result<()>;
+}
+
+impl Source for TcpStream {
+    fn set_timeout(&mut self, left: Duration) -> std::io::Result<()> {
+        self.set_read_timeout(Some(left))
+    }
+}
+
+impl Source for &[u8] {
+    fn set_timeout(&mut self, _left: Duration) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 /// Reads from `s` into `buf` until `done(buf)` says how many bytes make the message, or the
 /// deadline passes, the peer closes, or `buf` would pass `cap`.
-fn read_until(
-    s: &mut TcpStream,
+fn read_until<S: Source>(
+    s: &mut S,
     buf: &mut Vec<u8>,
     cap: usize,
     deadline: Instant,
@@ -83,7 +102,7 @@ fn read_until(
             return Err(431);
         }
         let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() || s.set_read_timeout(Some(left)).is_err() {
+        if left.is_zero() || s.set_timeout(left).is_err() {
             return Err(408);
         }
         match s.read(&mut chunk[..(cap - buf.len()).min(4096)]) {
@@ -97,8 +116,8 @@ fn read_until(
 
 /// Reads one request within `timeout`, its body at most `max_body` bytes; an error is the
 /// status code to answer with.
-fn read_request(
-    s: &mut TcpStream,
+fn read_request<S: Source>(
+    s: &mut S,
     timeout: Duration,
     max_body: usize,
 ) -> Result<Request, (u16, &'static str)> {
@@ -146,6 +165,19 @@ fn read_request(
     body.truncate(len);
     req.body = body;
     Ok(req)
+}
+
+/// Reads one request from `bytes` as the servers read it from a socket (a connection that
+/// closes after these bytes): the method, the path without its query, and the body. An error
+/// is the status code the server would answer with. For property tests and the fuzz target
+/// (`mixplane_control::fuzzing`).
+pub fn parse_request(
+    bytes: &[u8],
+    max_body: usize,
+) -> Result<(String, String, Vec<u8>), (u16, &'static str)> {
+    let mut src = bytes;
+    let r = read_request(&mut src, Duration::from_secs(1), max_body)?;
+    Ok((r.method, r.path, r.body))
 }
 
 fn reason(code: u16) -> &'static str {
@@ -315,5 +347,93 @@ impl HttpServer {
 impl Drop for HttpServer {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod parse_tests {
+    use super::parse_request;
+    use crate::admin::MAX_HEAD;
+    use proptest::prelude::*;
+
+    fn request(method: &str, target: &str, headers: &[(&str, String)], body: &[u8]) -> Vec<u8> {
+        let mut r = format!("{method} {target} HTTP/1.1\r\n");
+        for (n, v) in headers {
+            r.push_str(&format!("{n}: {v}\r\n"));
+        }
+        r.push_str("\r\n");
+        let mut r = r.into_bytes();
+        r.extend_from_slice(body);
+        r
+    }
+
+    #[test]
+    fn refusals_carry_their_status() {
+        let len = |n: usize| vec![("Content-Length", n.to_string())];
+        assert_eq!(
+            parse_request(&request("POST", "/", &len(9), b"123"), 64)
+                .unwrap_err()
+                .0,
+            400
+        );
+        assert_eq!(
+            parse_request(&request("POST", "/", &len(65), b""), 64)
+                .unwrap_err()
+                .0,
+            413
+        );
+        let chunked = vec![("Transfer-Encoding", "chunked".to_string())];
+        assert_eq!(
+            parse_request(&request("POST", "/", &chunked, b""), 64)
+                .unwrap_err()
+                .0,
+            411
+        );
+        let long = vec![("X-Pad", "a".repeat(MAX_HEAD))];
+        assert_eq!(
+            parse_request(&request("GET", "/", &long, b""), 64)
+                .unwrap_err()
+                .0,
+            431
+        );
+        assert_eq!(
+            parse_request(b"GET / HTTP/1.1\r\nno colon\r\n\r\n", 64)
+                .unwrap_err()
+                .0,
+            400
+        );
+        assert_eq!(parse_request(b"GET / HTTP/1.1\r\n", 64).unwrap_err().0, 400);
+    }
+
+    proptest! {
+        /// A well-formed request comes back as it was sent: method, path without the query,
+        /// exactly Content-Length bytes of body (bytes after it are the next request's).
+        #[test]
+        fn a_request_round_trips(
+            method in "[A-Z]{1,7}",
+            path in "/[a-z0-9/._-]{0,40}",
+            query in proptest::option::of("[a-z0-9=&]{0,20}"),
+            body in proptest::collection::vec(any::<u8>(), 0..300),
+            trailing in proptest::collection::vec(any::<u8>(), 0..20),
+            pad in "[ -~]{0,60}",
+        ) {
+            let target = match &query { Some(q) => format!("{path}?{q}"), None => path.clone() };
+            let headers = vec![("Content-Length", body.len().to_string()), ("X-Pad", pad)];
+            let mut bytes = request(&method, &target, &headers, &body);
+            bytes.extend_from_slice(&trailing);
+            let (m, p, b) = parse_request(&bytes, 300).unwrap();
+            prop_assert_eq!(m, method);
+            prop_assert_eq!(p, path);
+            prop_assert_eq!(b, body);
+        }
+
+        /// Arbitrary bytes never panic; what is accepted respects the body cap and has no query.
+        #[test]
+        fn arbitrary_bytes_are_answered(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
+            if let Ok((_, path, body)) = parse_request(&bytes, 64) {
+                prop_assert!(body.len() <= 64);
+                prop_assert!(!path.contains('?'));
+            }
+        }
     }
 }

@@ -33,3 +33,10 @@ pub mod nym_http;
 pub mod rotation;
 pub mod topology;
 pub mod verloc;
+
+/// Entry points for the fuzz targets and property tests of parsers that are not public
+/// otherwise (not a stable API).
+#[doc(hidden)]
+pub mod fuzzing {
+    pub use crate::http_server::parse_request;
+}

@@ -4,12 +4,12 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::net::{SocketAddr, UdpSocket};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::local::{free_tcp, free_udp, get, metric, wait_metric};
 use common::{Route, TestNode, build_packet, random_plaintext, rng};
 use mixplane_dataplane::sphinx::{FrameHeader, KeyRotation, SizeClass};
 use rand::rngs::StdRng;
@@ -17,60 +17,6 @@ use sphinx_packet::header::delays::Delay;
 use sphinx_packet::route::{Destination, DestinationAddressBytes};
 
 const BIN: &str = env!("CARGO_BIN_EXE_mixplane");
-
-fn free_udp() -> SocketAddr {
-    UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-}
-
-fn free_tcp() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-}
-
-fn get(addr: SocketAddr, path: &str) -> Option<String> {
-    let mut s = TcpStream::connect(addr).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).ok()?;
-    out.split("\r\n\r\n").nth(1).map(str::to_string)
-}
-
-/// The sum of a metric's samples whose line contains `filter`.
-fn metric(admin: SocketAddr, name: &str, filter: &str) -> Option<u64> {
-    let text = get(admin, "/metrics")?;
-    let sum = text
-        .lines()
-        .filter(|l| l.starts_with(name) && l.contains(filter))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum::<f64>();
-    Some(sum as u64)
-}
-
-/// Waits until the metric reaches `want`; returns the last value.
-fn wait_metric(admin: SocketAddr, name: &str, filter: &str, want: u64) -> u64 {
-    let end = Instant::now() + Duration::from_secs(15);
-    let mut last = 0;
-    while Instant::now() < end {
-        if let Some(v) = metric(admin, name, filter) {
-            last = v;
-            if v >= want {
-                return v;
-            }
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    last
-}
 
 /// Writes the config for one worker on `listen` with the admin API on `admin`, a small first
 /// filter segment and syncs an hour apart (so only the kernel's page cache keeps the bits).

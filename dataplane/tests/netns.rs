@@ -17,9 +17,11 @@
 //! at the sink is matched by a UDP datagram B sent that C never received. Without netem nothing
 //! may be missing.
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::{Ipv4Addr, SocketAddr, TcpStream, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::path::PathBuf;
@@ -27,6 +29,7 @@ use std::process::{Child, Command, Stdio};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use common::local::get;
 use mixplane_control::keys;
 use mixplane_dataplane::sink;
 use mixplane_dataplane::sphinx::build::{self, FinalPadding, Hop, PacketSpec};
@@ -369,26 +372,12 @@ fn without_ansi(s: &str) -> String {
     out
 }
 
-/// GET `path` from a local HTTP server; the body, or None.
-fn http_get(addr: &str, path: &str) -> Option<String> {
-    let mut s = TcpStream::connect(addr).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).ok()?;
-    out.split_once("\r\n\r\n").map(|(_, b)| b.to_string())
-}
-
 /// Waits (until `end`) for the node in `ns` to report the three-node topology loaded.
 fn wait_ready(ns: &str, end: Instant) -> JoinHandle<Result<(), String>> {
     in_ns(ns, move || {
         let mut last = String::new();
         while Instant::now() < end {
-            if let Some(s) = http_get(ADMIN, "/status") {
+            if let Some(s) = get(ADMIN, "/status") {
                 if s.contains("\"nodes\":3") {
                     return Ok(());
                 }
@@ -405,7 +394,7 @@ struct Metrics(String);
 
 impl Metrics {
     fn of(ns: &str) -> Metrics {
-        let page = in_ns(ns, || http_get(ADMIN, "/metrics"))
+        let page = in_ns(ns, || get(ADMIN, "/metrics"))
             .join()
             .unwrap()
             .unwrap_or_else(|| panic!("no /metrics from {ns}"));

@@ -1,6 +1,8 @@
 //! Shared helpers: nodes, routes and packets built with sphinx-packet 0.8.0 (the oracle).
 #![allow(dead_code)]
 
+pub mod local;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 
