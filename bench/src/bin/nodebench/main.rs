@@ -92,6 +92,14 @@ struct Args {
     /// The overload node's bound on held packets (wheel and slab slots per worker).
     #[arg(long, default_value_t = 16_384)]
     overload_held: usize,
+    /// How the overload phase sends: one `sendmmsg` per batch, or one `send_to` per datagram
+    /// (one datagram per message either way).
+    #[arg(long, value_enum, default_value = "mmsg")]
+    overload_sender: overload::SenderKind,
+    /// The overload sender spins between its batches (as before 2026-12-01) instead of
+    /// sleeping until shortly before each one.
+    #[arg(long)]
+    overload_spin: bool,
 }
 
 mod overload;
