@@ -96,10 +96,13 @@ struct Args {
     /// (one datagram per message either way).
     #[arg(long, value_enum, default_value = "mmsg")]
     overload_sender: overload::SenderKind,
-    /// The overload sender spins between its batches (as before 2026-12-01) instead of
-    /// sleeping until shortly before each one.
+    /// The overload sender sleeps until shortly before each batch instead of spinning (which
+    /// keeps the sender's core busy all the time).
     #[arg(long)]
-    overload_spin: bool,
+    overload_sleep: bool,
+    /// The overload node's delay wheel tick, µs (`[wheel] tick_us`).
+    #[arg(long, default_value_t = 1000)]
+    overload_tick_us: u64,
 }
 
 mod overload;

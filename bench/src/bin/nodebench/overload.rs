@@ -120,6 +120,7 @@ pub(super) fn phase(
             pin_cores: Some(cores),
             io: args.io,
             wheel_capacity: held_bound,
+            wheel_tick_ns: args.overload_tick_us * 1000,
             slab_small: held_bound,
             replay_expected: pool_len as u64 * 2,
             ..NodeConfig::default()
@@ -140,7 +141,7 @@ pub(super) fn phase(
     let watcher = watch(node.clone(), stop.clone());
 
     let total = (rate * seconds) as usize;
-    let (sent, failed, send_s) = send_all(sender, &pool, total, rate, args.overload_spin);
+    let (sent, failed, send_s) = send_all(sender, &pool, total, rate, !args.overload_sleep);
     let cpu = cpu_delta(&cpu0, &cpu_times());
     let sched = sched_delta(&sched0, &thread_sched());
     // let the node finish what it holds (the longest delay is capped at 1 s)
