@@ -497,3 +497,45 @@ fn print_cpu(multiple: f64, seconds: f64, cpu: &[[u64; 6]], sched: &[(String, [u
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Sends `n` distinct datagrams with `kind` through [`send_all`] and returns what a local
+    /// socket received, in order.
+    fn round_trip(kind: SenderKind, n: usize) -> Vec<Vec<u8>> {
+        let rx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        rx.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let tx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let pool: Vec<Vec<u8>> = (0..n).map(|i| vec![i as u8; 100 + i]).collect();
+        let sender = Sender::new(kind, &tx, rx.local_addr().unwrap()).unwrap();
+        let (sent, failed, _) = send_all(sender, &pool, n, 1e6, false);
+        assert_eq!((sent, failed), (n, 0));
+        let mut buf = [0u8; 2048];
+        (0..n)
+            .map(|_| {
+                let len = rx.recv(&mut buf).expect("datagram");
+                buf[..len].to_vec()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn both_senders_send_each_frame_as_one_datagram() {
+        for kind in [SenderKind::Single, SenderKind::Mmsg] {
+            let n = BATCH + 5;
+            let got = round_trip(kind, n);
+            let want: Vec<Vec<u8>> = (0..n).map(|i| vec![i as u8; 100 + i]).collect();
+            assert_eq!(got, want, "{kind:?}");
+        }
+    }
+
+    #[test]
+    fn sending_leaves_the_callers_cores_alone() {
+        let before = std::thread::available_parallelism().map_or(1, |n| n.get());
+        round_trip(SenderKind::Mmsg, 3);
+        let after = std::thread::available_parallelism().map_or(1, |n| n.get());
+        assert_eq!(before, after, "the sender pinned the calling thread");
+    }
+}
