@@ -301,8 +301,7 @@ fn send_all(
 }
 
 /// Waits until `due`: spinning all the way (`spin`), or sleeping until shortly before it and
-/// spinning the rest, which leaves the sender's CPU to others (on a 2-vCPU machine a spinning
-/// sender keeps one CPU to itself, and every other thread queues on the worker's).
+/// spinning the rest, which leaves the sender's CPU to other threads while it waits.
 fn pace(due: Instant, spin: bool) {
     const SLACK: Duration = Duration::from_micros(100);
     if !spin {
