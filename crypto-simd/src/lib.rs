@@ -25,6 +25,8 @@ pub mod lioness;
 pub mod sha256;
 pub mod x25519;
 
+mod wipe;
+
 /// The backend each primitive uses in this process, as [`paths`] reports them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Paths {

@@ -92,6 +92,17 @@ struct Args {
     /// The overload node's bound on held packets (wheel and slab slots per worker).
     #[arg(long, default_value_t = 16_384)]
     overload_held: usize,
+    /// How the overload phase sends: one `sendmmsg` per batch, or one `send_to` per datagram
+    /// (one datagram per message either way).
+    #[arg(long, value_enum, default_value = "mmsg")]
+    overload_sender: overload::SenderKind,
+    /// The overload sender sleeps until shortly before each batch instead of spinning (which
+    /// keeps the sender's core busy all the time).
+    #[arg(long)]
+    overload_sleep: bool,
+    /// The overload node's delay wheel tick, µs (`[wheel] tick_us`).
+    #[arg(long, default_value_t = 1000)]
+    overload_tick_us: u64,
 }
 
 mod overload;

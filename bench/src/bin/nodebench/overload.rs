@@ -120,6 +120,7 @@ pub(super) fn phase(
             pin_cores: Some(cores),
             io: args.io,
             wheel_capacity: held_bound,
+            wheel_tick_ns: args.overload_tick_us * 1000,
             slab_small: held_bound,
             replay_expected: pool_len as u64 * 2,
             ..NodeConfig::default()
@@ -127,36 +128,22 @@ pub(super) fn phase(
         Arc::new(NodeKeys::single(SphinxKey::from_secret(*secret, 1))),
     )?);
     let to = node.local_addr();
-    // one datagram per send, no GSO: the kernel's drop counters count socket buffers, and a GSO
-    // super-packet dropped whole would count as one
+    // one datagram per message, no GSO: the kernel's drop counters count socket buffers, and a
+    // GSO super-packet dropped whole would count as one
     let tx = std::net::UdpSocket::bind("127.0.0.1:0")?;
+    let sender = Sender::new(args.overload_sender, &tx, to)?;
     let late0 = lateness(&node);
     let rss0 = rss();
     let host0 = host_drops();
+    let cpu0 = cpu_times();
+    let sched0 = thread_sched();
     let stop = Arc::new(AtomicBool::new(false));
     let watcher = watch(node.clone(), stop.clone());
 
-    // the sender on the first core, away from the workers on the last ones
-    if let Some(first) = core_affinity::get_core_ids().and_then(|c| c.first().copied()) {
-        core_affinity::set_for_current(first);
-    }
-    let t0 = Instant::now();
     let total = (rate * seconds) as usize;
-    let (mut sent, mut failed) = (0usize, 0usize);
-    while sent < total {
-        let due = t0 + Duration::from_secs_f64(sent as f64 / rate);
-        while Instant::now() < due {
-            std::hint::spin_loop();
-        }
-        let n = BATCH.min(total - sent);
-        for i in sent..sent + n {
-            if tx.send_to(&pool[i % pool_len], to).is_err() {
-                failed += 1;
-            }
-        }
-        sent += n;
-    }
-    let send_s = t0.elapsed().as_secs_f64();
+    let (sent, failed, send_s) = send_all(sender, &pool, total, rate, !args.overload_sleep);
+    let cpu = cpu_delta(&cpu0, &cpu_times());
+    let sched = sched_delta(&sched0, &thread_sched());
     // let the node finish what it holds (the longest delay is capped at 1 s)
     let end = Instant::now() + Duration::from_secs(3);
     std::thread::sleep(Duration::from_millis(300));
@@ -183,6 +170,7 @@ pub(super) fn phase(
             host: (host1.0 - host0.0, host1.1 - host0.1),
         },
     );
+    print_cpu(multiple, send_s, &cpu, &sched);
     match Arc::try_unwrap(node) {
         Ok(node) => node.shutdown()?,
         Err(_) => anyhow::bail!("node still shared"),
@@ -272,4 +260,281 @@ fn report(node: &Node, r: Report) {
         quantile_of(&late, 0.999) as f64 / 1e6,
         quantile_of(&late, 1.0) as f64 / 1e6,
     );
+}
+
+/// Sends `total` datagrams from `pool` (round and round) at `rate` per second, in batches of
+/// [`BATCH`], from a thread of its own pinned to the first core (away from the workers on the
+/// last ones). Returns (sent, failed, seconds taken).
+///
+/// A thread of its own: pinning the calling thread instead would leave it pinned for the next
+/// phase, whose node then sees one core (`available_parallelism` and `get_core_ids` follow
+/// the calling thread's affinity) and pins its worker to the sender's core. Before
+/// 2026-12-01 the 10× phase after the 2× one ran that way.
+fn send_all(
+    mut sender: Sender<'_>,
+    pool: &[Vec<u8>],
+    total: usize,
+    rate: f64,
+    spin: bool,
+) -> (usize, usize, f64) {
+    std::thread::scope(|s| {
+        s.spawn(move || {
+            if let Some(first) = core_affinity::get_core_ids().and_then(|c| c.first().copied()) {
+                core_affinity::set_for_current(first);
+            }
+            let t0 = Instant::now();
+            let (mut sent, mut failed) = (0usize, 0usize);
+            while sent < total {
+                pace(t0 + Duration::from_secs_f64(sent as f64 / rate), spin);
+                let n = BATCH.min(total - sent);
+                let frames: Vec<&[u8]> = (sent..sent + n)
+                    .map(|i| &pool[i % pool.len()][..])
+                    .collect();
+                failed += sender.send(&frames);
+                sent += n;
+            }
+            (sent, failed, t0.elapsed().as_secs_f64())
+        })
+        .join()
+        .expect("sender thread")
+    })
+}
+
+/// Waits until `due`: spinning all the way (`spin`), or sleeping until shortly before it and
+/// spinning the rest, which leaves the sender's CPU to other threads while it waits.
+fn pace(due: Instant, spin: bool) {
+    const SLACK: Duration = Duration::from_micros(100);
+    if !spin {
+        let left = due.saturating_duration_since(Instant::now());
+        if left > 2 * SLACK {
+            std::thread::sleep(left - SLACK);
+        }
+    }
+    while Instant::now() < due {
+        std::hint::spin_loop();
+    }
+}
+
+/// How the overload phase sends its datagrams.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, clap::ValueEnum)]
+pub(super) enum SenderKind {
+    /// One `send_to` per datagram.
+    Single,
+    /// One `sendmmsg` per batch of datagrams (still one datagram per message, no GSO).
+    Mmsg,
+}
+
+/// The overload phase's sending end: one socket, one destination.
+struct Sender<'a> {
+    kind: SenderKind,
+    tx: &'a std::net::UdpSocket,
+    to: SocketAddr,
+    /// The destination as a `sockaddr_in`, for `sendmmsg`.
+    addr: libc::sockaddr_in,
+}
+
+impl<'a> Sender<'a> {
+    fn new(kind: SenderKind, tx: &'a std::net::UdpSocket, to: SocketAddr) -> anyhow::Result<Self> {
+        let SocketAddr::V4(v4) = to else {
+            anyhow::bail!("the overload sender expects an IPv4 node address, got {to}");
+        };
+        // SAFETY: `sockaddr_in` is plain data; all zeros is a valid value.
+        let mut addr: libc::sockaddr_in = unsafe { std::mem::zeroed() };
+        addr.sin_family = libc::AF_INET as libc::sa_family_t;
+        addr.sin_port = v4.port().to_be();
+        addr.sin_addr.s_addr = u32::from_ne_bytes(v4.ip().octets());
+        Ok(Sender { kind, tx, to, addr })
+    }
+
+    /// Sends every frame as one datagram; returns how many could not be sent.
+    fn send(&mut self, frames: &[&[u8]]) -> usize {
+        match self.kind {
+            SenderKind::Single => frames
+                .iter()
+                .filter(|f| self.tx.send_to(f, self.to).is_err())
+                .count(),
+            SenderKind::Mmsg => self.send_mmsg(frames),
+        }
+    }
+
+    fn send_mmsg(&mut self, frames: &[&[u8]]) -> usize {
+        use std::os::fd::AsRawFd;
+        let mut iov: Vec<libc::iovec> = frames
+            .iter()
+            .map(|f| libc::iovec {
+                iov_base: f.as_ptr() as *mut libc::c_void,
+                iov_len: f.len(),
+            })
+            .collect();
+        let addr_ptr = (&raw mut self.addr).cast::<libc::c_void>();
+        let mut msgs: Vec<libc::mmsghdr> = iov
+            .iter_mut()
+            .map(|v| {
+                // SAFETY: `msghdr` is plain data; all zeros is a valid value (no control data).
+                let mut hdr: libc::msghdr = unsafe { std::mem::zeroed() };
+                hdr.msg_name = addr_ptr;
+                hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+                hdr.msg_iov = v;
+                hdr.msg_iovlen = 1;
+                libc::mmsghdr {
+                    msg_hdr: hdr,
+                    msg_len: 0,
+                }
+            })
+            .collect();
+        let mut done = 0;
+        let mut failed = 0;
+        while done < msgs.len() {
+            let rest = &mut msgs[done..];
+            // SAFETY: `rest` holds `rest.len()` initialised headers, each naming `self.addr`
+            // and one iovec of `iov` over a frame of `frames`; all of them outlive the call,
+            // which only reads them (and writes `msg_len`).
+            let n = unsafe {
+                libc::sendmmsg(self.tx.as_raw_fd(), rest.as_mut_ptr(), rest.len() as _, 0)
+            };
+            if n <= 0 {
+                // the first message of `rest` failed: count it and go on with the next
+                done += 1;
+                failed += 1;
+            } else {
+                done += n as usize;
+            }
+        }
+        failed
+    }
+}
+
+/// Jiffies of each CPU (`/proc/stat`): user + nice, system, irq, softirq, steal, idle + iowait.
+fn cpu_times() -> Vec<[u64; 6]> {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    stat.lines()
+        .filter(|l| l.starts_with("cpu") && !l.starts_with("cpu "))
+        .map(|l| {
+            let v: Vec<u64> = l
+                .split_whitespace()
+                .skip(1)
+                .map(|x| x.parse().unwrap_or(0))
+                .collect();
+            let f = |i: usize| v.get(i).copied().unwrap_or(0);
+            [f(0) + f(1), f(2), f(5), f(6), f(7), f(3) + f(4)]
+        })
+        .collect()
+}
+
+fn cpu_delta(a: &[[u64; 6]], b: &[[u64; 6]]) -> Vec<[u64; 6]> {
+    a.iter()
+        .zip(b)
+        .map(|(a, b)| core::array::from_fn(|i| b[i].saturating_sub(a[i])))
+        .collect()
+}
+
+/// Each thread's scheduler figures (`/proc/self/task/*/schedstat` and `status`), by name and
+/// thread id: ns on a CPU, ns waiting on a run queue, involuntary context switches.
+fn thread_sched() -> Vec<(String, [u64; 3])> {
+    let mut out = Vec::new();
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return out;
+    };
+    for t in tasks.flatten() {
+        let read = |f: &str| std::fs::read_to_string(t.path().join(f)).unwrap_or_default();
+        let comm = format!(
+            "{} ({})",
+            read("comm").trim(),
+            t.file_name().to_string_lossy()
+        );
+        let ss: Vec<u64> = read("schedstat")
+            .split_whitespace()
+            .map(|x| x.parse().unwrap_or(0))
+            .collect();
+        let nvcsw = read("status")
+            .lines()
+            .find_map(|l| l.strip_prefix("nonvoluntary_ctxt_switches:"))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0);
+        let f = |i: usize| ss.get(i).copied().unwrap_or(0);
+        out.push((comm, [f(0), f(1), nvcsw]));
+    }
+    out.sort();
+    out
+}
+
+fn sched_delta(a: &[(String, [u64; 3])], b: &[(String, [u64; 3])]) -> Vec<(String, [u64; 3])> {
+    b.iter()
+        .map(|(name, v)| {
+            let before = a.iter().find(|(n, _)| n == name).map_or([0; 3], |x| x.1);
+            (
+                name.clone(),
+                core::array::from_fn(|i| v[i].saturating_sub(before[i])),
+            )
+        })
+        .collect()
+}
+
+/// Where each CPU's time went while the sender sent, and how much of it each thread of this
+/// process that ran at least 1% of the time got.
+fn print_cpu(multiple: f64, seconds: f64, cpu: &[[u64; 6]], sched: &[(String, [u64; 3])]) {
+    for (i, c) in cpu.iter().enumerate() {
+        let total = c.iter().sum::<u64>().max(1) as f64 / 100.0;
+        println!(
+            "overload {multiple}x: cpu{i} while sending: user {:.0}%, system {:.0}%, irq {:.0}%, softirq {:.0}%, steal {:.0}%, idle {:.0}%",
+            c[0] as f64 / total,
+            c[1] as f64 / total,
+            c[2] as f64 / total,
+            c[3] as f64 / total,
+            c[4] as f64 / total,
+            c[5] as f64 / total,
+        );
+    }
+    for (name, [run, wait, nvcsw]) in sched {
+        if (*run as f64) < seconds * 1e7 {
+            continue;
+        }
+        println!(
+            "overload {multiple}x: {name} while sending: on a CPU {:.0}% of the time, waiting for one {:.0}%, {nvcsw} involuntary switches",
+            *run as f64 / seconds / 1e7,
+            *wait as f64 / seconds / 1e7,
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Sends `n` distinct datagrams with `kind` through [`send_all`] and returns what a local
+    /// socket received, in order.
+    fn round_trip(kind: SenderKind, n: usize) -> Vec<Vec<u8>> {
+        let rx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        rx.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let tx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let pool: Vec<Vec<u8>> = (0..n).map(|i| vec![i as u8; 100 + i]).collect();
+        let sender = Sender::new(kind, &tx, rx.local_addr().unwrap()).unwrap();
+        let (sent, failed, _) = send_all(sender, &pool, n, 1e6, false);
+        assert_eq!((sent, failed), (n, 0));
+        let mut buf = [0u8; 2048];
+        (0..n)
+            .map(|_| {
+                let len = rx.recv(&mut buf).expect("datagram");
+                buf[..len].to_vec()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn both_senders_send_each_frame_as_one_datagram() {
+        for kind in [SenderKind::Single, SenderKind::Mmsg] {
+            let n = BATCH + 5;
+            let got = round_trip(kind, n);
+            let want: Vec<Vec<u8>> = (0..n).map(|i| vec![i as u8; 100 + i]).collect();
+            assert_eq!(got, want, "{kind:?}");
+        }
+    }
+
+    #[test]
+    fn sending_leaves_the_callers_cores_alone() {
+        let before = std::thread::available_parallelism().map_or(1, |n| n.get());
+        round_trip(SenderKind::Mmsg, 3);
+        let after = std::thread::available_parallelism().map_or(1, |n| n.get());
+        assert_eq!(before, after, "the sender pinned the calling thread");
+    }
 }
