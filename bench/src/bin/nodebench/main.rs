@@ -181,7 +181,9 @@ fn sched_ns(prefix: &str) -> (u64, u64) {
             continue;
         }
         let stat = std::fs::read_to_string(t.path().join("schedstat")).unwrap_or_default();
-        let mut f = stat.split_whitespace().map(|x| x.parse::<u64>().unwrap_or(0));
+        let mut f = stat
+            .split_whitespace()
+            .map(|x| x.parse::<u64>().unwrap_or(0));
         total.0 += f.next().unwrap_or(0);
         total.1 += f.next().unwrap_or(0);
     }
@@ -665,7 +667,10 @@ fn main() -> anyhow::Result<()> {
     if args.rounds > 1 {
         for (k, transport) in args.transport.iter().enumerate() {
             for (s, what) in [
-                (&mut shares[k], "forwarding per worker / unwrap rate of the same round"),
+                (
+                    &mut shares[k],
+                    "forwarding per worker / unwrap rate of the same round",
+                ),
                 (&mut cpu_shares[k], "the same on CPU time"),
             ] {
                 s.sort_by(f64::total_cmp);
