@@ -274,7 +274,8 @@ fn throughput(
     unwrap_both: Unwrap,
 ) -> anyhow::Result<(Node, f64, f64)> {
     let unwrap = unwrap_both.rate;
-    // Throughput: the node's workers on the last cores, the sender on core 0.
+    // Throughput: the node's workers on the last cores (the sender and sinks on core 0 with
+    // `--pin-harness`).
     let ncores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let cores: Vec<usize> = (0..args.workers).map(|i| ncores - 1 - i % ncores).collect();
     let tcp = transport != Transport::Udp;
