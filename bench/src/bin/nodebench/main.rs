@@ -79,6 +79,11 @@ struct Args {
     /// The node's batch time budget (`[node] batch_budget_us`; 0: always full batches).
     #[arg(long, default_value_t = 1000)]
     batch_budget_us: u64,
+    /// Pin the harness's threads (this sender and the sinks) to the first core, away from the
+    /// node's workers on the last ones. Right on an otherwise idle machine; while other jobs
+    /// run, the scheduler then moves them onto the workers' cores instead.
+    #[arg(long)]
+    pin_harness: bool,
     /// Overload phases: offer this many times the node's capacity (the UDP forwarding rate
     /// measured above, else the unwrap rate), e.g. `2,10`; empty: skip.
     #[arg(long, value_delimiter = ',')]
@@ -166,9 +171,47 @@ fn build_frames(
     Ok(frames)
 }
 
-/// Packets per second of `Processor::process_batch` on one core over these frames.
+/// The unwrap microbenchmark's result: packets per second of wall-clock time and of the
+/// thread's CPU time (the best of five runs each).
+#[derive(Clone, Copy)]
+struct Unwrap {
+    rate: f64,
+    cpu_rate: f64,
+}
+
+/// Time on a CPU and time runnable but waiting for one, ns, of the threads of this process
+/// whose name starts with `prefix` (`/proc/self/task/*/schedstat`; unreadable ones count 0).
+fn sched_ns(prefix: &str) -> (u64, u64) {
+    let mut total = (0, 0);
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return total;
+    };
+    for t in tasks.flatten() {
+        let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
+        if !comm.starts_with(prefix) {
+            continue;
+        }
+        let stat = std::fs::read_to_string(t.path().join("schedstat")).unwrap_or_default();
+        let mut f = stat
+            .split_whitespace()
+            .map(|x| x.parse::<u64>().unwrap_or(0));
+        total.0 += f.next().unwrap_or(0);
+        total.1 += f.next().unwrap_or(0);
+    }
+    total
+}
+
+/// Time this thread has spent on a CPU, ns (`/proc/thread-self/schedstat`; 0 if unreadable).
+fn own_cpu_ns() -> u64 {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// `Processor::process_batch` on one core over these frames, in wall-clock and CPU time.
 /// Distinct frames per call come from `frames[..batch]`.
-fn unwrap_rate(secret: &[u8; 32], frames: &[Vec<u8>], batch: usize) -> f64 {
+fn unwrap_rate(secret: &[u8; 32], frames: &[Vec<u8>], batch: usize) -> Unwrap {
     let mut proc = Processor::new(
         Arc::new(NodeKeys::single(SphinxKey::from_secret(*secret, 1))),
         ProcessorConfig::default(),
@@ -177,8 +220,10 @@ fn unwrap_rate(secret: &[u8; 32], frames: &[Vec<u8>], batch: usize) -> f64 {
     let mut work = template.clone();
     let mut out = Vec::new();
     let mut best = f64::MAX;
+    let mut best_cpu = f64::MAX;
     for _ in 0..5 {
         let t = Instant::now();
+        let cpu0 = own_cpu_ns();
         let mut n = 0;
         while t.elapsed() < Duration::from_millis(300) {
             for (w, f) in work.iter_mut().zip(&template) {
@@ -188,16 +233,36 @@ fn unwrap_rate(secret: &[u8; 32], frames: &[Vec<u8>], batch: usize) -> f64 {
             n += 1;
         }
         best = best.min(t.elapsed().as_secs_f64() / (n * batch) as f64);
+        best_cpu = best_cpu.min((own_cpu_ns() - cpu0) as f64 / 1e9 / (n * batch) as f64);
     }
-    1.0 / best
+    Unwrap {
+        rate: 1.0 / best,
+        cpu_rate: 1.0 / best_cpu,
+    }
 }
 
 fn sum(node: &Node, f: impl Fn(&WorkerCounters) -> u64) -> u64 {
     node.counters().iter().map(|c| f(c)).sum()
 }
 
+/// Whether `--pin-harness` was given.
+static PIN_HARNESS: AtomicBool = AtomicBool::new(false);
+
+/// With `--pin-harness`, pins the calling thread to the first core: the harness's threads
+/// (sender, sinks) stay off the node's workers, which take the last cores, as the other ends of
+/// a real node's links run on other machines.
+fn pin_to_first_core() {
+    if !PIN_HARNESS.load(Relaxed) {
+        return;
+    }
+    if let Some(first) = core_affinity::get_core_ids().and_then(|c| c.first().copied()) {
+        core_affinity::set_for_current(first);
+    }
+}
+
 /// Counts datagrams arriving at the sink until told to stop.
 fn sink_thread(mut io: Box<dyn UdpIo>, count: Arc<AtomicU64>, stop: Arc<AtomicBool>) {
+    pin_to_first_core();
     let mut d = Vec::new();
     while !stop.load(Relaxed) {
         if let Ok(n) = io.recv(Duration::from_millis(20), &mut d) {
@@ -208,17 +273,20 @@ fn sink_thread(mut io: Box<dyn UdpIo>, count: Arc<AtomicU64>, stop: Arc<AtomicBo
 
 /// The throughput phase over one transport: a fresh node driven flat out (closed loop) with
 /// `frames`, forwarding to the sink (over UDP, or over TCP to a TCP sink at the same address);
-/// prints the rate next to the unwrap rate and returns the node (still running) and its
-/// forwarding rate per worker.
+/// prints the rate next to the unwrap rate and returns the node (still running), its
+/// forwarding rate per worker and the same on the workers' CPU time as a share of the unwrap
+/// rate on CPU time (what the node would forward with its cores to itself).
 fn throughput(
     args: &Args,
     transport: Transport,
     secret: &[u8; 32],
     sink_addr: SocketAddr,
     frames: &[Vec<u8>],
-    unwrap: f64,
-) -> anyhow::Result<(Node, f64)> {
-    // Throughput: the node's workers on the last cores, the sender on core 0.
+    unwrap_both: Unwrap,
+) -> anyhow::Result<(Node, f64, f64)> {
+    let unwrap = unwrap_both.rate;
+    // Throughput: the node's workers on the last cores (the sender and sinks on core 0 with
+    // `--pin-harness`).
     let ncores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let cores: Vec<usize> = (0..args.workers).map(|i| ncores - 1 - i % ncores).collect();
     let tcp = transport != Transport::Udp;
@@ -265,6 +333,7 @@ fn throughput(
         })
     };
     let t0 = Instant::now();
+    let sched0 = sched_ns("mixplane-w");
     let mut sent = 0u64;
     let mut send_failed = 0;
     for chunk in frames.chunks(BATCH) {
@@ -289,6 +358,7 @@ fn throughput(
         std::thread::sleep(Duration::from_millis(5));
     }
     let busy = last_change.duration_since(t0).as_secs_f64();
+    let sched1 = sched_ns("mixplane-w");
     let rx = sum(&node, |c| c.rx_datagrams.load(Relaxed));
     let fwd = sum(&node, |c| c.tx_datagrams.load(Relaxed));
     let overflow = sum(&node, |c| {
@@ -316,6 +386,17 @@ fn throughput(
         "{transport:?}: I/O, wheel and replay overhead: forwarding per worker is {:.1}% of the unwrap rate (target >= {}%)",
         100.0 * per_worker / unwrap,
         if noise { 80 } else { 85 }
+    );
+    // The same on the workers' CPU time (the VM's other jobs take the workers' cores now and
+    // then; the quiet wait at the end costs them no CPU)
+    let (on_cpu, waiting) = (sched1.0 - sched0.0, sched1.1 - sched0.1);
+    let cpu_share = fwd as f64 / (on_cpu as f64 / 1e9) / unwrap_both.cpu_rate;
+    println!(
+        "{transport:?}: on the workers' CPU time {:.1}% of the unwrap rate on CPU time ({:.2} µs per forwarded packet against {:.2}); workers runnable but not running {:.2} µs per packet",
+        100.0 * cpu_share,
+        on_cpu as f64 / fwd.max(1) as f64 / 1e3,
+        1e6 / unwrap_both.cpu_rate,
+        waiting as f64 / fwd.max(1) as f64 / 1e3,
     );
     if let Some(s) = tcp_sink {
         let tcp_c = |f: &dyn Fn(&TcpCounters) -> u64| -> u64 {
@@ -345,7 +426,7 @@ fn throughput(
         sum(&node, |c| c.batch_size.sum()) as f64 / batches.max(1) as f64,
     );
 
-    Ok((node, per_worker))
+    Ok((node, per_worker, cpu_share))
 }
 
 fn tcp_peer(noise: bool) -> PeerInfo {
@@ -439,6 +520,7 @@ impl TcpSink {
         let stop = Arc::new(AtomicBool::new(false));
         let (c, s) = (count.clone(), stop.clone());
         let thread = std::thread::spawn(move || {
+            pin_to_first_core();
             let mut d = Vec::new();
             while !s.load(Relaxed) {
                 if let Ok(n) = io.recv(Duration::from_millis(20), &mut d) {
@@ -516,6 +598,9 @@ fn rate_phase(node: &Node, tx: &mut Box<dyn UdpIo>, to: SocketAddr, frames: &[Ve
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    // the sender (this thread) and the sinks on the first core, the workers on the last ones
+    PIN_HARNESS.store(args.pin_harness, Relaxed);
+    pin_to_first_core();
     println!("{}", mixplane_crypto_simd::cpu::report());
     println!("paths in force: {}", mixplane_crypto_simd::paths());
     if let Some(w) = mixplane_crypto_simd::cpu::warning() {
@@ -532,17 +617,19 @@ fn main() -> anyhow::Result<()> {
 
     println!("building {} regular v258 packets...", args.packets);
     let frames = build_frames(&secret, sink_addr, args.packets, |_| 0, 1)?;
-    let unwrap = unwrap_rate(&secret, &frames, BATCH);
+    let unwrap_both = unwrap_rate(&secret, &frames, BATCH);
+    let unwrap = unwrap_both.rate;
     println!(
-        "unwrap microbenchmark (1 core, batch {BATCH}, x25519 {}): {:.0} packets/s ({:.2} µs/packet)",
+        "unwrap microbenchmark (1 core, batch {BATCH}, x25519 {}): {:.0} packets/s ({:.2} µs/packet; {:.2} µs of CPU time)",
         mixplane_crypto_simd::x25519::Backend::best().name(),
         unwrap,
-        1e6 / unwrap
+        1e6 / unwrap,
+        1e6 / unwrap_both.cpu_rate
     );
 
     if args.unwrap_frames > 0 {
         let m = args.unwrap_frames.min(frames.len());
-        let r = unwrap_rate(&secret, &frames, m);
+        let r = unwrap_rate(&secret, &frames, m).rate;
         println!(
             "unwrap over {m} distinct frames per call: {:.0} packets/s ({:.2} µs/packet)",
             r,
@@ -551,17 +638,20 @@ fn main() -> anyhow::Result<()> {
     }
 
     let mut node = None;
-    // per transport, each round's forwarding rate as a share of that round's unwrap rate
+    // per transport, each round's forwarding rate as a share of that round's unwrap rate, in
+    // wall-clock time and in CPU time
     let mut shares = vec![Vec::new(); args.transport.len()];
-    let mut unwrap = unwrap;
+    let mut cpu_shares = vec![Vec::new(); args.transport.len()];
+    let mut unwrap = unwrap_both;
     for round in 0..args.rounds.max(1) {
         if round > 0 {
             unwrap = unwrap_rate(&secret, &frames, BATCH);
             println!(
-                "round {}: unwrap microbenchmark {:.0} packets/s ({:.2} µs/packet)",
+                "round {}: unwrap microbenchmark {:.0} packets/s ({:.2} µs/packet; {:.2} µs of CPU time)",
                 round + 1,
-                unwrap,
-                1e6 / unwrap
+                unwrap.rate,
+                1e6 / unwrap.rate,
+                1e6 / unwrap.cpu_rate
             );
         }
         for (k, &transport) in args.transport.iter().enumerate() {
@@ -579,22 +669,31 @@ fn main() -> anyhow::Result<()> {
                 let seed = 10 + (round * args.transport.len() + k) as u64;
                 build_frames(&secret, sink_addr, args.packets, |_| 0, seed)?
             };
-            let (n, per_worker) = throughput(&args, transport, &secret, sink_addr, &fresh, unwrap)?;
-            shares[k].push(per_worker / unwrap);
+            let (n, per_worker, cpu_share) =
+                throughput(&args, transport, &secret, sink_addr, &fresh, unwrap)?;
+            shares[k].push(per_worker / unwrap.rate);
+            cpu_shares[k].push(cpu_share);
             node = Some(n);
         }
     }
     if args.rounds > 1 {
         for (k, transport) in args.transport.iter().enumerate() {
-            let s = &mut shares[k];
-            s.sort_by(f64::total_cmp);
-            println!(
-                "{transport:?} over {} rounds: forwarding per worker / unwrap rate of the same round: median {:.1}%, range {:.1}-{:.1}%",
-                s.len(),
-                100.0 * s[s.len() / 2],
-                100.0 * s[0],
-                100.0 * s[s.len() - 1]
-            );
+            for (s, what) in [
+                (
+                    &mut shares[k],
+                    "forwarding per worker / unwrap rate of the same round",
+                ),
+                (&mut cpu_shares[k], "the same on CPU time"),
+            ] {
+                s.sort_by(f64::total_cmp);
+                println!(
+                    "{transport:?} over {} rounds: {what}: median {:.1}%, range {:.1}-{:.1}%",
+                    s.len(),
+                    100.0 * s[s.len() / 2],
+                    100.0 * s[0],
+                    100.0 * s[s.len() - 1]
+                );
+            }
         }
     }
     let node = node.expect("at least one transport");
@@ -648,7 +747,7 @@ fn main() -> anyhow::Result<()> {
     }
     node.shutdown()?;
     let capacity = match UDP_RATE.load(Relaxed) {
-        0 => unwrap,
+        0 => unwrap.rate,
         r => r as f64,
     } * args.workers as f64;
     for &multiple in &args.overload {

@@ -167,6 +167,11 @@ pub struct TcpIo {
     settings: TcpSettings,
     /// Most frames per receive: `settings.batch`, or less after `set_recv_limit`.
     limit: usize,
+    /// A batch is cut to a multiple of this when it can be (see [`TcpIo::set_lane_width`]).
+    lanes: usize,
+    /// Frames of the last batch held back for the next one (the last frames in the arena, in
+    /// order); fewer than `lanes`.
+    carry: Vec<Datagram>,
     static_secret: Zeroizing<[u8; 32]>,
     limits: Arc<ConnLimits>,
     peers: Arc<ArcSwap<PeerBook>>,
@@ -222,6 +227,8 @@ impl TcpIo {
             arena: vec![0; ARENA_BYTES + MAX_FRAME],
             scratch: vec![0; READ_CHUNK].into_boxed_slice(),
             limit: settings.batch.max(1),
+            lanes: 1,
+            carry: Vec::new(),
             settings,
             static_secret,
             limits,
@@ -239,7 +246,7 @@ impl TcpIo {
     /// Waits up to `timeout` for anything to do (no wait if work is already pending). Returns
     /// whether the watched UDP socket was reported readable since the last call.
     pub fn wait(&mut self, timeout: Duration) -> io::Result<bool> {
-        let busy = !self.ready.is_empty() || self.accept_pending;
+        let busy = !self.ready.is_empty() || self.accept_pending || !self.carry.is_empty();
         let timeout = if busy { Duration::ZERO } else { timeout };
         match self.poll.poll(&mut self.events, Some(timeout)) {
             Ok(()) => {}
@@ -294,13 +301,17 @@ impl TcpIo {
     }
 
     /// Accepts waiting connections and reads the ready ones, cutting at most `settings.batch`
-    /// (or the cap `set_recv_limit` set) frames into the arena. Fills `out` (cleared first); returns how many.
+    /// (or the cap `set_recv_limit` set) frames into the arena. Fills `out` (cleared first);
+    /// returns how many. With a lane width set ([`Self::set_lane_width`]), a batch of more than
+    /// one group of lanes whose last frames fill only part of a group hands those frames out
+    /// with the next call instead (once: frames held back before are never held back again).
     pub fn take_frames(&mut self, out: &mut Vec<Datagram>) -> usize {
         out.clear();
         if self.accept_pending {
             self.accept();
         }
-        let mut used = 0usize;
+        let mut used = self.take_carry(out);
+        let carried = out.len();
         let mut ready = std::mem::take(&mut self.ready);
         ready.sort_unstable();
         ready.dedup();
@@ -317,7 +328,41 @@ impl TcpIo {
             }
         }
         self.ready = again;
+        self.hold_tail(out, carried);
         out.len()
+    }
+
+    /// Cuts batches to a multiple of `lanes` frames where [`Self::take_frames`] can (the X25519
+    /// kernel's width: a part-filled group costs nearly a full one). 1, the default, cuts
+    /// nothing.
+    pub fn set_lane_width(&mut self, lanes: usize) {
+        self.lanes = lanes.max(1);
+    }
+
+    /// Moves the frames held back by the last batch to the front of the arena and into `out`;
+    /// returns the arena bytes they take.
+    fn take_carry(&mut self, out: &mut Vec<Datagram>) -> usize {
+        let (Some(first), Some(last)) = (self.carry.first(), self.carry.last()) else {
+            return 0;
+        };
+        let (start, end) = (first.offset, last.offset + last.len);
+        self.arena.copy_within(start..end, 0);
+        out.extend(self.carry.drain(..).map(|d| Datagram {
+            offset: d.offset - start,
+            len: d.len,
+        }));
+        end - start
+    }
+
+    /// Holds back the part-filled last group of lanes of the batch in `out` (whose first
+    /// `carried` frames were held back before) for the next batch, when it has more than one
+    /// group and the part is made of new frames only.
+    fn hold_tail(&mut self, out: &mut Vec<Datagram>, carried: usize) {
+        let n = out.len();
+        let part = n % self.lanes;
+        if self.lanes > 1 && n > self.lanes && part > 0 && n - carried >= part {
+            self.carry.extend(out.drain(n - part..));
+        }
     }
 
     /// Reads one connection (once) and cuts frames; returns whether it may have more.

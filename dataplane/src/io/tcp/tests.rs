@@ -105,6 +105,45 @@ fn frames_split_anywhere_arrive_whole() {
 }
 
 #[test]
+fn batches_are_cut_to_whole_lane_groups_and_the_tail_follows() {
+    let mut n = plain_node();
+    n.io.set_lane_width(4);
+    let to = n.io.local_addr().unwrap();
+    // 11 distinct frames in one write: a batch of 8, then the 3 held back (and nothing new
+    // behind them: they go out alone rather than wait)
+    let frames: Vec<Vec<u8>> = (0..11)
+        .map(|k| frame(FrameVersion::V8, SizeClass::Regular, k as u8))
+        .collect();
+    let mut c = StdStream::connect(to).unwrap();
+    c.write_all(&frames.concat()).unwrap();
+    let mut sizes = Vec::new();
+    let mut got = Vec::new();
+    let mut dg = Vec::new();
+    let end = Instant::now() + Duration::from_secs(5);
+    while got.len() < frames.len() && Instant::now() < end {
+        n.io.recv(Duration::from_millis(20), &mut dg).unwrap();
+        if !dg.is_empty() {
+            sizes.push(dg.len());
+        }
+        got.extend(dg.iter().map(|d| n.io.datagram(*d).to_vec()));
+    }
+    assert_eq!(got, frames, "every frame once, in order");
+    assert_eq!(sizes.first(), Some(&8), "batch sizes {sizes:?}");
+    assert_eq!(sizes.iter().sum::<usize>(), 11);
+    // frames held back come first in the next batch, with the new ones behind them
+    let more: Vec<Vec<u8>> = (0..7)
+        .map(|k| frame(FrameVersion::V7, SizeClass::Regular, 100 + k as u8))
+        .collect();
+    c.write_all(&more[..6].concat()).unwrap();
+    let got = receive(&mut n.io, 4, 5000);
+    assert_eq!(got, more[..4], "the first group of the second write");
+    c.write_all(&more[6]).unwrap();
+    let got = receive(&mut n.io, 3, 5000);
+    assert_eq!(got, more[4..], "the held-back pair, then the late frame");
+    assert_eq!(n.counters.frames_in.load(Ordering::Relaxed), 18);
+}
+
+#[test]
 fn garbage_closes_the_connection_with_a_reason() {
     let mut n = plain_node();
     let to = n.io.local_addr().unwrap();
