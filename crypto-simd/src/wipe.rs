@@ -14,8 +14,8 @@ use core::sync::atomic::{Ordering, compiler_fence};
 /// Sized from the deepest frame chain under the X25519 dispatcher, measured on x86_64
 /// (2026-12-01, Zen 3). Optimised build: the kernels' frames are about 4 KiB (`sub rsp, 0xfe0`
 /// in `avx2::x25519_lanes`, `0xfc0` in both `ifma::x25519_lanes`), plus at most 0.5 KiB for
-/// the helpers they call and 0.8 KiB for the dispatcher: 16 KiB is three times that. The test
-/// build (`opt-level = 1`) spills more: the test `kernels_stay_within_the_scrub`, which paints
+/// the helpers they call and 0.8 KiB for the dispatcher: 16 KiB is three times that. A test
+/// build at `opt-level = 1` spilled more: the test `kernels_stay_within_the_scrub`, which paints
 /// the stack, saw the AVX2 path write 11.5 KiB deep, so builds with debug assertions scrub
 /// 32 KiB. One scrub costs about 1.6 µs (16 KiB) or 3.2 µs (32 KiB) on that CPU, against
 /// 84 µs for one call of the 4-lane kernel and 43 µs for one operation alone.
