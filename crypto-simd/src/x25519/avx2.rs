@@ -107,60 +107,6 @@ fn carry(mut h: [__m256i; 10]) -> Fe {
     Fe(h)
 }
 
-/// Carries product columns (each < 2^63) down to a carried element, one sequential pass
-/// 0, 1, ..., 9, 0 written column by column: the caller hands each column over as soon as it
-/// is summed, so a finished limb leaves the registers at once and the columns are not
-/// spilled (the ladder is bound by stores). Same bounds as [`carry`]: limb 0 ends below
-/// 2^26, limb 1 below 2^25 + 2^18.
-struct SeqCarry {
-    limbs: [__m256i; 10],
-    /// The column being carried, with the carry of the one before added.
-    cur: __m256i,
-    i: usize,
-}
-
-impl SeqCarry {
-    #[inline]
-    #[target_feature(enable = "avx2")]
-    fn new(h0: __m256i) -> SeqCarry {
-        SeqCarry {
-            limbs: [_mm256_setzero_si256(); 10],
-            cur: h0,
-            i: 0,
-        }
-    }
-
-    /// Takes the next column: the current one keeps its width and its excess goes into `h`.
-    #[inline]
-    #[target_feature(enable = "avx2")]
-    fn push(&mut self, h: __m256i) {
-        let (c, m) = if self.i.is_multiple_of(2) {
-            (_mm256_srli_epi64::<26>(self.cur), splat((1 << 26) - 1))
-        } else {
-            (_mm256_srli_epi64::<25>(self.cur), splat((1 << 25) - 1))
-        };
-        self.limbs[self.i] = _mm256_and_si256(self.cur, m);
-        self.cur = _mm256_add_epi64(h, c);
-        self.i += 1;
-    }
-
-    /// After column 9: folds its excess into limb 0 (2^255 ≡ 19) and carries limb 0 once more.
-    #[inline]
-    #[target_feature(enable = "avx2")]
-    fn finish(mut self) -> Fe {
-        let c = _mm256_srli_epi64::<25>(self.cur);
-        self.limbs[9] = _mm256_and_si256(self.cur, splat((1 << 25) - 1));
-        let c19 = _mm256_add_epi64(
-            _mm256_add_epi64(c, _mm256_slli_epi64::<1>(c)),
-            _mm256_slli_epi64::<4>(c),
-        );
-        let h0 = _mm256_add_epi64(self.limbs[0], c19);
-        self.limbs[0] = _mm256_and_si256(h0, splat((1 << 26) - 1));
-        self.limbs[1] = _mm256_add_epi64(self.limbs[1], _mm256_srli_epi64::<26>(h0));
-        Fe(self.limbs)
-    }
-}
-
 /// One 32 x 32 -> 64-bit product per lane.
 #[inline]
 #[target_feature(enable = "avx2")]
@@ -266,7 +212,7 @@ impl<'a> MulTable<'a> {
 #[target_feature(enable = "avx2")]
 fn mul_by(f: &Fe, t: &MulTable) -> Fe {
     let [f0, f1, f2, f3, f4, f5, f6, f7, f8, f9] = f.0;
-    let mut r = SeqCarry::new(sum([
+    let h0 = sum([
         m(f0, t.g(0)),
         m(f1, t.g38(9)),
         m(f2, t.g19(8)),
@@ -277,8 +223,8 @@ fn mul_by(f: &Fe, t: &MulTable) -> Fe {
         m(f7, t.g38(3)),
         m(f8, t.g19(2)),
         m(f9, t.g38(1)),
-    ]));
-    r.push(sum([
+    ]);
+    let h1 = sum([
         m(f0, t.g(1)),
         m(f1, t.g(0)),
         m(f2, t.g19(9)),
@@ -289,8 +235,8 @@ fn mul_by(f: &Fe, t: &MulTable) -> Fe {
         m(f7, t.g19(4)),
         m(f8, t.g19(3)),
         m(f9, t.g19(2)),
-    ]));
-    r.push(sum([
+    ]);
+    let h2 = sum([
         m(f0, t.g(2)),
         m(f1, t.g2(1)),
         m(f2, t.g(0)),
@@ -301,8 +247,8 @@ fn mul_by(f: &Fe, t: &MulTable) -> Fe {
         m(f7, t.g38(5)),
         m(f8, t.g19(4)),
         m(f9, t.g38(3)),
-    ]));
-    r.push(sum([
+    ]);
+    let h3 = sum([
         m(f0, t.g(3)),
         m(f1, t.g(2)),
         m(f2, t.g(1)),
@@ -313,8 +259,8 @@ fn mul_by(f: &Fe, t: &MulTable) -> Fe {
         m(f7, t.g19(6)),
         m(f8, t.g19(5)),
         m(f9, t.g19(4)),
-    ]));
-    r.push(sum([
+    ]);
+    let h4 = sum([
         m(f0, t.g(4)),
         m(f1, t.g2(3)),
         m(f2, t.g(2)),
@@ -325,8 +271,8 @@ fn mul_by(f: &Fe, t: &MulTable) -> Fe {
         m(f7, t.g38(7)),
         m(f8, t.g19(6)),
         m(f9, t.g38(5)),
-    ]));
-    r.push(sum([
+    ]);
+    let h5 = sum([
         m(f0, t.g(5)),
         m(f1, t.g(4)),
         m(f2, t.g(3)),
@@ -337,8 +283,8 @@ fn mul_by(f: &Fe, t: &MulTable) -> Fe {
         m(f7, t.g19(8)),
         m(f8, t.g19(7)),
         m(f9, t.g19(6)),
-    ]));
-    r.push(sum([
+    ]);
+    let h6 = sum([
         m(f0, t.g(6)),
         m(f1, t.g2(5)),
         m(f2, t.g(4)),
@@ -349,8 +295,8 @@ fn mul_by(f: &Fe, t: &MulTable) -> Fe {
         m(f7, t.g38(9)),
         m(f8, t.g19(8)),
         m(f9, t.g38(7)),
-    ]));
-    r.push(sum([
+    ]);
+    let h7 = sum([
         m(f0, t.g(7)),
         m(f1, t.g(6)),
         m(f2, t.g(5)),
@@ -361,8 +307,8 @@ fn mul_by(f: &Fe, t: &MulTable) -> Fe {
         m(f7, t.g(0)),
         m(f8, t.g19(9)),
         m(f9, t.g19(8)),
-    ]));
-    r.push(sum([
+    ]);
+    let h8 = sum([
         m(f0, t.g(8)),
         m(f1, t.g2(7)),
         m(f2, t.g(6)),
@@ -373,8 +319,8 @@ fn mul_by(f: &Fe, t: &MulTable) -> Fe {
         m(f7, t.g2(1)),
         m(f8, t.g(0)),
         m(f9, t.g38(9)),
-    ]));
-    r.push(sum([
+    ]);
+    let h9 = sum([
         m(f0, t.g(9)),
         m(f1, t.g(8)),
         m(f2, t.g(7)),
@@ -385,8 +331,8 @@ fn mul_by(f: &Fe, t: &MulTable) -> Fe {
         m(f7, t.g(2)),
         m(f8, t.g(1)),
         m(f9, t.g(0)),
-    ]));
-    r.finish()
+    ]);
+    carry([h0, h1, h2, h3, h4, h5, h6, h7, h8, h9])
 }
 
 /// A load from a [`MulTable`] that stays a load: a volatile read, so that the compiler does
