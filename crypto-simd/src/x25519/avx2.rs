@@ -478,7 +478,9 @@ fn sqr_n(a: &Fe, n: u32) -> Fe {
     t
 }
 
-/// `a + b` (not carried).
+/// `a + b` (not carried). The ladder forms its sums in [`sum_dif`] and [`plus_a24`]; the
+/// field tests use this one.
+#[cfg(test)]
 #[inline]
 #[target_feature(enable = "avx2")]
 fn add(a: &Fe, b: &Fe) -> Fe {
@@ -516,6 +518,33 @@ fn sub(a: &Fe, b: &Fe) -> Fe {
 fn mul_a24(e: &Fe) -> Fe {
     let a24 = splat(121_665);
     carry(core::array::from_fn(|i| _mm256_mul_epu32(e.0[i], a24)))
+}
+
+/// `a + 121665 e`, the sum not carried (`121665 e` is).
+///
+/// `a` is read limb by limb as the sum is formed (a load each): read up front, the compiler
+/// kept its limbs across the carry of `121665 e` and copied them to other stack slots.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn plus_a24(a: &Fe, e: &Fe) -> Fe {
+    let t = mul_a24(e);
+    Fe(core::array::from_fn(|i| {
+        _mm256_add_epi64(ld(&a.0[i]), t.0[i])
+    }))
+}
+
+/// `[a + b, a - b]` (not carried; `b` must be carried), both formed limb by limb in one pass,
+/// so that each limb of `a` and `b` is loaded once and not kept (copied) for a second pass.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn sum_dif(a: &Fe, b: &Fe) -> [Fe; 2] {
+    let mut out = [Fe([_mm256_setzero_si256(); 10]); 2];
+    for (i, &two_p) in TWO_P.iter().enumerate() {
+        let (x, y) = (a.0[i], b.0[i]);
+        out[0].0[i] = _mm256_add_epi64(x, y);
+        out[1].0[i] = _mm256_sub_epi64(_mm256_add_epi64(x, splat(two_p)), y);
+    }
+    out
 }
 
 /// Swaps `a` and `b` in the lanes where `mask` is all ones (it is all ones or all zeros).
@@ -696,9 +725,10 @@ fn ladder(sw: &[__m256i; 4], x1: &Fe) -> (Fe, Fe) {
         let cb = mul(&c, &b);
         x2 = mul(&aa, &bb);
         let e = sub(&aa, &bb);
-        let f = add(&aa, &mul_a24(&e));
-        let dif2 = sqr(&sub(&da, &cb));
-        x3 = sqr(&add(&da, &cb));
+        let f = plus_a24(&aa, &e);
+        let [sum, dif] = sum_dif(&da, &cb);
+        let dif2 = sqr(&dif);
+        x3 = sqr(&sum);
         z2 = mul(&e, &f);
         z3 = mul_by(&dif2, &x1_table);
     }
