@@ -459,7 +459,7 @@ fn sqr(f: &Fe) -> Fe {
     carry([h0, h1, h2, h3, h4, h5, h6, h7, h8, h9])
 }
 
-/// `n` successive squarings.
+/// `n` successive squarings (`n >= 1`).
 ///
 /// Two at a time through a second element: `t = sqr(&t)` made the compiler square into a
 /// temporary and `memcpy` it back (320 bytes, 254 times per inversion), since the result
