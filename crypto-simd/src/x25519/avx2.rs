@@ -344,6 +344,21 @@ fn ld(v: &__m256i) -> __m256i {
     unsafe { core::ptr::read_volatile(v) }
 }
 
+/// `v`, hidden from the optimiser. Seeing that a product such as `19 f[j]` is only ever used
+/// for its low 32 bits, the compiler turns `vpmuludq` into a full 64-bit multiply (five
+/// instructions); an opaque value keeps the single instruction. Costs nothing: no code is
+/// emitted and the value stays in its register.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn opaque(mut v: __m256i) -> __m256i {
+    // SAFETY: an empty template: no instruction runs, no memory, stack or flags are touched;
+    // `v` comes back in the same register unchanged.
+    unsafe {
+        core::arch::asm!("/* {0} */", inout(ymm_reg) v, options(pure, nomem, nostack, preserves_flags));
+    }
+    v
+}
+
 /// `f^2`.
 #[inline]
 #[target_feature(enable = "avx2")]
@@ -364,11 +379,8 @@ fn sqr(f: &Fe) -> Fe {
     let f3_4 = _mm256_add_epi64(f3_2, f3_2);
     let f5_4 = _mm256_add_epi64(f5_2, f5_2);
     let f7_4 = _mm256_add_epi64(f7_2, f7_2);
-    let f5_19 = _mm256_mul_epu32(f5, k19);
-    let f6_19 = _mm256_mul_epu32(f6, k19);
-    let f7_19 = _mm256_mul_epu32(f7, k19);
-    let f8_19 = _mm256_mul_epu32(f8, k19);
-    let f9_19 = _mm256_mul_epu32(f9, k19);
+    let [f5_19, f6_19, f7_19, f8_19, f9_19] =
+        [f5, f6, f7, f8, f9].map(|v| opaque(_mm256_mul_epu32(v, k19)));
     let h0 = sum([
         m(f0, f0),
         m(f1_4, f9_19),
@@ -447,18 +459,28 @@ fn sqr(f: &Fe) -> Fe {
     carry([h0, h1, h2, h3, h4, h5, h6, h7, h8, h9])
 }
 
-/// `n` successive squarings.
+/// `n` successive squarings (`n >= 1`).
+///
+/// Two at a time through a second element: `t = sqr(&t)` made the compiler square into a
+/// temporary and `memcpy` it back (320 bytes, 254 times per inversion), since the result
+/// would overwrite its own input.
 #[inline]
 #[target_feature(enable = "avx2")]
 fn sqr_n(a: &Fe, n: u32) -> Fe {
     let mut t = sqr(a);
-    for _ in 1..n {
+    for _ in 0..(n - 1) / 2 {
+        let u = sqr(&t);
+        t = sqr(&u);
+    }
+    if n.is_multiple_of(2) {
         t = sqr(&t);
     }
     t
 }
 
-/// `a + b` (not carried).
+/// `a + b` (not carried). The ladder forms its sums in [`sum_dif`] and [`plus_a24`]; the
+/// field tests use this one.
+#[cfg(test)]
 #[inline]
 #[target_feature(enable = "avx2")]
 fn add(a: &Fe, b: &Fe) -> Fe {
@@ -496,6 +518,33 @@ fn sub(a: &Fe, b: &Fe) -> Fe {
 fn mul_a24(e: &Fe) -> Fe {
     let a24 = splat(121_665);
     carry(core::array::from_fn(|i| _mm256_mul_epu32(e.0[i], a24)))
+}
+
+/// `a + 121665 e`, the sum not carried (`121665 e` is).
+///
+/// `a` is read limb by limb as the sum is formed (a load each): read up front, the compiler
+/// kept its limbs across the carry of `121665 e` and copied them to other stack slots.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn plus_a24(a: &Fe, e: &Fe) -> Fe {
+    let t = mul_a24(e);
+    Fe(core::array::from_fn(|i| {
+        _mm256_add_epi64(ld(&a.0[i]), t.0[i])
+    }))
+}
+
+/// `[a + b, a - b]` (not carried; `b` must be carried), both formed limb by limb in one pass,
+/// so that each limb of `a` and `b` is loaded once and not kept (copied) for a second pass.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn sum_dif(a: &Fe, b: &Fe) -> [Fe; 2] {
+    let mut out = [Fe([_mm256_setzero_si256(); 10]); 2];
+    for (i, &two_p) in TWO_P.iter().enumerate() {
+        let (x, y) = (a.0[i], b.0[i]);
+        out[0].0[i] = _mm256_add_epi64(x, y);
+        out[1].0[i] = _mm256_sub_epi64(_mm256_add_epi64(x, splat(two_p)), y);
+    }
+    out
 }
 
 /// Swaps `a` and `b` in the lanes where `mask` is all ones (it is all ones or all zeros).
@@ -676,9 +725,10 @@ fn ladder(sw: &[__m256i; 4], x1: &Fe) -> (Fe, Fe) {
         let cb = mul(&c, &b);
         x2 = mul(&aa, &bb);
         let e = sub(&aa, &bb);
-        let f = add(&aa, &mul_a24(&e));
-        let dif2 = sqr(&sub(&da, &cb));
-        x3 = sqr(&add(&da, &cb));
+        let f = plus_a24(&aa, &e);
+        let [sum, dif] = sum_dif(&da, &cb);
+        let dif2 = sqr(&dif);
+        x3 = sqr(&sum);
         z2 = mul(&e, &f);
         z3 = mul_by(&dif2, &x1_table);
     }
