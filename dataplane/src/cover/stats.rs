@@ -586,23 +586,35 @@ mod tests {
 
     #[test]
     fn a_lossy_node_raises_the_alarm_and_only_it() {
-        let mut s = LoopStats::new(4096);
-        let mut rng = rand::rng();
-        for seq in 0..1500u64 {
-            let l1 = (1, addr(10 + (seq % 3) as u16));
-            let l2 = (2, addr(20 + ((seq / 3) % 2) as u16));
-            s.sent(seq, seq + 10, &[l1, l2]);
-            // node 21 of layer 2 loses 30 %, everything else 1 %
-            let p = if l2.1 == addr(21) { 0.3 } else { 0.01 };
-            if !rng.random_bool(p) {
-                s.returned(seq, seq + 1);
+        use rand::SeedableRng;
+        // Fixed seeds: the run is the same every time. A 95 % interval misses the true rate in
+        // about one run of twenty, so the interval is checked for its coverage over the runs.
+        let mut covered = 0;
+        for seed in 0..20u64 {
+            let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+            let mut s = LoopStats::new(4096);
+            for seq in 0..1500u64 {
+                let l1 = (1, addr(10 + (seq % 3) as u16));
+                let l2 = (2, addr(20 + ((seq / 3) % 2) as u16));
+                s.sent(seq, seq + 10, &[l1, l2]);
+                // node 21 of layer 2 loses 30 %, everything else 1 %
+                let p = if l2.1 == addr(21) { 0.3 } else { 0.01 };
+                if !rng.random_bool(p) {
+                    s.returned(seq, seq + 1);
+                }
             }
+            s.expire(u64::MAX);
+            let r = s.report();
+            let alarmed: Vec<SocketAddr> =
+                r.nodes.iter().filter(|n| n.alarm).map(|n| n.node).collect();
+            assert_eq!(alarmed, vec![addr(21)], "seed {seed}: {r:#?}");
+            let bad = r.nodes.iter().find(|n| n.node == addr(21)).unwrap();
+            assert!(bad.loss.low < bad.loss.rate && bad.loss.rate < bad.loss.high);
+            covered += usize::from(bad.loss.low < 0.3 && 0.3 < bad.loss.high);
         }
-        s.expire(u64::MAX);
-        let r = s.report();
-        let alarmed: Vec<SocketAddr> = r.nodes.iter().filter(|n| n.alarm).map(|n| n.node).collect();
-        assert_eq!(alarmed, vec![addr(21)], "{r:#?}");
-        let bad = r.nodes.iter().find(|n| n.node == addr(21)).unwrap();
-        assert!(bad.loss.low < 0.3 && 0.3 < bad.loss.high, "{bad:?}");
+        assert!(
+            covered >= 17,
+            "the 95 % interval held the true rate in {covered} of 20 runs"
+        );
     }
 }
