@@ -98,8 +98,10 @@ pub trait UdpIo: Send {
     /// receive past the cap. The default ignores the cap.
     fn set_recv_limit(&mut self, _max: usize) {}
 
-    /// Datagrams the kernel dropped because the socket's receive queue was full, so far (as
-    /// reported by `SO_RXQ_OVFL`; 0 where the backend cannot tell).
+    /// Receive buffers the kernel dropped because the socket's receive queue was full, so far
+    /// (as reported by `SO_RXQ_OVFL`; 0 where the backend cannot tell). Each is one datagram,
+    /// except a GRO super-packet (a GSO sender's burst, coalesced on the way in), which the
+    /// kernel drops and counts as one: under GRO the figure is a lower bound on datagrams.
     fn rx_overflows(&self) -> u64 {
         0
     }
