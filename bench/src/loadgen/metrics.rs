@@ -1,8 +1,11 @@
-//! Reads a mixplane node's drop counters from its admin API (`GET /metrics`), so that a replay
-//! can tell whether the node dropped the replayed packets as replays.
+//! Reads a mixplane node's drop counters and release-lateness histogram from its admin API
+//! (`GET /metrics`), so that a replay can tell whether the node dropped the replayed packets as
+//! replays, and how late the packets it admitted left its delay wheel.
 //!
 //! The counters are `mixplane_packets_dropped_total{worker="N",reason="R"}`; [`DropCounts`]
-//! sums them over the workers by reason.
+//! sums them over the workers by reason. The histogram is
+//! `mixplane_release_lateness_seconds_bucket{worker="N",le="B"}`; [`Lateness`] sums it over the
+//! workers by bucket.
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -63,6 +66,83 @@ impl DropCounts {
     }
 }
 
+/// The node's release-lateness histogram (wheel deadline to release).
+pub const LATENESS: &str = "mixplane_release_lateness_seconds_bucket";
+
+/// A cumulative histogram summed over the workers: (upper bound in seconds, count at or
+/// below it), ascending; the last bound is `+Inf`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Lateness(pub Vec<(f64, u64)>);
+
+impl Lateness {
+    /// Sums the lateness buckets of a Prometheus text page.
+    pub fn from_prometheus(text: &str) -> std::result::Result<Lateness, String> {
+        let mut by_le: BTreeMap<u64, (f64, u64)> = BTreeMap::new();
+        for (series, value) in mixplane_control::metrics::parse(text)? {
+            let Some(labels) = series
+                .strip_prefix(LATENESS)
+                .and_then(|l| l.strip_prefix('{'))
+            else {
+                continue;
+            };
+            let Some(le) = labels
+                .split(',')
+                .find_map(|kv| kv.trim().strip_prefix("le=\""))
+                .and_then(|r| r.split('"').next())
+            else {
+                continue;
+            };
+            let le = match le {
+                "+Inf" => f64::INFINITY,
+                b => b.parse::<f64>().map_err(|e| format!("bucket {b}: {e}"))?,
+            };
+            if le.is_nan() || !(value.is_finite() && value >= 0.0) {
+                continue;
+            }
+            // keyed by the bound's bits: positive floats order as their bits do
+            by_le.entry(le.to_bits()).or_insert((le, 0)).1 += value as u64;
+        }
+        Ok(Lateness(by_le.into_values().collect()))
+    }
+
+    /// What `later` counted beyond `self`, bucket by bucket (the buckets of `later`).
+    pub fn delta(&self, later: &Lateness) -> Lateness {
+        let before = |le: f64| self.0.iter().find(|(b, _)| *b == le).map_or(0, |&(_, c)| c);
+        Lateness(
+            later
+                .0
+                .iter()
+                .map(|&(le, c)| (le, c.saturating_sub(before(le))))
+                .collect(),
+        )
+    }
+
+    /// Packets counted (the `+Inf` bucket).
+    pub fn count(&self) -> u64 {
+        self.0.last().map_or(0, |&(_, c)| c)
+    }
+
+    /// The upper bound of the bucket that holds quantile `q` (seconds; infinite if it is past
+    /// the last finite bound), or None when nothing was counted.
+    pub fn quantile(&self, q: f64) -> Option<f64> {
+        let n = self.count();
+        if n == 0 {
+            return None;
+        }
+        let rank = ((q.clamp(0.0, 1.0) * n as f64).ceil() as u64).max(1);
+        self.0.iter().find(|&&(_, c)| c >= rank).map(|&(le, _)| le)
+    }
+}
+
+/// What a scrape of the node's metrics page found.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct NodeMetrics {
+    /// Drops by reason.
+    pub drops: DropCounts,
+    /// Release lateness.
+    pub lateness: Lateness,
+}
+
 /// Splits `http://host:port/path` (or `host:port`, path `/metrics`) into address and path.
 fn split_url(url: &str) -> std::result::Result<(String, String), String> {
     let rest = url.strip_prefix("http://").unwrap_or(url);
@@ -79,8 +159,8 @@ fn split_url(url: &str) -> std::result::Result<(String, String), String> {
     Ok((host.to_string(), path.to_string()))
 }
 
-/// GETs the node's metrics page at `url` and sums its drop counters.
-pub fn scrape(url: &str) -> Result<DropCounts> {
+/// GETs the node's metrics page at `url` and sums its drop counters and lateness buckets.
+pub fn scrape(url: &str) -> Result<NodeMetrics> {
     let err = |message: String| Error::Metrics {
         url: url.to_string(),
         message,
@@ -113,7 +193,10 @@ pub fn scrape(url: &str) -> Result<DropCounts> {
     if status.split_whitespace().nth(1) != Some("200") {
         return Err(err(format!("answered `{status}`")));
     }
-    DropCounts::from_prometheus(page).map_err(err)
+    Ok(NodeMetrics {
+        drops: DropCounts::from_prometheus(page).map_err(err)?,
+        lateness: Lateness::from_prometheus(page).map_err(err)?,
+    })
 }
 
 #[cfg(test)]
@@ -148,5 +231,39 @@ mod tests {
         );
         assert!(split_url("https://x:1/metrics").is_err());
         assert!(scrape("127.0.0.1:1").is_err());
+    }
+
+    #[test]
+    fn lateness_buckets_sum_over_workers_and_give_quantiles() {
+        let page = |a: [u64; 4], b: [u64; 4]| {
+            let mut t = String::from("# TYPE mixplane_release_lateness_seconds histogram\n");
+            for (w, v) in [(0, a), (1, b)] {
+                for (le, c) in ["0.001", "0.002", "0.004", "+Inf"].iter().zip(v) {
+                    t += &format!(
+                        "mixplane_release_lateness_seconds_bucket{{worker=\"{w}\",le=\"{le}\"}} {c}\n"
+                    );
+                }
+            }
+            t
+        };
+        let before = Lateness::from_prometheus(&page([1, 1, 1, 1], [0, 0, 0, 0])).unwrap();
+        let after =
+            Lateness::from_prometheus(&page([50, 90, 99, 100], [41, 90, 100, 101])).unwrap();
+        assert_eq!(after.count(), 201);
+        let d = before.delta(&after);
+        assert_eq!(
+            d.0,
+            vec![
+                (0.001, 90),
+                (0.002, 179),
+                (0.004, 198),
+                (f64::INFINITY, 200)
+            ]
+        );
+        assert_eq!(d.quantile(0.5), Some(0.002));
+        assert_eq!(d.quantile(0.4), Some(0.001));
+        assert_eq!(d.quantile(0.99), Some(0.004));
+        assert_eq!(d.quantile(1.0), Some(f64::INFINITY));
+        assert_eq!(Lateness::default().quantile(0.5), None);
     }
 }

@@ -97,6 +97,32 @@ pub struct SinkReport {
     pub ack_latency_us: Latency,
 }
 
+/// The node's release lateness over a replay, read from its histogram: each quantile is the
+/// upper end of the bucket that holds it, ms (infinite past the last finite bucket).
+#[derive(Debug, Clone, Serialize)]
+pub struct LatenessReport {
+    /// Packets released.
+    pub released: u64,
+    /// Median.
+    pub p50_ms: f64,
+    /// 99th percentile.
+    pub p99_ms: f64,
+    /// 99.9th percentile.
+    pub p999_ms: f64,
+}
+
+impl LatenessReport {
+    fn of(h: &metrics::Lateness) -> Option<LatenessReport> {
+        let q = |q| h.quantile(q).map(|s| s * 1e3);
+        Some(LatenessReport {
+            released: h.count(),
+            p50_ms: q(0.5)?,
+            p99_ms: q(0.99)?,
+            p999_ms: q(0.999)?,
+        })
+    }
+}
+
 /// What a replay did.
 #[derive(Debug, Clone, Serialize)]
 pub struct ReplayReport {
@@ -125,6 +151,8 @@ pub struct ReplayReport {
     pub sink: Option<SinkReport>,
     /// What the node dropped during the replay, by reason (with a metrics URL).
     pub node_drops: Option<BTreeMap<String, u64>>,
+    /// How late the node's delay wheel released packets during the replay (with a metrics URL).
+    pub node_lateness: Option<LatenessReport>,
     /// Problems found: replayed packets, nothing delivered.
     pub warnings: Vec<String>,
 }
@@ -157,6 +185,12 @@ impl ReplayReport {
                 k.foreign,
                 k.latency_us.line(),
                 k.ack_latency_us.line()
+            );
+        }
+        if let Some(l) = &self.node_lateness {
+            s += &format!(
+                "node release lateness during the replay: {} packets released, p50 <= {:.3} ms, p99 <= {:.3} ms, p99.9 <= {:.3} ms (bucket upper ends)\n",
+                l.released, l.p50_ms, l.p99_ms, l.p999_ms
             );
         }
         if let Some(d) = &self.node_drops {
@@ -341,9 +375,15 @@ pub fn replay(capture: &Capture, cfg: &ReplayConfig) -> Result<ReplayReport> {
         None => None,
     };
     progress.finish();
-    let node_drops = match (&before, cfg.metrics.as_deref()) {
-        (Some(b), Some(url)) => Some(b.delta(&metrics::scrape(url)?).0),
-        _ => None,
+    let (node_drops, node_lateness) = match (&before, cfg.metrics.as_deref()) {
+        (Some(b), Some(url)) => {
+            let after = metrics::scrape(url)?;
+            (
+                Some(b.drops.delta(&after.drops).0),
+                LatenessReport::of(&b.lateness.delta(&after.lateness)),
+            )
+        }
+        _ => (None, None),
     };
     let warnings = warnings(sent, sink.as_ref(), node_drops.as_ref());
     Ok(ReplayReport {
@@ -359,6 +399,7 @@ pub fn replay(capture: &Capture, cfg: &ReplayConfig) -> Result<ReplayReport> {
         target_pps,
         sink,
         node_drops,
+        node_lateness,
         warnings,
     })
 }
