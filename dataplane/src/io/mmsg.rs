@@ -39,7 +39,7 @@ pub(crate) struct MmsgIo {
     held: VecDeque<Datagram>,
     /// Arena slots the next `recvmmsg` may fill, rebuilt before each one.
     free: Vec<usize>,
-    /// Per slot: whether a datagram in it is held or handed out by the current receive.
+    /// Per slot: whether a held segment is in it.
     busy: Vec<bool>,
 }
 
@@ -83,11 +83,12 @@ impl MmsgIo {
         }
     }
 
-    /// Marks the slots that hold a datagram of `out` or of `held` busy and lists the others
-    /// in `free`, in slot order: only these may be given to the kernel.
-    fn find_free_slots(&mut self, out: &[Datagram]) {
+    /// Marks the slots that hold a `held` segment busy (they are handed out by the receive
+    /// under way, or later) and lists the others in `free`, in slot order: only these may be
+    /// given to the kernel.
+    fn find_free_slots(&mut self) {
         self.busy.fill(false);
-        for d in out.iter().chain(&self.held) {
+        for d in &self.held {
             self.busy[d.offset / MAX_DATAGRAM] = true;
         }
         self.free.clear();
@@ -122,8 +123,9 @@ impl MmsgIo {
         }
         retry_if_interrupted(|| {
             // SAFETY: the first `vlen` headers point at live, correctly sized buffers owned by
-            // `self` for the duration of the call (free arena slots: no datagram handed out or
-            // held lies in them); the fd is open.
+            // `self` for the duration of the call (free arena slots: no held segment lies in
+            // them, and no slice of the last receive's datagrams lives, as this call holds
+            // `&mut self`); the fd is open.
             let n = unsafe {
                 libc::recvmmsg(
                     self.sock.as_raw_fd(),
@@ -138,6 +140,23 @@ impl MmsgIo {
             }
             Ok(n as usize)
         })
+    }
+
+    /// [`Self::recv_now`], and when nothing is queued, once more after waiting up to `timeout`
+    /// for the socket to turn readable. Returns how many messages came (0: none in time).
+    fn recv_waiting(&mut self, timeout: Duration, vlen: usize) -> io::Result<usize> {
+        match self.recv_now(vlen) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                if timeout.is_zero() || !self.wait_readable(timeout)? {
+                    return Ok(0);
+                }
+                match self.recv_now(vlen) {
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(0),
+                    r => r,
+                }
+            }
+            r => r,
+        }
     }
 
     /// Moves held segments into `out`, oldest first, up to the cap.
@@ -183,32 +202,29 @@ impl UdpIo for MmsgIo {
 
     fn recv(&mut self, timeout: Duration, out: &mut Vec<Datagram>) -> io::Result<usize> {
         out.clear();
-        self.hand_out_held(out);
-        if out.len() >= self.limit {
+        if self.held.len() >= self.limit {
+            self.hand_out_held(out);
             return Ok(out.len());
         }
-        self.find_free_slots(out);
-        // held segments were handed out: take what is queued now, but do not wait for more
-        let wait = if out.is_empty() {
+        // every held segment goes out now: receive into the slots none of them is in, and
+        // do not wait when they make a batch already
+        self.find_free_slots();
+        let wait = if self.held.is_empty() {
             timeout
         } else {
             Duration::ZERO
         };
-        let vlen = self.rx_vlen.min(self.limit - out.len());
-        let n = match self.recv_now(vlen) {
+        let vlen = self.rx_vlen.min(self.limit - self.held.len());
+        let n = match self.recv_waiting(wait, vlen) {
             Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                if wait.is_zero() || !self.wait_readable(wait)? {
-                    return Ok(out.len());
-                }
-                match self.recv_now(vlen) {
-                    Ok(n) => n,
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(out.len()),
-                    Err(e) => return Err(e),
-                }
+            Err(e) if self.held.is_empty() => return Err(e),
+            Err(e) => {
+                // the held segments are not lost to it; the error comes back on the next call
+                tracing::debug!(error = %e, "recvmmsg failed; handing out held segments");
+                0
             }
-            Err(e) => return Err(e),
         };
+        self.hand_out_held(out);
         let first = out.len();
         for i in 0..n {
             let len = self.rx_hdr[i].msg_len as usize;
@@ -308,5 +324,39 @@ impl UdpIo for MmsgIo {
             stats.calls += more.calls;
         }
         stats
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::io::socket::{bind_udp, set_gro_off_for_test};
+
+    fn dg(slot: usize, at: usize) -> Datagram {
+        Datagram {
+            offset: slot * MAX_DATAGRAM + at,
+            len: 100,
+        }
+    }
+
+    #[test]
+    fn recvmmsg_gets_only_slots_without_held_segments() {
+        let sock = bind_udp("127.0.0.1:0".parse().unwrap()).unwrap();
+        set_gro_off_for_test(&sock);
+        let to = sock.local_addr().unwrap();
+        let mut io = MmsgIo::new(sock, 4);
+        // slots 2 and 0 hold segments that the receive under way hands out
+        io.held.extend([dg(2, 0), dg(2, 100), dg(0, 0)]);
+        io.find_free_slots();
+        assert_eq!(io.free, [1, 3]);
+        let tx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        for i in 1..=5u8 {
+            tx.send_to(&[i; 100], to).unwrap();
+        }
+        // asked for more messages than there are free slots: only two come, into 1 and 3
+        assert_eq!(io.recv_now(10).unwrap(), 2);
+        for (slot, first) in [(0, 0u8), (1, 1), (2, 0), (3, 2)] {
+            assert_eq!(io.arena[slot * MAX_DATAGRAM], first, "slot {slot}");
+        }
     }
 }

@@ -447,6 +447,40 @@ impl UringIo {
         split_gro(offset, payload.len(), gso, out);
     }
 
+    /// Re-arms the multishot receive if it ended and moves waiting completions into
+    /// `pending`, waiting up to `timeout` for one when none is there.
+    fn poll_completions(&mut self, timeout: Duration) -> io::Result<()> {
+        self.arm()?;
+        let mut tx_done = Vec::new();
+        self.reap(&mut tx_done);
+        if self.pending.is_empty() {
+            let ts = types::Timespec::from(timeout);
+            let args = types::SubmitArgs::new().timespec(&ts);
+            let r = retry_if_interrupted(|| {
+                if timeout.is_zero() {
+                    self.ring.submit()
+                } else {
+                    self.ring.submitter().submit_with_args(1, &args)
+                }
+            });
+            match r {
+                Ok(_) => {}
+                Err(e) if matches!(e.raw_os_error(), Some(libc::ETIME) | Some(libc::EBUSY)) => {}
+                Err(e) => return Err(e),
+            }
+            self.reap(&mut tx_done);
+        } else if !self.ring.submission().is_empty() {
+            match retry_if_interrupted(|| self.ring.submit()) {
+                Ok(_) => {}
+                // the re-arm stays queued for the next call; the completions are handled now
+                Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        debug_assert!(tx_done.is_empty(), "sends complete within send()");
+        Ok(())
+    }
+
     /// Moves held segments into `out`, oldest first, up to the cap.
     fn hand_out_held(&mut self, out: &mut Vec<Datagram>) {
         while out.len() < self.max_datagrams
@@ -483,36 +517,20 @@ impl UdpIo for UringIo {
     fn recv(&mut self, timeout: Duration, out: &mut Vec<Datagram>) -> io::Result<usize> {
         out.clear();
         self.give_back_buffers();
-        self.hand_out_held(out);
-        self.arm()?;
-        let mut tx_done = Vec::new();
-        self.reap(&mut tx_done);
         // held segments make a batch already: no waiting for more
-        if self.pending.is_empty() && out.is_empty() {
-            let ts = types::Timespec::from(timeout);
-            let args = types::SubmitArgs::new().timespec(&ts);
-            let r = retry_if_interrupted(|| {
-                if timeout.is_zero() {
-                    self.ring.submit()
-                } else {
-                    self.ring.submitter().submit_with_args(1, &args)
-                }
-            });
-            match r {
-                Ok(_) => {}
-                Err(e) if matches!(e.raw_os_error(), Some(libc::ETIME) | Some(libc::EBUSY)) => {}
-                Err(e) => return Err(e),
+        let wait = if self.held.is_empty() {
+            timeout
+        } else {
+            Duration::ZERO
+        };
+        if let Err(e) = self.poll_completions(wait) {
+            if self.held.is_empty() {
+                return Err(e);
             }
-            self.reap(&mut tx_done);
-        } else if !self.ring.submission().is_empty() {
-            match retry_if_interrupted(|| self.ring.submit()) {
-                Ok(_) => {}
-                // the re-arm stays queued for the next call; the completions are handled now
-                Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {}
-                Err(e) => return Err(e),
-            }
+            // the held segments are not lost to it; the error comes back on the next call
+            tracing::debug!(error = %e, "io_uring receive failed; handing out held segments");
         }
-        debug_assert!(tx_done.is_empty(), "sends complete within send()");
+        self.hand_out_held(out);
         self.drain_pending(out);
         Ok(out.len())
     }
