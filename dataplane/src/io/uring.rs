@@ -9,8 +9,9 @@
 //!   wheel into its own slab slots while processing. A super-packet's segments past the cap
 //!   are held in their buffer and come first in the next `recv`, which gives that buffer back
 //!   only once none of them is left; so a buffer is held past one batch only while its
-//!   segments wait, and the ring always has fresh buffers. When the ring runs dry the kernel ends the multishot request (`ENOBUFS`, the
-//!   datagrams stay queued in the socket) and it is re-armed after the buffers come back.
+//!   segments wait, and the ring always has fresh buffers. When the ring runs dry the kernel
+//!   ends the multishot request (`ENOBUFS`, the datagrams stay queued in the socket) and it is
+//!   re-armed after the buffers come back.
 //! * Send: one `IORING_OP_SENDMSG` per GSO run (datagrams to one next hop), submitted together
 //!   with one `io_uring_enter`; `send` returns when all of them completed, so the caller's data
 //!   only has to live for the call.
