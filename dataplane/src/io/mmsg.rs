@@ -1,6 +1,13 @@
 //! The recvmmsg/sendmmsg backend: one syscall per received batch and one per sent batch, with
 //! UDP GRO on receive and UDP GSO on send where the kernel supports them.
+//!
+//! The arena has one slot of [`MAX_DATAGRAM`] bytes per message of the largest batch. A
+//! receive never hands out more datagrams than the cap (`set_recv_limit`): the segments of a
+//! GRO super-packet past it are held where they are and come first in the next receive, and
+//! the slots that hold them, or that the caller may still be reading, are not given to the
+//! kernel until then.
 
+use std::collections::VecDeque;
 use std::io;
 use std::net::UdpSocket;
 use std::os::fd::AsRawFd;
@@ -27,6 +34,13 @@ pub(crate) struct MmsgIo {
     rx_vlen: usize,
     /// Most datagrams a receive hands out (`batch`, or less after `set_recv_limit`).
     limit: usize,
+    /// Segments of GRO super-packets received but not handed out yet (a receive stopped at
+    /// `limit`), in arrival order: the next receive hands them out first.
+    held: VecDeque<Datagram>,
+    /// Arena slots the next `recvmmsg` may fill, rebuilt before each one.
+    free: Vec<usize>,
+    /// Per slot: whether a held segment is in it.
+    busy: Vec<bool>,
 }
 
 // SAFETY: the raw pointers inside the iovec/msghdr vectors are scratch: they are rewritten to
@@ -63,16 +77,38 @@ impl MmsgIo {
             kernel_drops: DropPoller::default(),
             rx_vlen: batch,
             limit: batch,
+            held: VecDeque::new(),
+            free: Vec::with_capacity(batch),
+            busy: vec![false; batch],
         }
     }
 
-    fn recv_now(&mut self) -> io::Result<usize> {
+    /// Marks the slots that hold a `held` segment busy (they are handed out by the receive
+    /// under way, or later) and lists the others in `free`, in slot order: only these may be
+    /// given to the kernel.
+    fn find_free_slots(&mut self) {
+        self.busy.fill(false);
+        for d in &self.held {
+            self.busy[d.offset / MAX_DATAGRAM] = true;
+        }
+        self.free.clear();
+        self.free
+            .extend((0..self.batch).filter(|&slot| !self.busy[slot]));
+    }
+
+    /// One `recvmmsg` of up to `vlen` messages (at most the free slots), without waiting:
+    /// message `i` lands in slot `free[i]`.
+    fn recv_now(&mut self, vlen: usize) -> io::Result<usize> {
+        let vlen = vlen.min(self.free.len());
+        if vlen == 0 {
+            return Ok(0);
+        }
         let base = self.arena.as_mut_ptr();
-        for i in 0..self.batch {
+        for (i, &slot) in self.free[..vlen].iter().enumerate() {
             self.rx_iov[i] = libc::iovec {
-                // SAFETY: i * MAX_DATAGRAM + MAX_DATAGRAM <= arena.len(), so the pointer stays
-                // in bounds.
-                iov_base: unsafe { base.add(i * MAX_DATAGRAM) }.cast(),
+                // SAFETY: slot < batch, so slot * MAX_DATAGRAM + MAX_DATAGRAM <= arena.len()
+                // and the pointer stays in bounds.
+                iov_base: unsafe { base.add(slot * MAX_DATAGRAM) }.cast(),
                 iov_len: MAX_DATAGRAM,
             };
             let h = &mut self.rx_hdr[i].msg_hdr;
@@ -86,13 +122,15 @@ impl MmsgIo {
             self.rx_hdr[i].msg_len = 0;
         }
         retry_if_interrupted(|| {
-            // SAFETY: every header points at live, correctly sized buffers owned by `self` for
-            // the duration of the call; the fd is open.
+            // SAFETY: the first `vlen` headers point at live, correctly sized buffers owned by
+            // `self` for the duration of the call (free arena slots: no held segment lies in
+            // them, and no slice of the last receive's datagrams lives, as this call holds
+            // `&mut self`); the fd is open.
             let n = unsafe {
                 libc::recvmmsg(
                     self.sock.as_raw_fd(),
                     self.rx_hdr.as_mut_ptr(),
-                    self.rx_vlen as libc::c_uint,
+                    vlen as libc::c_uint,
                     libc::MSG_DONTWAIT,
                     std::ptr::null_mut(),
                 )
@@ -102,6 +140,40 @@ impl MmsgIo {
             }
             Ok(n as usize)
         })
+    }
+
+    /// [`Self::recv_now`], and when nothing is queued, once more after waiting up to `timeout`
+    /// for the socket to turn readable. Returns how many messages came (0: none in time).
+    fn recv_waiting(&mut self, timeout: Duration, vlen: usize) -> io::Result<usize> {
+        match self.recv_now(vlen) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                if timeout.is_zero() || !self.wait_readable(timeout)? {
+                    return Ok(0);
+                }
+                match self.recv_now(vlen) {
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(0),
+                    r => r,
+                }
+            }
+            r => r,
+        }
+    }
+
+    /// Moves held segments into `out`, oldest first, up to the cap.
+    fn hand_out_held(&mut self, out: &mut Vec<Datagram>) {
+        while out.len() < self.limit
+            && let Some(d) = self.held.pop_front()
+        {
+            out.push(d);
+        }
+    }
+
+    /// Holds the datagrams of `out` past the cap for the next receive (they stay in their
+    /// arena slots, which are not reused until they are handed out).
+    fn hold_past_limit(&mut self, out: &mut Vec<Datagram>) {
+        if out.len() > self.limit {
+            self.held.extend(out.drain(self.limit..));
+        }
     }
 
     fn wait_readable(&self, timeout: Duration) -> io::Result<bool> {
@@ -130,20 +202,30 @@ impl UdpIo for MmsgIo {
 
     fn recv(&mut self, timeout: Duration, out: &mut Vec<Datagram>) -> io::Result<usize> {
         out.clear();
-        let n = match self.recv_now() {
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                if timeout.is_zero() || !self.wait_readable(timeout)? {
-                    return Ok(0);
-                }
-                match self.recv_now() {
-                    Ok(n) => n,
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(0),
-                    Err(e) => return Err(e),
-                }
-            }
-            Err(e) => return Err(e),
+        if self.held.len() >= self.limit {
+            self.hand_out_held(out);
+            return Ok(out.len());
+        }
+        // every held segment goes out now: receive into the slots none of them is in, and
+        // do not wait when they make a batch already
+        self.find_free_slots();
+        let wait = if self.held.is_empty() {
+            timeout
+        } else {
+            Duration::ZERO
         };
+        let vlen = self.rx_vlen.min(self.limit - self.held.len());
+        let n = match self.recv_waiting(wait, vlen) {
+            Ok(n) => n,
+            Err(e) if self.held.is_empty() => return Err(e),
+            Err(e) => {
+                // the held segments are not lost to it; the error comes back on the next call
+                tracing::debug!(error = %e, "recvmmsg failed; handing out held segments");
+                0
+            }
+        };
+        self.hand_out_held(out);
+        let first = out.len();
         for i in 0..n {
             let len = self.rx_hdr[i].msg_len as usize;
             // SAFETY: the kernel filled this header's control buffer in the call above.
@@ -151,16 +233,18 @@ impl UdpIo for MmsgIo {
             if let Some(o) = ovfl {
                 self.rx_overflows = self.rx_overflows.max(u64::from(o));
             }
-            split_gro(i * MAX_DATAGRAM, len, gso, out);
+            split_gro(self.free[i] * MAX_DATAGRAM, len, gso, out);
         }
         if n > 0 {
             // Ask for fewer messages next time when GRO packs many datagrams into each, so a
-            // receive brings about `batch` datagrams rather than `batch` super-packets (up to
+            // receive brings about `limit` datagrams rather than `limit` super-packets (up to
             // 27 regular packets each: 1,700 packets, 4 MB, processed from L3 instead of L2;
-            // measured with mixplane-nodebench: 80-81% -> 84% of the unwrap rate).
-            let per = out.len().div_ceil(n);
+            // measured with mixplane-nodebench: 80-81% -> 84% of the unwrap rate). What comes
+            // past `limit` all the same is held for the next receive.
+            let per = (out.len() - first).div_ceil(n);
             self.rx_vlen = self.limit.div_ceil(per).clamp(1, self.limit);
         }
+        self.hold_past_limit(out);
         Ok(out.len())
     }
 
@@ -240,5 +324,39 @@ impl UdpIo for MmsgIo {
             stats.calls += more.calls;
         }
         stats
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::io::socket::{bind_udp, set_gro_off_for_test};
+
+    fn dg(slot: usize, at: usize) -> Datagram {
+        Datagram {
+            offset: slot * MAX_DATAGRAM + at,
+            len: 100,
+        }
+    }
+
+    #[test]
+    fn recvmmsg_gets_only_slots_without_held_segments() {
+        let sock = bind_udp("127.0.0.1:0".parse().unwrap()).unwrap();
+        set_gro_off_for_test(&sock);
+        let to = sock.local_addr().unwrap();
+        let mut io = MmsgIo::new(sock, 4);
+        // slots 2 and 0 hold segments that the receive under way hands out
+        io.held.extend([dg(2, 0), dg(2, 100), dg(0, 0)]);
+        io.find_free_slots();
+        assert_eq!(io.free, [1, 3]);
+        let tx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        for i in 1..=5u8 {
+            tx.send_to(&[i; 100], to).unwrap();
+        }
+        // asked for more messages than there are free slots: only two come, into 1 and 3
+        assert_eq!(io.recv_now(10).unwrap(), 2);
+        for (slot, first) in [(0, 0u8), (1, 1), (2, 0), (3, 2)] {
+            assert_eq!(io.arena[slot * MAX_DATAGRAM], first, "slot {slot}");
+        }
     }
 }

@@ -3,12 +3,15 @@
 //! * Receive: one multishot `IORING_OP_RECVMSG` stays armed on the socket and picks buffers from
 //!   a provided-buffer ring that this backend owns. Each completion is one datagram, or a GRO
 //!   super-packet split into its segments, laid out as `io_uring_recvmsg_out | control | payload`
-//!   in its buffer. A `recv` call hands out the payloads of every completion waiting (one
-//!   `io_uring_enter` when none is), and the next `recv` gives those buffers back to the ring:
-//!   the worker copies the packets it holds in its wheel into its own slab slots while
-//!   processing, so a ring buffer is never held past one batch and the ring always has fresh
-//!   buffers. When the ring runs dry the kernel ends the multishot request (`ENOBUFS`, the
-//!   datagrams stay queued in the socket) and it is re-armed after the buffers come back.
+//!   in its buffer. A `recv` call hands out the payloads of the completions waiting (one
+//!   `io_uring_enter` when none is), up to the cap of [`UdpIo::set_recv_limit`], and the next
+//!   `recv` gives those buffers back to the ring: the worker copies the packets it holds in its
+//!   wheel into its own slab slots while processing. A super-packet's segments past the cap
+//!   are held in their buffer and come first in the next `recv`, which gives that buffer back
+//!   only once none of them is left; so a buffer is held past one batch only while its
+//!   segments wait, and the ring always has fresh buffers. When the ring runs dry the kernel
+//!   ends the multishot request (`ENOBUFS`, the datagrams stay queued in the socket) and it is
+//!   re-armed after the buffers come back.
 //! * Send: one `IORING_OP_SENDMSG` per GSO run (datagrams to one next hop), submitted together
 //!   with one `io_uring_enter`; `send` returns when all of them completed, so the caller's data
 //!   only has to live for the call.
@@ -212,17 +215,23 @@ pub struct UringIo {
     sock: UdpSocket,
     bufs: RxBuffers,
     buf_ring: BufRingMem,
-    /// Buffers handed out by the last `recv`, given back to the ring by the next.
+    /// Buffers handed out by the last `recv`, given back to the ring by the next (those that
+    /// hold a `held` segment are kept).
     in_use: Vec<u16>,
+    /// Segments of GRO super-packets taken from completions but not handed out yet (a `recv`
+    /// stopped at `max_datagrams`), in arrival order: the next `recv` hands them out first.
+    /// Their buffers stay ours (in `in_use`, not published) until then.
+    held: VecDeque<Datagram>,
     /// The multishot receive's header: only `msg_namelen` and `msg_controllen` are read.
     rx_hdr: Box<libc::msghdr>,
     armed: bool,
     /// Receive completions not handed out yet: met while waiting for sends, or left over when
     /// a `recv` reached `max_datagrams`.
     pending: VecDeque<(i32, u32)>,
-    /// A `recv` stops taking completions once it has this many datagrams (the `batch` given to
-    /// [`UringIo::new`], or less after [`UdpIo::set_recv_limit`]): GRO completions carry up to 27 regular packets each, and a whole ring
-    /// of them at once (~1,400 packets, 3.3 MB) would be processed from L3 instead of L2.
+    /// A `recv` hands out at most this many datagrams (the `batch` given to [`UringIo::new`],
+    /// or less after [`UdpIo::set_recv_limit`]): GRO completions carry up to 27 regular
+    /// packets each, and a whole ring of them at once (~1,400 packets, 3.3 MB) would be
+    /// processed from L3 instead of L2.
     max_datagrams: usize,
     /// The `batch` given to [`UringIo::new`].
     batch: usize,
@@ -286,6 +295,7 @@ impl UringIo {
             bufs: RxBuffers::new(nbufs)?,
             buf_ring,
             in_use: (0..nbufs as u16).collect(),
+            held: VecDeque::new(),
             rx_hdr,
             armed: false,
             pending: VecDeque::new(),
@@ -317,23 +327,34 @@ impl UringIo {
         Ok(io)
     }
 
-    /// Publishes the buffers of the last batch to the buffer ring.
+    /// Publishes the buffers of the last batch to the buffer ring, except those that still
+    /// hold a segment waiting to be handed out.
     fn give_back_buffers(&mut self) {
         if self.in_use.is_empty() {
             return;
         }
         let tail = self.buf_ring.tail().load(Ordering::Relaxed);
-        for (i, &bid) in self.in_use.iter().enumerate() {
+        let mut published: u16 = 0;
+        let mut in_use = std::mem::take(&mut self.in_use);
+        in_use.retain(|&bid| {
+            if self
+                .held
+                .iter()
+                .any(|d| d.offset / BUF_LEN == usize::from(bid))
+            {
+                return true;
+            }
             let addr = self.bufs.publish(bid);
             self.buf_ring
-                .set(tail.wrapping_add(i as u16), addr, BUF_LEN, bid);
-        }
+                .set(tail.wrapping_add(published), addr, BUF_LEN, bid);
+            published += 1;
+            false
+        });
+        self.in_use = in_use;
         // release: the entries are written before the kernel can see the new tail
-        self.buf_ring.tail().store(
-            tail.wrapping_add(self.in_use.len() as u16),
-            Ordering::Release,
-        );
-        self.in_use.clear();
+        self.buf_ring
+            .tail()
+            .store(tail.wrapping_add(published), Ordering::Release);
     }
 
     /// Queues the multishot receive if it is not running.
@@ -427,28 +448,9 @@ impl UringIo {
         split_gro(offset, payload.len(), gso, out);
     }
 
-    fn drain_pending(&mut self, out: &mut Vec<Datagram>) {
-        while out.len() < self.max_datagrams
-            && let Some((res, flags)) = self.pending.pop_front()
-        {
-            self.take(res, flags, out);
-        }
-    }
-
-    /// Receive completions that carried an error (not counting running out of buffers).
-    pub fn rx_errors(&self) -> u64 {
-        self.rx_errors
-    }
-}
-
-impl UdpIo for UringIo {
-    fn name(&self) -> &'static str {
-        "io_uring"
-    }
-
-    fn recv(&mut self, timeout: Duration, out: &mut Vec<Datagram>) -> io::Result<usize> {
-        out.clear();
-        self.give_back_buffers();
+    /// Re-arms the multishot receive if it ended and moves waiting completions into
+    /// `pending`, waiting up to `timeout` for one when none is there.
+    fn poll_completions(&mut self, timeout: Duration) -> io::Result<()> {
         self.arm()?;
         let mut tx_done = Vec::new();
         self.reap(&mut tx_done);
@@ -477,6 +479,59 @@ impl UdpIo for UringIo {
             }
         }
         debug_assert!(tx_done.is_empty(), "sends complete within send()");
+        Ok(())
+    }
+
+    /// Moves held segments into `out`, oldest first, up to the cap.
+    fn hand_out_held(&mut self, out: &mut Vec<Datagram>) {
+        while out.len() < self.max_datagrams
+            && let Some(d) = self.held.pop_front()
+        {
+            out.push(d);
+        }
+    }
+
+    /// Takes waiting completions until `out` reaches the cap; holds the segments past it (the
+    /// last completion's, when it was a super-packet) for the next `recv`.
+    fn drain_pending(&mut self, out: &mut Vec<Datagram>) {
+        while out.len() < self.max_datagrams
+            && let Some((res, flags)) = self.pending.pop_front()
+        {
+            self.take(res, flags, out);
+        }
+        if out.len() > self.max_datagrams {
+            self.held.extend(out.drain(self.max_datagrams..));
+        }
+    }
+
+    /// Receive completions that carried an error (not counting running out of buffers).
+    pub fn rx_errors(&self) -> u64 {
+        self.rx_errors
+    }
+}
+
+impl UdpIo for UringIo {
+    fn name(&self) -> &'static str {
+        "io_uring"
+    }
+
+    fn recv(&mut self, timeout: Duration, out: &mut Vec<Datagram>) -> io::Result<usize> {
+        out.clear();
+        self.give_back_buffers();
+        // held segments make a batch already: no waiting for more
+        let wait = if self.held.is_empty() {
+            timeout
+        } else {
+            Duration::ZERO
+        };
+        if let Err(e) = self.poll_completions(wait) {
+            if self.held.is_empty() {
+                return Err(e);
+            }
+            // the held segments are not lost to it; the error comes back on the next call
+            tracing::debug!(error = %e, "io_uring receive failed; handing out held segments");
+        }
+        self.hand_out_held(out);
         self.drain_pending(out);
         Ok(out.len())
     }
