@@ -122,6 +122,14 @@ impl Lateness {
         self.0.last().map_or(0, |&(_, c)| c)
     }
 
+    /// The share of the packets counted at or below `le` seconds (the bucket with that exact
+    /// bound; None if there is no such bucket or nothing was counted).
+    pub fn share_within(&self, le: f64) -> Option<f64> {
+        let n = self.count();
+        let &(_, c) = self.0.iter().find(|(b, _)| *b == le)?;
+        (n > 0).then(|| c as f64 / n as f64)
+    }
+
     /// The upper bound of the bucket that holds quantile `q` (seconds; infinite if it is past
     /// the last finite bound), or None when nothing was counted.
     pub fn quantile(&self, q: f64) -> Option<f64> {
@@ -265,5 +273,7 @@ mod tests {
         assert_eq!(d.quantile(0.99), Some(0.004));
         assert_eq!(d.quantile(1.0), Some(f64::INFINITY));
         assert_eq!(Lateness::default().quantile(0.5), None);
+        assert_eq!(d.share_within(0.002), Some(179.0 / 200.0));
+        assert_eq!(d.share_within(0.003), None);
     }
 }
