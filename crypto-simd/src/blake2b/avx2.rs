@@ -69,28 +69,14 @@ fn g(v: &mut [__m256i; 16], a: usize, b: usize, c: usize, d: usize, x: __m256i, 
     v[b] = rot63(_mm256_xor_si256(v[b], v[c]));
 }
 
-/// Loads word `i` of four blocks into one vector (lane j = block j): each quarter of a block
-/// is one 256-bit load, and four of them (one per block) go through a 4×4 transpose of 64-bit
-/// words (`vpunpck` within 128-bit lanes, then `vperm2i128` across them).
+/// Loads word `i` of four blocks into one vector (lane j = block j).
 #[inline]
 #[target_feature(enable = "avx2")]
 fn transpose(blocks: [&[u8; BLOCK]; 4], m: &mut [__m256i; 16]) {
-    for q in 0..4 {
-        let a = blocks.map(|b| {
-            let quarter: &[u8; 32] = b[32 * q..32 * q + 32].try_into().expect("32 bytes");
-            // SAFETY: `quarter` is 32 readable bytes; loadu needs no alignment.
-            unsafe { _mm256_loadu_si256(quarter.as_ptr().cast()) }
-        });
-        // t0 = words 0 and 2 of blocks 0, 1; t1 = words 1 and 3 of them; t2, t3 the same
-        // for blocks 2, 3 (word k here is word 4q + k of the block)
-        let t0 = _mm256_unpacklo_epi64(a[0], a[1]);
-        let t1 = _mm256_unpackhi_epi64(a[0], a[1]);
-        let t2 = _mm256_unpacklo_epi64(a[2], a[3]);
-        let t3 = _mm256_unpackhi_epi64(a[2], a[3]);
-        m[4 * q] = _mm256_permute2x128_si256::<0x20>(t0, t2);
-        m[4 * q + 1] = _mm256_permute2x128_si256::<0x20>(t1, t3);
-        m[4 * q + 2] = _mm256_permute2x128_si256::<0x31>(t0, t2);
-        m[4 * q + 3] = _mm256_permute2x128_si256::<0x31>(t1, t3);
+    for (i, w) in m.iter_mut().enumerate() {
+        let r =
+            |j: usize| i64::from_le_bytes(blocks[j][8 * i..8 * i + 8].try_into().expect("8 bytes"));
+        *w = _mm256_set_epi64x(r(3), r(2), r(1), r(0));
     }
 }
 
