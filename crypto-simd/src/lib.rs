@@ -52,7 +52,7 @@ pub fn paths() -> Paths {
 }
 
 impl std::fmt::Display for Paths {
-    /// Reads `x25519 avx2 (one at a time below 2 lanes), sha256 portable, chacha20 portable,
+    /// Reads `x25519 avx2 (one at a time below 2 lanes), sha256 portable, chacha20 avx2,
     /// blake2b avx2`.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let x = self.x25519;

@@ -4,7 +4,7 @@
 //! A block is `left (32 bytes) || right (the rest)`. Encryption runs four rounds:
 //! `R ^= S(k1 ^ L)`, `L ^= H(k2, R)`, `R ^= S(k3 ^ L)`, `L ^= H(k4, R)`; decryption runs them
 //! backwards. BLAKE2b is [`crate::blake2b`] (AVX2 or AVX-512 multi-buffer where available); ChaCha20 is
-//! [`crate::chacha20`] (sixteen blocks at a time on AVX-512, else the `chacha20` crate).
+//! [`crate::chacha20`] (sixteen blocks at a time on AVX-512, eight on AVX2, else the `chacha20` crate).
 
 use zeroize::Zeroize;
 
