@@ -38,7 +38,10 @@ for t in $targets; do
     before=$(find "fuzz/artifacts/$t" -type f | wc -l)
     set +e
     # the first corpus dir receives new inputs; the committed seeds are only read
-    cargo +nightly fuzz run --sanitizer "$sanitizer" "$t" "fuzz/out/corpus/$t" "fuzz/corpus/$t" \
+    # (a target without committed seeds starts from an empty corpus)
+    seeds=()
+    [ -d "fuzz/corpus/$t" ] && seeds=("fuzz/corpus/$t")
+    cargo +nightly fuzz run --sanitizer "$sanitizer" "$t" "fuzz/out/corpus/$t" "${seeds[@]}" \
         -- -max_total_time="$secs" -print_final_stats=1 >"fuzz/out/$t.log" 2>&1
     rc=$?
     set -e
