@@ -45,17 +45,7 @@ impl DropCounts {
     pub fn from_prometheus(text: &str) -> std::result::Result<DropCounts, String> {
         let mut out = BTreeMap::new();
         for (series, value) in mixplane_control::metrics::parse(text)? {
-            let Some(labels) = series
-                .strip_prefix(DROPPED)
-                .and_then(|l| l.strip_prefix('{'))
-            else {
-                continue;
-            };
-            let Some(reason) = labels
-                .split(',')
-                .find_map(|kv| kv.trim().strip_prefix("reason=\""))
-                .and_then(|r| r.split('"').next())
-            else {
+            let Some(reason) = label(&series, DROPPED, "reason") else {
                 continue;
             };
             if value.is_finite() && value >= 0.0 {
@@ -64,6 +54,16 @@ impl DropCounts {
         }
         Ok(DropCounts(out))
     }
+}
+
+/// The value of label `name` of a series of family `family` (`family{…,name="value",…}`).
+fn label<'a>(series: &'a str, family: &str, name: &str) -> Option<&'a str> {
+    let labels = series.strip_prefix(family)?.strip_prefix('{')?;
+    labels
+        .split(',')
+        .find_map(|kv| kv.trim().strip_prefix(name)?.strip_prefix("=\""))?
+        .split('"')
+        .next()
 }
 
 /// The node's release-lateness histogram (wheel deadline to release).
@@ -79,24 +79,19 @@ impl Lateness {
     pub fn from_prometheus(text: &str) -> std::result::Result<Lateness, String> {
         let mut by_le: BTreeMap<u64, (f64, u64)> = BTreeMap::new();
         for (series, value) in mixplane_control::metrics::parse(text)? {
-            let Some(labels) = series
-                .strip_prefix(LATENESS)
-                .and_then(|l| l.strip_prefix('{'))
-            else {
+            let Some(le) = label(&series, LATENESS, "le") else {
                 continue;
             };
-            let Some(le) = labels
-                .split(',')
-                .find_map(|kv| kv.trim().strip_prefix("le=\""))
-                .and_then(|r| r.split('"').next())
-            else {
-                continue;
-            };
+            // a bucket that is not a non-negative bound, or a count that is not a count, is
+            // left out (it cannot come from a mixplane node)
             let le = match le {
                 "+Inf" => f64::INFINITY,
-                b => b.parse::<f64>().map_err(|e| format!("bucket {b}: {e}"))?,
+                b => match b.parse::<f64>() {
+                    Ok(b) if b >= 0.0 => b,
+                    _ => continue,
+                },
             };
-            if le.is_nan() || !(value.is_finite() && value >= 0.0) {
+            if !(value.is_finite() && value >= 0.0) {
                 continue;
             }
             // keyed by the bound's bits: positive floats order as their bits do
@@ -275,5 +270,30 @@ mod tests {
         assert_eq!(Lateness::default().quantile(0.5), None);
         assert_eq!(d.share_within(0.002), Some(179.0 / 200.0));
         assert_eq!(d.share_within(0.003), None);
+    }
+
+    #[test]
+    fn hostile_lateness_pages_are_skipped_not_trusted() {
+        let page = "mixplane_release_lateness_seconds_bucket{worker=\"0\",le=\"-1\"} 5\n\
+            mixplane_release_lateness_seconds_bucket{worker=\"0\",le=\"abc\"} 5\n\
+            mixplane_release_lateness_seconds_bucket{worker=\"0\",le=\"NaN\"} 5\n\
+            mixplane_release_lateness_seconds_bucket{worker=\"0\",xle=\"0.001\"} 5\n\
+            mixplane_release_lateness_seconds_bucket{worker=\"0\",le=\"0.001\"} -3\n\
+            mixplane_release_lateness_seconds_bucket{worker=\"0\",le=\"0.002\"} 7\n\
+            mixplane_release_lateness_seconds_bucket{worker=\"0\",le=\"+Inf\"} 9\n";
+        let l = Lateness::from_prometheus(page).unwrap();
+        assert_eq!(l.0, vec![(0.002, 7), (f64::INFINITY, 9)]);
+        assert_eq!(l.quantile(0.5), Some(0.002));
+        // an unparsable page is an error, not an empty histogram
+        assert!(Lateness::from_prometheus("not { a metrics page").is_err());
+    }
+
+    proptest::proptest! {
+        /// Arbitrary text never panics the page readers.
+        #[test]
+        fn arbitrary_pages_never_panic(text in "[a-z_{}=\",.0-9+Inf \n-]{0,300}") {
+            let _ = Lateness::from_prometheus(&text).map(|l| (l.quantile(0.99), l.count()));
+            let _ = DropCounts::from_prometheus(&text);
+        }
     }
 }
