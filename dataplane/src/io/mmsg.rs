@@ -182,10 +182,15 @@ impl MmsgIo {
             events: libc::POLLIN,
             revents: 0,
         };
-        let ms = timeout.as_millis().min(i32::MAX as u128) as libc::c_int;
+        // `ppoll` takes the timeout to the nanosecond (`poll`'s milliseconds would turn a
+        // wait for the delay wheel's next deadline into a spin below 1 ms, or wake late).
+        let ts = libc::timespec {
+            tv_sec: timeout.as_secs().min(i32::MAX as u64) as libc::time_t,
+            tv_nsec: timeout.subsec_nanos() as libc::c_long,
+        };
         let r = retry_if_interrupted(|| {
-            // SAFETY: one valid pollfd.
-            let r = unsafe { libc::poll(&mut pfd, 1, ms) };
+            // SAFETY: one valid pollfd, a valid timespec, no signal mask.
+            let r = unsafe { libc::ppoll(&mut pfd, 1, &ts, std::ptr::null()) };
             if r < 0 {
                 return Err(io::Error::last_os_error());
             }
@@ -337,6 +342,18 @@ mod tests {
             offset: slot * MAX_DATAGRAM + at,
             len: 100,
         }
+    }
+
+    #[test]
+    fn a_wait_shorter_than_a_millisecond_is_not_cut_short() {
+        // `poll` counted whole milliseconds and turned 300 µs into no wait at all (a spin).
+        let sock = bind_udp("127.0.0.1:0".parse().unwrap()).unwrap();
+        let io = MmsgIo::new(sock, 4);
+        let want = Duration::from_micros(300);
+        let t = std::time::Instant::now();
+        assert!(!io.wait_readable(want).unwrap(), "nothing was sent");
+        let took = t.elapsed();
+        assert!(took >= want, "returned after {took:?}");
     }
 
     #[test]

@@ -13,6 +13,7 @@ pub(crate) mod mmsg;
 pub mod socket;
 pub mod stream;
 pub mod tcp;
+pub(crate) mod timer;
 mod tx;
 pub mod uring;
 

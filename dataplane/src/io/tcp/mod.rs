@@ -17,7 +17,9 @@
 //! drops what it held (counted) and is retried with exponential backoff while frames wait.
 //!
 //! Readiness comes from one `mio` poll per worker, which can also watch the worker's UDP socket,
-//! so a worker with both transports waits in one place.
+//! so a worker with both transports waits in one place. The poll's own timeout has millisecond
+//! resolution, so a wait also arms a `timerfd` (`io::timer`) that the poll
+//! watches: the worker wakes for the delay wheel's next deadline to the microsecond.
 
 mod conn;
 mod limits;
@@ -38,6 +40,7 @@ use mio::{Events, Interest, Poll, Token};
 use zeroize::Zeroizing;
 
 use crate::io::stream::NoiseLink;
+use crate::io::timer::WakeTimer;
 use crate::io::{Datagram, Outgoing, SendStats, UdpIo};
 use crate::sphinx::{FrameHeader, FrameVersion};
 
@@ -45,6 +48,7 @@ use conn::{Dial, Inbound, Link, MAX_FRAME, Outbound, RxBuf, TxBuf};
 
 const LISTENER: Token = Token(usize::MAX);
 const UDP: Token = Token(usize::MAX - 1);
+const TIMER: Token = Token(usize::MAX - 2);
 /// One read from a socket at most this many bytes.
 const READ_CHUNK: usize = 64 * 1024;
 /// A received batch holds at most this many bytes of frames (plus one frame).
@@ -177,6 +181,9 @@ pub struct TcpIo {
     peers: Arc<ArcSwap<PeerBook>>,
     counters: Arc<TcpCounters>,
     last_sweep: Instant,
+    /// Ends a wait shorter than the poll's millisecond resolution on time (`None`: the
+    /// timerfd could not be created; waits then round up to whole milliseconds).
+    timer: Option<WakeTimer>,
 }
 
 impl TcpIo {
@@ -204,6 +211,17 @@ impl TcpIo {
             poll.registry()
                 .register(&mut SourceFd(&fd), UDP, Interest::READABLE)?;
         }
+        let timer = match WakeTimer::new() {
+            Ok(t) => {
+                poll.registry()
+                    .register(&mut SourceFd(&t.raw_fd()), TIMER, Interest::READABLE)?;
+                Some(t)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "no timerfd: TCP waits round up to whole milliseconds");
+                None
+            }
+        };
         let static_secret = match &settings.noise_secret {
             Some(s) => s.clone(),
             None => {
@@ -235,6 +253,7 @@ impl TcpIo {
             peers,
             counters,
             last_sweep: Instant::now(),
+            timer,
         })
     }
 
@@ -248,6 +267,13 @@ impl TcpIo {
     pub fn wait(&mut self, timeout: Duration) -> io::Result<bool> {
         let busy = !self.ready.is_empty() || self.accept_pending || !self.carry.is_empty();
         let timeout = if busy { Duration::ZERO } else { timeout };
+        // `epoll_wait` counts whole milliseconds (mio rounds up): a wait with a fraction of one
+        // is ended by the timer instead.
+        if let Some(t) = &self.timer
+            && timeout.subsec_nanos() % 1_000_000 != 0
+        {
+            t.arm(timeout)?;
+        }
         match self.poll.poll(&mut self.events, Some(timeout)) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -258,6 +284,11 @@ impl TcpIo {
             match ev.token() {
                 LISTENER => self.accept_pending = true,
                 UDP => self.udp_ready = true,
+                TIMER => {
+                    if let Some(t) = &self.timer {
+                        t.clear();
+                    }
+                }
                 Token(i) => {
                     if ev.is_writable() || ev.is_write_closed() || ev.is_error() {
                         writable.push(i);

@@ -420,3 +420,27 @@ fn noise_without_a_key_is_refused() {
     spin(&mut rx2.io, 50);
     assert_eq!(rx2.counters.drops(TcpDrop::NoiseFailed), 1);
 }
+
+#[test]
+fn a_wait_shorter_than_a_millisecond_ends_on_time() {
+    // `epoll_wait` counts whole milliseconds: without the timer every one of these waits would
+    // last at least 1 ms. Never early, and the shortest of twenty well under a millisecond
+    // (a loaded machine may stretch some of them).
+    let mut n = plain_node();
+    let want = Duration::from_micros(250);
+    let mut shortest = Duration::MAX;
+    for _ in 0..20 {
+        let t = Instant::now();
+        n.io.wait(want).unwrap();
+        let took = t.elapsed();
+        assert!(
+            took >= want,
+            "woke after {took:?}, before the {want:?} asked"
+        );
+        shortest = shortest.min(took);
+    }
+    assert!(
+        shortest < Duration::from_micros(900),
+        "shortest of twenty 250 µs waits took {shortest:?}"
+    );
+}
