@@ -329,7 +329,8 @@ pub enum OverCapChoice {
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct WheelSection {
-    /// Tick length in microseconds. Default 1000 (1 ms).
+    /// Tick length in microseconds: a packet leaves at most one tick after its deadline (plus
+    /// the batch in progress). Default 250.
     pub tick_us: u64,
     /// Packets one worker may hold at once; more are dropped and counted. Default 262144.
     pub capacity: usize,
@@ -338,7 +339,7 @@ pub struct WheelSection {
 impl Default for WheelSection {
     fn default() -> Self {
         WheelSection {
-            tick_us: 1000,
+            tick_us: 250,
             capacity: 1 << 18,
         }
     }

@@ -20,6 +20,12 @@ use crate::snapshot::{ReplaySet, Snapshot};
 use crate::sphinx::{DEFAULT_MAX_DELAY_NS, NodeKeys, OverCap};
 use crate::worker::{RunState, SharedRunState, Transports, Worker, WorkerSettings};
 
+/// The delay wheel's default tick, 250 µs: a packet leaves at most one tick after its deadline
+/// (plus the batch in progress). A shorter tick costs nothing at full load (the worker releases
+/// once per batch either way) and at most one more wake-up and send call per tick at low load
+/// (measured against 1 ms in `bench/RESULTS.md`, "Wheel tick").
+pub const DEFAULT_WHEEL_TICK_NS: u64 = 250_000;
+
 /// Everything a node needs to run.
 #[derive(Debug, Clone)]
 pub struct NodeConfig {
@@ -44,7 +50,7 @@ pub struct NodeConfig {
     /// tests, benchmarks and the demo share 127.0.0.1); a node on the Internet wants
     /// [`EgressPolicy::STRICT`], which the config file's defaults give.
     pub egress: EgressPolicy,
-    /// Delay wheel tick (ns).
+    /// Delay wheel tick (ns; default [`DEFAULT_WHEEL_TICK_NS`]).
     pub wheel_tick_ns: u64,
     /// Packets one worker may hold.
     pub wheel_capacity: usize,
@@ -89,7 +95,7 @@ impl Default for NodeConfig {
             max_delay_ns: DEFAULT_MAX_DELAY_NS,
             over_cap: OverCap::Clamp,
             egress: EgressPolicy::LOOPBACK,
-            wheel_tick_ns: 1_000_000,
+            wheel_tick_ns: DEFAULT_WHEEL_TICK_NS,
             wheel_capacity: 1 << 16,
             slab_small: 1 << 16,
             slab_large: 256,

@@ -105,9 +105,10 @@ struct Args {
     /// keeps the sender's core busy all the time).
     #[arg(long)]
     overload_sleep: bool,
-    /// The overload node's delay wheel tick, µs (`[wheel] tick_us`).
-    #[arg(long, default_value_t = 1000)]
-    overload_tick_us: u64,
+    /// The delay wheel tick of every node this starts, µs (`[wheel] tick_us`; default: the
+    /// node's own default).
+    #[arg(long, alias = "overload-tick-us", default_value_t = NodeConfig::default().wheel_tick_ns / 1000)]
+    tick_us: u64,
 }
 
 mod overload;
@@ -303,6 +304,7 @@ fn throughput(
             pin_cores: Some(cores),
             io: args.io,
             wheel_capacity: 1 << 18,
+            wheel_tick_ns: args.tick_us * 1000,
             slab_small: 1 << 17,
             replay_expected: (args.packets as u64
                 + args.delay_packets as u64
@@ -565,6 +567,8 @@ fn rate_phase(node: &Node, tx: &mut Box<dyn UdpIo>, to: SocketAddr, frames: &[Ve
         })
     };
     let drops0 = overflow(node);
+    let calls0 = sum(node, |c| c.tx_calls.load(Relaxed));
+    let cpu0 = sched_ns("mixplane-w").0;
     let t = Instant::now();
     for (i, f) in frames.iter().enumerate() {
         let due = t + Duration::from_secs_f64(i as f64 / rate as f64);
@@ -583,8 +587,10 @@ fn rate_phase(node: &Node, tx: &mut Box<dyn UdpIo>, to: SocketAddr, frames: &[Ve
     let batches: u64 = diff.iter().sum();
     let packets = sum(node, |c| c.batch_size.sum()) - sum0;
     let proc_ns = sum(node, |c| c.phase_ns(WorkerPhase::Process)) - proc0;
+    let cpu_ns = sched_ns("mixplane-w").0 - cpu0;
+    let calls = sum(node, |c| c.tx_calls.load(Relaxed)) - calls0;
     println!(
-        "at {rate} packets/s (sent at {:.0}, {} kernel drops): {packets} packets in {batches} receive batches, size mean {:.2}, p50 {}, p90 {}, p99 {}, max {}; process_batch {:.2} µs/packet",
+        "at {rate} packets/s (sent at {:.0}, {} kernel drops): {packets} packets in {batches} receive batches, size mean {:.2}, p50 {}, p90 {}, p99 {}, max {}; process_batch {:.2} µs/packet; workers on a CPU {:.2} µs/packet; {:.2} send calls/packet",
         frames.len() as f64 / sent_s,
         overflow(node) - drops0,
         packets as f64 / batches.max(1) as f64,
@@ -593,6 +599,8 @@ fn rate_phase(node: &Node, tx: &mut Box<dyn UdpIo>, to: SocketAddr, frames: &[Ve
         quantile_of(&diff, 0.99),
         quantile_of(&diff, 1.0),
         proc_ns as f64 / packets.max(1) as f64 / 1e3,
+        cpu_ns as f64 / packets.max(1) as f64 / 1e3,
+        calls as f64 / packets.max(1) as f64,
     );
 }
 
@@ -615,6 +623,10 @@ fn main() -> anyhow::Result<()> {
         std::thread::spawn(move || sink_thread(sink_io, c, s))
     };
 
+    println!(
+        "node settings: batch {}, batch budget {} µs, wheel tick {} µs",
+        args.batch, args.batch_budget_us, args.tick_us
+    );
     println!("building {} regular v258 packets...", args.packets);
     let frames = build_frames(&secret, sink_addr, args.packets, |_| 0, 1)?;
     let unwrap_both = unwrap_rate(&secret, &frames, BATCH);

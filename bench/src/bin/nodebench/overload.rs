@@ -120,7 +120,7 @@ pub(super) fn phase(
             pin_cores: Some(cores),
             io: args.io,
             wheel_capacity: held_bound,
-            wheel_tick_ns: args.overload_tick_us * 1000,
+            wheel_tick_ns: args.tick_us * 1000,
             slab_small: held_bound,
             replay_expected: pool_len as u64 * 2,
             ..NodeConfig::default()
