@@ -29,7 +29,7 @@ for b in mixplane mixplane-loadgen; do
     [ -x "$bin/$b" ] || { echo "build first: cargo build --release -p mixplane-dataplane -p mixplane-bench" >&2; exit 2; }
 done
 last=$(($(nproc) - 1))
-work=$(mktemp -d /tmp/mixplane-overload.XXXXXX)
+work=$(mktemp -d "${TMPDIR:-/tmp}/mixplane-overload.XXXXXX")
 node_pid=
 trap '[ -n "$node_pid" ] && kill "$node_pid" 2>/dev/null; rm -rf "$work"' EXIT
 

@@ -22,6 +22,7 @@
 #![warn(missing_docs)]
 #![warn(clippy::undocumented_unsafe_blocks)]
 
+mod affinity;
 mod budget;
 pub mod counters;
 pub mod cover;

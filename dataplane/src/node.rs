@@ -145,6 +145,8 @@ pub struct Node {
     threads: Vec<JoinHandle<()>>,
     io_name: &'static str,
     config: NodeConfig,
+    /// The cores the workers were pinned to.
+    worker_cores: Vec<usize>,
 }
 
 fn replay_path(dir: &std::path::Path, rotation_id: u32) -> PathBuf {
@@ -316,6 +318,7 @@ impl Node {
         let mut threads = Vec::new();
         let mut counters = Vec::new();
         let mut io_name = "";
+        let mut worker_cores = Vec::new();
         for ((id, io), cover) in ios.into_iter().enumerate().zip(cover_ends) {
             io_name = io.udp.as_ref().map_or("tcp", |u| u.name());
             let c = Arc::new(WorkerCounters::default());
@@ -328,6 +331,7 @@ impl Node {
                     cores.iter().find(|c| c.id == want).copied()
                 }
             };
+            worker_cores.extend(core.map(|c| c.id));
             let worker = Worker {
                 id,
                 io,
@@ -380,7 +384,19 @@ impl Node {
             threads,
             io_name,
             config,
+            worker_cores,
         })
+    }
+
+    /// Moves the calling thread (and so every thread it spawns later) onto the cores this
+    /// process may use that no worker was pinned to, so that a control plane started after the
+    /// node never takes a worker's core from it. Returns those cores; empty (nothing changed)
+    /// when the workers are not pinned or have every core.
+    pub fn keep_off_worker_cores(&self) -> std::io::Result<Vec<usize>> {
+        if self.worker_cores.is_empty() {
+            return Ok(Vec::new());
+        }
+        crate::affinity::move_off(&self.worker_cores)
     }
 
     /// The address the workers listen on.

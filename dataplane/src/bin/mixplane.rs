@@ -273,6 +273,16 @@ fn run_node(path: &Path, key_args: &KeyArgs) -> anyhow::Result<ExitCode> {
     }
     let nc = node_config(&cfg, &base, noise.as_ref().map(|k| k.secret_bytes()));
     let node = Node::start(nc.clone(), Arc::new(node_keys(&stored)))?;
+    // The control plane's threads, all started below, run on the cores no worker has.
+    match node.keep_off_worker_cores() {
+        Ok(cores) if !cores.is_empty() => {
+            tracing::info!(?cores, "control plane kept off the workers' cores")
+        }
+        Ok(_) => {}
+        Err(e) => {
+            tracing::warn!(error = %e, "could not keep the control plane off the workers' cores")
+        }
+    }
     tracing::info!(
         listen = %node.local_addr(),
         workers = nc.workers,
