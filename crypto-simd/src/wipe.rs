@@ -9,30 +9,66 @@
 use core::mem::MaybeUninit;
 use core::sync::atomic::{Ordering, compiler_fence};
 
-/// Bytes of stack below its caller's frame that [`scrub_stack`] overwrites.
+/// Bytes of stack below its caller's frame that [`scrub_stack`] overwrites on CPUs without
+/// the IFMA backend.
 ///
-/// Sized from the deepest frame chain under the X25519 dispatcher, measured on x86_64
-/// (2026-12-01, Zen 3). Optimised build: the kernels' frames are about 4 KiB (`sub rsp, 0xfe0`
-/// in `avx2::x25519_lanes`, `0xfc0` in both `ifma::x25519_lanes`), plus at most 0.5 KiB for
-/// the helpers they call and 0.8 KiB for the dispatcher: 16 KiB is three times that. A test
-/// build at `opt-level = 1` spilled more: the test `kernels_stay_within_the_scrub`, which paints
-/// the stack, saw the AVX2 path write 11.5 KiB deep, so builds with debug assertions scrub
-/// 32 KiB. One scrub costs about 1.6 µs (16 KiB) or 3.2 µs (32 KiB) on that CPU, against
-/// 84 µs for one call of the 4-lane kernel and 43 µs for one operation alone.
+/// Sized from the deepest frame chain under the X25519 dispatcher, read from the disassembly on
+/// x86_64 (2026-12-01, Zen 3). Optimised build: `avx2::x25519_lanes` reserves 9.8 KiB
+/// (`sub rsp` 0xfe0 + 0x1000 + 0x720), the dispatcher 0.8 KiB; 16 KiB leaves a third spare.
+/// A test build spills more: the test `kernels_stay_within_the_scrub`, which paints the stack,
+/// saw the AVX2 path write 11.5 KiB deep, so builds with debug assertions scrub 32 KiB. One
+/// scrub costs about 1.6 µs (16 KiB) or 3.2 µs (32 KiB) on that CPU, against 84 µs for one call
+/// of the 4-lane kernel and 43 µs for one operation alone.
 pub(crate) const SCRUB_BYTES: usize = if cfg!(debug_assertions) {
     32 * 1024
 } else {
     16 * 1024
 };
 
-/// Overwrites [`SCRUB_BYTES`] of the stack just below the caller's frame with zeros.
+/// [`SCRUB_BYTES`] where the IFMA backend may run: its two-group kernel
+/// (`ifma::x25519_lanes::<2, 16>`) reserves 18.6 KiB in an optimised build (`sub rsp` 0xfc0 +
+/// 3 × 0x1000 + 0xac0) and 22.1 KiB plus 2.6 KiB for `sqr_n` in a test build (read from the
+/// disassembly on the same date; this machine cannot run it), more than the 16 KiB above.
+pub(crate) const SCRUB_BYTES_IFMA: usize = if cfg!(debug_assertions) {
+    48 * 1024
+} else {
+    32 * 1024
+};
+
+/// How many bytes [`scrub_stack`] overwrites in this process: [`SCRUB_BYTES_IFMA`] when the
+/// features in force allow the IFMA backend (whichever backend a call used), else
+/// [`SCRUB_BYTES`].
+pub(crate) fn scrub_bytes() -> usize {
+    if crate::x25519::Backend::Ifma.is_supported() {
+        SCRUB_BYTES_IFMA
+    } else {
+        SCRUB_BYTES
+    }
+}
+
+/// Overwrites [`scrub_bytes`] of the stack just below the caller's frame with zeros.
 ///
-/// Never inlined, so that its frame (one buffer of that size) starts where the caller's frame
-/// ends: the region that the functions the caller called before used. The writes are volatile
-/// and followed by a compiler fence, so they are not removed as dead stores.
-#[inline(never)]
+/// Inlined into the caller, so the scrub it calls (never inlined: its frame is one buffer of
+/// that size) starts where the caller's frame ends: the region that the functions the caller
+/// called before used. The writes are volatile and followed by a compiler fence, so they are
+/// not removed as dead stores.
+#[inline(always)]
 pub(crate) fn scrub_stack() {
+    if scrub_bytes() == SCRUB_BYTES_IFMA {
+        scrub_wide();
+    } else {
+        scrub_narrow();
+    }
+}
+
+#[inline(never)]
+fn scrub_narrow() {
     scrub::<{ SCRUB_BYTES / 8 }>();
+}
+
+#[inline(never)]
+fn scrub_wide() {
+    scrub::<{ SCRUB_BYTES_IFMA / 8 }>();
 }
 
 /// Zeroes a local buffer of `WORDS` words with volatile writes.
