@@ -157,6 +157,9 @@ impl Worker {
                 st.receive(&mut self.io, wait);
                 st.take_cover();
             } else {
+                // the TCP frames held back for the next lane group were read from their
+                // connections before the stop: process them (once; nothing is held after)
+                st.process_held_back(&mut self.io);
                 if st.outbox.wheel.is_empty() {
                     break;
                 }
@@ -332,6 +335,17 @@ impl LoopState {
             }
             if let Some(tcp) = &mut io.tcp {
                 tcp.set_recv_limit(limit);
+            }
+        }
+    }
+
+    /// Processes the TCP frames the last receive held back, if any.
+    fn process_held_back(&mut self, io: &mut Transports) {
+        if let Some(tcp) = &mut io.tcp {
+            let t_call = self.now();
+            let n = tcp.take_held_back(&mut self.datagrams);
+            if n > 0 {
+                self.received(tcp, n, t_call);
             }
         }
     }

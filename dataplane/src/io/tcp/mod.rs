@@ -363,6 +363,15 @@ impl TcpIo {
         out.len()
     }
 
+    /// Hands out only the frames the last batch held back (no reads, no accepts): for a worker
+    /// that stops receiving, so frames it already took from their connections are processed,
+    /// not lost. Fills `out` (cleared first); returns how many.
+    pub fn take_held_back(&mut self, out: &mut Vec<Datagram>) -> usize {
+        out.clear();
+        self.take_carry(out);
+        out.len()
+    }
+
     /// Cuts batches to a multiple of `lanes` frames where [`Self::take_frames`] can (the X25519
     /// kernel's width: a part-filled group costs nearly a full one). 1, the default, cuts
     /// nothing.

@@ -144,6 +144,34 @@ fn batches_are_cut_to_whole_lane_groups_and_the_tail_follows() {
 }
 
 #[test]
+fn frames_held_back_are_handed_out_alone_when_receiving_stops() {
+    let mut n = plain_node();
+    n.io.set_lane_width(4);
+    let to = n.io.local_addr().unwrap();
+    let frames: Vec<Vec<u8>> = (0..7)
+        .map(|k| frame(FrameVersion::V8, SizeClass::Regular, k as u8))
+        .collect();
+    let mut c = StdStream::connect(to).unwrap();
+    c.write_all(&frames.concat()).unwrap();
+    let mut dg = Vec::new();
+    let end = Instant::now() + Duration::from_secs(5);
+    while dg.is_empty() && Instant::now() < end {
+        n.io.recv(Duration::from_millis(20), &mut dg).unwrap();
+    }
+    assert_eq!(dg.len(), 4, "one whole lane group; three held back");
+    let first: Vec<Vec<u8>> = dg.iter().map(|d| n.io.datagram(*d).to_vec()).collect();
+    assert_eq!(first, frames[..4]);
+    // a worker that stops receiving takes what was held back, and only that
+    c.write_all(&frame(FrameVersion::V8, SizeClass::Regular, 99))
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    assert_eq!(n.io.take_held_back(&mut dg), 3);
+    let rest: Vec<Vec<u8>> = dg.iter().map(|d| n.io.datagram(*d).to_vec()).collect();
+    assert_eq!(rest, frames[4..], "the held-back frames, in order");
+    assert_eq!(n.io.take_held_back(&mut dg), 0, "nothing is held twice");
+}
+
+#[test]
 fn garbage_closes_the_connection_with_a_reason() {
     let mut n = plain_node();
     let to = n.io.local_addr().unwrap();
