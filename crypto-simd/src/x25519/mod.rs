@@ -1,8 +1,11 @@
 //! X25519 (RFC 7748) over batches.
 //!
-//! [`x25519_batch`] computes `out[i] = X25519(scalars[i], points[i])` for every lane. Lanes are
-//! independent: no work is shared between them (in particular no batch inversion), so one
-//! attacker-chosen point of small order cannot affect any other lane's result.
+//! [`x25519_batch`] computes `out[i] = X25519(scalars[i], points[i])` for every lane. Each lane
+//! runs its own ladder. The AVX2 path then shares one field inversion between up to 64 lanes
+//! (Montgomery's batch-inversion trick, `single::affine_batch`); a lane whose projective `Z`
+//! is zero (a small-order point) enters that product as 1, selected in constant time, and its
+//! output is masked to zero afterwards, so one attacker-chosen point of small order cannot
+//! affect any other lane's result. The other backends share nothing between lanes.
 //!
 //! Backends: [`Backend::Portable`] always works. On x86_64, [`Backend::Ifma`] (AVX-512 IFMA,
 //! eight lanes per vector) and [`Backend::Avx2`] (four lanes per vector) run that many
@@ -20,8 +23,8 @@
 //! `MIXPLANE_CPU` cap can lower) allow. Every backend's output is bit-identical to
 //! `x25519_dalek::x25519`.
 //!
-//! The vector backends share what is not vector arithmetic: clamping and the byte/word
-//! conversions (module `words`) and the addition chain of the inversion (macro `invert_chain`).
+//! The backends share what is not vector arithmetic: clamping and the byte/word conversions
+//! (module `words`) and the addition chain of the inversion (macro `invert_chain`).
 
 /// `$z^(p-2) = $z^(2^255 - 21)`, the inverse of `$z` (zero for zero), by the usual fixed
 /// addition chain: 254 squarings and 11 multiplications. Written once for every field
@@ -329,7 +332,11 @@ unsafe fn avx2_batch(
     let (p, p_alone) = points.split_at(split);
     let (o, o_alone) = out.split_at_mut(split);
     const GROUP: usize = single::AFFINE_GROUP;
-    for ((s, p), o) in s.chunks(GROUP).zip(p.chunks(GROUP)).zip(o.chunks_mut(GROUP)) {
+    for ((s, p), o) in s
+        .chunks(GROUP)
+        .zip(p.chunks(GROUP))
+        .zip(o.chunks_mut(GROUP))
+    {
         // SAFETY: the caller guarantees AVX2.
         unsafe { avx2_group(s, p, o) };
     }

@@ -240,7 +240,10 @@ fn nonzero_z(z: &[u64; 4], zero: u64) -> Fe {
 #[inline(always)]
 fn affine_batch_inner(x: &[[u64; 4]], z: &[[u64; 4]], out: &mut [[u8; 32]]) {
     let n = z.len();
-    assert!(n <= AFFINE_GROUP, "at most {AFFINE_GROUP} elements per call");
+    assert!(
+        n <= AFFINE_GROUP,
+        "at most {AFFINE_GROUP} elements per call"
+    );
     assert!(x.len() == n && out.len() == n, "one X and one output per Z");
     let mut prefix = [Fe([0; 5]); AFFINE_GROUP];
     let mut acc = Fe([1, 0, 0, 0, 0]);
@@ -251,7 +254,11 @@ fn affine_batch_inner(x: &[[u64; 4]], z: &[[u64; 4]], out: &mut [[u8; 32]]) {
     let mut inv = invert(&acc);
     for i in (0..n).rev() {
         let zero = zero_mask(&z[i]);
-        let zi_inv = if i > 0 { mul(&inv, &prefix[i - 1]) } else { inv };
+        let zi_inv = if i > 0 {
+            mul(&inv, &prefix[i - 1])
+        } else {
+            inv
+        };
         inv = mul(&inv, &nonzero_z(&z[i], zero));
         let w = canonical_words(&mul(&from_words(&x[i]), &zi_inv));
         // X/0 is 0 (RFC 7748's result for small-order points): clear what X/1 left.
