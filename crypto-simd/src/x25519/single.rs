@@ -8,6 +8,11 @@
 //! `mul_small` with limbs below 2^51 + 2^18; `add` of two such stays below 2^53, `sub` (which
 //! adds 4p) below 2^53.4; `mul` and `sqr` accept limbs below 2^54, so every product sum stays
 //! below 2^116 and every carry fits.
+//!
+//! The same field also finishes the AVX2 kernel's lanes ([`affine_batch`]): `X / Z` for up to
+//! [`AFFINE_GROUP`] lanes with one inversion (Montgomery's trick). Its inputs are canonical
+//! words, so their limbs are below 2^51; which lanes have `Z = 0` only changes masks (through
+//! `black_box`), never a branch or an index.
 
 use super::words::{clamped_scalar, le_bytes, u_coordinate};
 
