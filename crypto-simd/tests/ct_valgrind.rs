@@ -144,6 +144,42 @@ fn x25519_kernels_do_not_branch_or_index_on_the_scalar_or_point() {
     }
 }
 
+/// Several kernel calls in one batch, one lane with a small-order point (the order-4 point
+/// u = 1, so a projective `Z` of zero): the AVX2 path's shared inversion (Montgomery's trick,
+/// with the constant-time select that keeps the zero out of the product and the mask that
+/// zeroes that lane's output) must not branch or index on which lane it is either.
+#[test]
+fn x25519_batch_inversion_does_not_branch_on_a_small_order_lane() {
+    for backend in Backend::supported() {
+        let n = 3 * backend.lanes();
+        let scalars: Vec<[u8; 32]> = (0..n).map(|i| bytes(50 + i as u8)).collect();
+        let mut points: Vec<[u8; 32]> = (0..n).map(|i| bytes(150 - i as u8)).collect();
+        let victim = n / 2;
+        points[victim] = [0u8; 32];
+        points[victim][0] = 1;
+        let want: Vec<[u8; 32]> = scalars
+            .iter()
+            .zip(&points)
+            .map(|(s, p)| x25519_dalek::x25519(*s, *p))
+            .collect();
+        assert_eq!(want[victim], [0u8; 32]);
+        let (mut s, mut p) = (scalars.clone(), points.clone());
+        for x in s.iter_mut().chain(p.iter_mut()) {
+            valgrind::secret(x);
+        }
+        let mut out = vec![[0u8; 32]; n];
+        x25519_batch(backend, &s, &p, &mut out);
+        for o in &out {
+            valgrind::public(o);
+        }
+        assert_eq!(out, want, "{}", backend.name());
+        eprintln!(
+            "{}: {n} lanes, lane {victim} small-order, checked",
+            backend.name()
+        );
+    }
+}
+
 /// The MAC check and the zero-secret check of `dataplane/src/sphinx/processor.rs`, on secret
 /// inputs: `subtle`'s `ct_eq`, declassifying only the verdict.
 #[test]

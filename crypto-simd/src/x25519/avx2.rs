@@ -20,7 +20,7 @@
 
 use std::arch::x86_64::*;
 
-use super::words::{clamped_scalar, le_bytes, u_coordinate};
+use super::words::{clamped_scalar, u_coordinate};
 
 /// Lanes per kernel call.
 pub(super) const LANES: usize = 4;
@@ -461,9 +461,12 @@ fn sqr(f: &Fe) -> Fe {
 
 /// `n` successive squarings (`n >= 1`).
 ///
+/// Used by [`invert`] only (test builds).
+///
 /// Two at a time through a second element: `t = sqr(&t)` made the compiler square into a
 /// temporary and `memcpy` it back (320 bytes, 254 times per inversion), since the result
 /// would overwrite its own input.
+#[cfg(test)]
 #[inline]
 #[target_feature(enable = "avx2")]
 fn sqr_n(a: &Fe, n: u32) -> Fe {
@@ -581,7 +584,9 @@ fn swapped_sums(mask: __m256i, [x2, z2, x3, z3]: [&Fe; 4], out: [&mut Fe; 4]) {
     }
 }
 
-/// `z^(p-2)`, the inverse (the shared chain, `invert_chain`).
+/// `z^(p-2)`, the inverse (the shared chain, `invert_chain`). The kernel leaves the
+/// division to the batch (module `single`'s `affine_batch`); the field tests check this one.
+#[cfg(test)]
 #[inline]
 #[target_feature(enable = "avx2")]
 fn invert(z: &Fe) -> Fe {
@@ -668,15 +673,20 @@ fn to_words(r: &Fe) -> [[u64; 4]; LANES] {
     })
 }
 
-/// Four X25519 computations, one per lane.
+/// Four X25519 ladders without the final division: the projective `(X, Z)` of every lane's
+/// result, each canonical (below p), as little-endian words in `x` and `z`. The lane's X25519
+/// is `X / Z`, zero where `Z` is zero (a small-order point); module `single`'s
+/// `affine_batch` divides a whole batch's lanes with one inversion. Both outputs are
+/// secret-derived: the caller wipes them.
 ///
 /// # Safety
 /// The CPU must support AVX2 (checked by [`super::Backend::is_supported`]).
 #[target_feature(enable = "avx2")]
-pub(super) unsafe fn x25519_lanes(
+pub(super) unsafe fn x25519_lanes_projective(
     scalars: &[[u8; 32]; LANES],
     points: &[[u8; 32]; LANES],
-    out: &mut [[u8; 32]; LANES],
+    x: &mut [[u64; 4]; LANES],
+    z: &mut [[u64; 4]; LANES],
 ) {
     let mut sw = [[0u64; LANES]; 4];
     for l in 0..LANES {
@@ -689,10 +699,8 @@ pub(super) unsafe fn x25519_lanes(
     // Below 2^255 with every limb within its width: a carried element.
     let x1 = from_words(&points.each_ref().map(u_coordinate));
     let (x2, z2) = ladder(&sw, &x1);
-    let words = to_words(&canonical(&mul(&x2, &invert(&z2))));
-    for (o, w) in out.iter_mut().zip(&words) {
-        *o = le_bytes(w);
-    }
+    *x = to_words(&canonical(&x2));
+    *z = to_words(&canonical(&z2));
 }
 
 /// The Montgomery ladder over the 255 bits of the clamped scalars `sw` (words as vectors) from

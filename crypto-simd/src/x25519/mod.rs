@@ -1,8 +1,11 @@
 //! X25519 (RFC 7748) over batches.
 //!
-//! [`x25519_batch`] computes `out[i] = X25519(scalars[i], points[i])` for every lane. Lanes are
-//! independent: no work is shared between them (in particular no batch inversion), so one
-//! attacker-chosen point of small order cannot affect any other lane's result.
+//! [`x25519_batch`] computes `out[i] = X25519(scalars[i], points[i])` for every lane. Each lane
+//! runs its own ladder. The AVX2 path then shares one field inversion between up to 64 lanes
+//! (Montgomery's batch-inversion trick, `single::affine_batch`); a lane whose projective `Z`
+//! is zero (a small-order point) enters that product as 1, selected in constant time, and its
+//! output is masked to zero afterwards, so one attacker-chosen point of small order cannot
+//! affect any other lane's result. The other backends share nothing between lanes.
 //!
 //! Backends: [`Backend::Portable`] always works. On x86_64, [`Backend::Ifma`] (AVX-512 IFMA,
 //! eight lanes per vector) and [`Backend::Avx2`] (four lanes per vector) run that many
@@ -20,8 +23,8 @@
 //! `MIXPLANE_CPU` cap can lower) allow. Every backend's output is bit-identical to
 //! `x25519_dalek::x25519`.
 //!
-//! The vector backends share what is not vector arithmetic: clamping and the byte/word
-//! conversions (module `words`) and the addition chain of the inversion (macro `invert_chain`).
+//! The backends share what is not vector arithmetic: clamping and the byte/word conversions
+//! (module `words`) and the addition chain of the inversion (macro `invert_chain`).
 
 /// `$z^(p-2) = $z^(2^255 - 21)`, the inverse of `$z` (zero for zero), by the usual fixed
 /// addition chain: 254 squarings and 11 multiplications. Written once for every field
@@ -251,7 +254,7 @@ fn batch_split(
         Backend::Avx2 => {
             // SAFETY: asserted above that the features in force, a subset of the CPU's, include
             // AVX2.
-            unsafe { batch_lanes::<{ avx2::LANES }>(scalars, points, out, avx2::x25519_lanes, min) }
+            unsafe { avx2_batch(scalars, points, out, min) }
         }
         #[cfg(not(target_arch = "x86_64"))]
         Backend::Ifma | Backend::Avx2 => unreachable!("vector backends are x86_64 only"),
@@ -307,6 +310,80 @@ unsafe fn batch_lanes<const N: usize>(
         zeroize::Zeroize::zeroize(&mut ts);
         zeroize::Zeroize::zeroize(&mut to);
     }
+}
+
+/// The AVX2 path of [`batch_split`]: a tail of fewer than `min_vector_lanes` lanes beyond the
+/// last full chunk of four runs one operation at a time on the portable ladder; the rest goes
+/// through the kernel in groups of up to [`single::AFFINE_GROUP`] lanes ([`avx2_group`]).
+///
+/// # Safety
+/// The CPU must support AVX2.
+#[cfg(target_arch = "x86_64")]
+unsafe fn avx2_batch(
+    scalars: &[[u8; 32]],
+    points: &[[u8; 32]],
+    out: &mut [[u8; 32]],
+    min_vector_lanes: usize,
+) {
+    let tail = scalars.len() % avx2::LANES;
+    let alone = if tail < min_vector_lanes { tail } else { 0 };
+    let split = scalars.len() - alone;
+    let (s, s_alone) = scalars.split_at(split);
+    let (p, p_alone) = points.split_at(split);
+    let (o, o_alone) = out.split_at_mut(split);
+    const GROUP: usize = single::AFFINE_GROUP;
+    for ((s, p), o) in s
+        .chunks(GROUP)
+        .zip(p.chunks(GROUP))
+        .zip(o.chunks_mut(GROUP))
+    {
+        // SAFETY: the caller guarantees AVX2.
+        unsafe { avx2_group(s, p, o) };
+    }
+    portable::x25519_batch(s_alone, p_alone, o_alone);
+}
+
+/// Up to [`single::AFFINE_GROUP`] lanes on the AVX2 kernel, which stops before the division
+/// (`avx2::x25519_lanes_projective`), then one batch inversion for all of them
+/// (`single::affine_batch`) instead of one vector inversion per kernel call. A last chunk of
+/// fewer than four lanes is padded with dummy lanes (scalar zero, the base point) whose results
+/// are dropped. A lane whose `Z` is zero (a small-order point) gives zero and changes no other
+/// lane's result (`affine_batch` keeps zeros out of the product).
+///
+/// # Safety
+/// The CPU must support AVX2.
+#[cfg(target_arch = "x86_64")]
+unsafe fn avx2_group(scalars: &[[u8; 32]], points: &[[u8; 32]], out: &mut [[u8; 32]]) {
+    const N: usize = avx2::LANES;
+    const GROUP: usize = single::AFFINE_GROUP;
+    // `GROUP` is a multiple of `N`, so the chunks of four below never straddle its end.
+    const _: () = assert!(GROUP.is_multiple_of(N));
+    let n = scalars.len();
+    assert!(n <= GROUP && points.len() == n && out.len() == n);
+    let mut xs = [[0u64; 4]; GROUP];
+    let mut zs = [[0u64; 4]; GROUP];
+    let chunks = xs.chunks_exact_mut(N).zip(zs.chunks_exact_mut(N));
+    for ((s, p), (x, z)) in scalars.chunks(N).zip(points.chunks(N)).zip(chunks) {
+        let x: &mut [[u64; 4]; N] = x.try_into().expect("chunk of N");
+        let z: &mut [[u64; 4]; N] = z.try_into().expect("chunk of N");
+        if let (Ok(s), Ok(p)) = (<&[[u8; 32]; N]>::try_from(s), <&[[u8; 32]; N]>::try_from(p)) {
+            // SAFETY: the caller guarantees AVX2.
+            unsafe { avx2::x25519_lanes_projective(s, p, x, z) };
+        } else {
+            let mut ts = [[0u8; 32]; N];
+            let mut tp = [BASEPOINT; N];
+            ts[..s.len()].copy_from_slice(s);
+            tp[..p.len()].copy_from_slice(p);
+            // SAFETY: the caller guarantees AVX2.
+            unsafe { avx2::x25519_lanes_projective(&ts, &tp, x, z) };
+            // Scalars are secrets: do not leave copies on the stack.
+            zeroize::Zeroize::zeroize(&mut ts);
+        }
+    }
+    single::affine_batch(&xs[..n], &zs[..n], out);
+    // The projective coordinates are secret-derived.
+    zeroize::Zeroize::zeroize(&mut xs);
+    zeroize::Zeroize::zeroize(&mut zs);
 }
 
 /// One X25519 with the portable backend; like [`x25519_batch`], it zeroes the stack the ladder

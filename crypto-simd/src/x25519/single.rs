@@ -8,6 +8,11 @@
 //! `mul_small` with limbs below 2^51 + 2^18; `add` of two such stays below 2^53, `sub` (which
 //! adds 4p) below 2^53.4; `mul` and `sqr` accept limbs below 2^54, so every product sum stays
 //! below 2^116 and every carry fits.
+//!
+//! The same field also finishes the AVX2 kernel's lanes ([`affine_batch`]): `X / Z` for up to
+//! [`AFFINE_GROUP`] lanes with one inversion (Montgomery's trick). Its inputs are canonical
+//! words, so their limbs are below 2^51; which lanes have `Z = 0` only changes masks (through
+//! `black_box`), never a branch or an index.
 
 use super::words::{clamped_scalar, le_bytes, u_coordinate};
 
@@ -203,4 +208,96 @@ pub(super) fn x25519(scalar: &[u8; 32], point: &[u8; 32]) -> [u8; 32] {
         return unsafe { ladder_bmi2(scalar, point) };
     }
     ladder_plain(scalar, point)
+}
+
+/// The most elements that one [`affine_batch`] call converts (its stack buffer's length).
+pub(super) const AFFINE_GROUP: usize = 64;
+
+/// All ones when the little-endian words are zero, else zero, without a branch (the mask
+/// passes through `black_box`, so the compiler cannot turn its uses into a branch).
+#[inline(always)]
+fn zero_mask(w: &[u64; 4]) -> u64 {
+    let or = w[0] | w[1] | w[2] | w[3];
+    // The top bit of `or | -or` is set exactly when `or` is not zero.
+    let nonzero = (or | or.wrapping_neg()) >> 63;
+    core::hint::black_box(nonzero.wrapping_sub(1))
+}
+
+/// `a` where `mask` is all ones, `b` where it is zero.
+#[inline(always)]
+fn select(mask: u64, a: &Fe, b: &Fe) -> Fe {
+    Fe(core::array::from_fn(|k| (a.0[k] & mask) | (b.0[k] & !mask)))
+}
+
+/// `Z`, or 1 where `Z` is zero (`zero` is [`zero_mask`] of `z`): no zero enters the product of
+/// the batch, so one small-order point cannot zero the other lanes' inverses.
+#[inline(always)]
+fn nonzero_z(z: &[u64; 4], zero: u64) -> Fe {
+    select(zero, &Fe([1, 0, 0, 0, 0]), &from_words(z))
+}
+
+/// The batch conversion, inlined into each target's entry below.
+///
+/// Montgomery's trick: `prefix[i] = z_0 ... z_i`, one inversion of the whole product, then,
+/// from the last element down, `1/z_i = (1/prefix[i]) prefix[i - 1]` and
+/// `1/prefix[i - 1] = (1/prefix[i]) z_i`: four products per element and one inversion for
+/// all, where each element's own inversion costs about 265 squarings and products.
+#[inline(always)]
+fn affine_batch_inner(x: &[[u64; 4]], z: &[[u64; 4]], out: &mut [[u8; 32]]) {
+    let n = z.len();
+    assert!(
+        n <= AFFINE_GROUP,
+        "at most {AFFINE_GROUP} elements per call"
+    );
+    assert!(x.len() == n && out.len() == n, "one X and one output per Z");
+    let mut prefix = [Fe([0; 5]); AFFINE_GROUP];
+    let mut acc = Fe([1, 0, 0, 0, 0]);
+    for (p, zi) in prefix.iter_mut().zip(z) {
+        acc = mul(&acc, &nonzero_z(zi, zero_mask(zi)));
+        *p = acc;
+    }
+    let mut inv = invert(&acc);
+    for i in (0..n).rev() {
+        let zero = zero_mask(&z[i]);
+        let zi_inv = if i > 0 {
+            mul(&inv, &prefix[i - 1])
+        } else {
+            inv
+        };
+        inv = mul(&inv, &nonzero_z(&z[i], zero));
+        let w = canonical_words(&mul(&from_words(&x[i]), &zi_inv));
+        // X/0 is 0 (RFC 7748's result for small-order points): clear what X/1 left.
+        out[i] = le_bytes(&w.map(|v| v & !zero));
+    }
+    // The prefix products are secret-derived: do not leave them on the stack.
+    for p in &mut prefix[..n] {
+        zeroize::Zeroize::zeroize(&mut p.0);
+    }
+    zeroize::Zeroize::zeroize(&mut acc.0);
+    zeroize::Zeroize::zeroize(&mut inv.0);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "bmi2,adx")]
+fn affine_batch_bmi2(x: &[[u64; 4]], z: &[[u64; 4]], out: &mut [[u8; 32]]) {
+    affine_batch_inner(x, z, out)
+}
+
+fn affine_batch_plain(x: &[[u64; 4]], z: &[[u64; 4]], out: &mut [[u8; 32]]) {
+    affine_batch_inner(x, z, out)
+}
+
+/// `out[i] = X_i / Z_i` (canonical, little-endian bytes) for projective u-coordinates given
+/// as canonical little-endian words (below p), zero where `Z_i` is zero, with one field inversion for
+/// the whole batch. Constant time: which elements are zero changes no branch and no index.
+///
+/// # Panics
+/// If the slices differ in length or hold more than [`AFFINE_GROUP`] elements.
+pub(super) fn affine_batch(x: &[[u64; 4]], z: &[[u64; 4]], out: &mut [[u8; 32]]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("bmi2") && std::arch::is_x86_feature_detected!("adx") {
+        // SAFETY: the CPU has BMI2 and ADX, the features `affine_batch_bmi2` is compiled for.
+        return unsafe { affine_batch_bmi2(x, z, out) };
+    }
+    affine_batch_plain(x, z, out)
 }

@@ -389,6 +389,50 @@ fn small_order_lane_does_not_affect_others() {
     }
 }
 
+/// The AVX2 path divides a whole group of lanes with one inversion (Montgomery's trick): small-
+/// order points (`Z` = 0) mixed into batches larger than a group, at the group's and the
+/// kernel chunks' edges and in between, must give zero and leave every other lane as
+/// x25519-dalek and the portable ladder compute it; so must a group that is all small-order
+/// but one lane, and one that is all small-order.
+#[test]
+fn small_order_points_mixed_into_large_batches() {
+    let small = &edge_points()[..SMALL_ORDER];
+    let mut rng = Rng(0x5eed);
+    let n = 150; // groups of 64, 64 and 22 lanes; the last chunk of four has two
+    let scalars: Vec<_> = (0..n).map(|_| rng.bytes()).collect();
+    let clean: Vec<_> = (0..n).map(|_| rng.bytes()).collect();
+    let positions = [0, 1, 3, 4, 5, 62, 63, 64, 65, 100, 127, 128, 147, 148, 149];
+    let mut mixed = clean.clone();
+    for (k, &i) in positions.iter().enumerate() {
+        mixed[i] = small[k % small.len()];
+    }
+    // Lanes 64..128 (one whole group) all small-order but lane 70; lanes 128.. all small.
+    let mut crowded = clean.clone();
+    for i in 64..n {
+        if i != 70 {
+            crowded[i] = small[i % small.len()];
+        }
+    }
+    for points in [&clean, &mixed, &crowded] {
+        let mut portable = vec![[0u8; 32]; n];
+        x25519_batch(Backend::Portable, &scalars, points, &mut portable);
+        for backend in backends() {
+            let mut out = vec![[0xaau8; 32]; n];
+            x25519_batch(backend, &scalars, points, &mut out);
+            for i in 0..n {
+                let want = reference(&scalars[i], &points[i]);
+                assert_eq!(out[i], want, "{} lane {i}", backend.name());
+                assert_eq!(out[i], portable[i], "{} lane {i}", backend.name());
+                if small.contains(&points[i]) {
+                    assert_eq!(out[i], [0u8; 32], "{} lane {i}", backend.name());
+                } else {
+                    assert_ne!(out[i], [0u8; 32], "{} lane {i}", backend.name());
+                }
+            }
+        }
+    }
+}
+
 #[test]
 fn single_x25519_matches_reference() {
     let mut rng = Rng(3);
