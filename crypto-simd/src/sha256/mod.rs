@@ -8,10 +8,14 @@
 //! hop: constant info strings, padding and lengths, with only keys and chaining values differing)
 //! fill the constant words once instead of transposing whole messages.
 //!
-//! [`compress_x16`] picks the AVX-512 code ([`Backend::Avx512`]) when the features in force
-//! ([`crate::cpu::in_force`]) include AVX-512 F; otherwise each lane goes through the `sha2`
-//! crate's compression function, which uses SHA-NI where the CPU has it.
+//! [`compress_x16`] runs the backend of [`Backend::best`]: the AVX-512 code ([`Backend::Avx512`])
+//! when the features in force ([`crate::cpu::in_force`]) include AVX-512 F; the AVX2 code
+//! ([`Backend::Avx2`], eight lanes per pass, two passes) on AVX2 CPUs without SHA-NI
+//! ([`crate::cpu::sha_ni`]); otherwise each lane goes through the `sha2` crate's compression
+//! function, which uses SHA-NI where the CPU has it.
 
+#[cfg(target_arch = "x86_64")]
+mod avx2;
 #[cfg(target_arch = "x86_64")]
 mod avx512;
 
@@ -48,6 +52,8 @@ pub(crate) const K: [u32; 64] = [
 pub enum Backend {
     /// All sixteen lanes in AVX-512 F vectors; needs AVX-512 F.
     Avx512,
+    /// Eight lanes at a time in AVX2 vectors (two passes for sixteen); needs AVX2.
+    Avx2,
     /// One lane at a time through the `sha2` crate (SHA-NI where the CPU has it, whatever the
     /// cap of [`crate::cpu`]); always available.
     Portable,
@@ -55,38 +61,67 @@ pub enum Backend {
 
 impl Backend {
     /// Every backend, fastest first.
-    pub const ALL: &'static [Backend] = &[Backend::Avx512, Backend::Portable];
+    pub const ALL: &'static [Backend] = &[Backend::Avx512, Backend::Avx2, Backend::Portable];
 
     /// The backend's short name.
     pub fn name(self) -> &'static str {
         match self {
             Backend::Avx512 => "avx512",
+            Backend::Avx2 => "avx2",
             Backend::Portable => "portable",
         }
     }
 
-    /// The fastest backend that `features` allow.
-    pub fn for_features(features: crate::cpu::Features) -> Backend {
-        if cfg!(target_arch = "x86_64") && features.avx512f {
+    /// Whether `features` allow this backend.
+    pub fn is_allowed_by(self, features: crate::cpu::Features) -> bool {
+        let x86 = cfg!(target_arch = "x86_64");
+        match self {
+            Backend::Avx512 => x86 && features.avx512f,
+            Backend::Avx2 => x86 && features.avx2,
+            Backend::Portable => true,
+        }
+    }
+
+    /// The fastest backend that `features` allow on a CPU with (`sha_ni`) or without SHA-NI.
+    /// Where SHA-NI is there, the AVX2 code loses to it and is not picked (see [`Backend::Avx2`]).
+    pub fn for_features(features: crate::cpu::Features, sha_ni: bool) -> Backend {
+        if Backend::Avx512.is_allowed_by(features) {
             Backend::Avx512
+        } else if Backend::Avx2.is_allowed_by(features) && !sha_ni {
+            Backend::Avx2
         } else {
             Backend::Portable
         }
     }
 
-    /// The backend in use: the fastest one the features in force ([`crate::cpu::in_force`])
-    /// allow.
+    /// The backend in use: the fastest one the features in force ([`crate::cpu::in_force`],
+    /// [`crate::cpu::sha_ni`]) allow.
     #[inline]
     pub fn best() -> Backend {
-        Self::for_features(crate::cpu::in_force())
+        Self::for_features(crate::cpu::in_force(), crate::cpu::sha_ni())
     }
 }
 
-/// Advances each of the sixteen states by its lane's block.
+/// Advances each of the sixteen states by its lane's block, on [`Backend::best`].
 pub fn compress_x16(state: &mut StateX16, block: &BlockX16) {
-    match Backend::best() {
+    compress_x16_on(Backend::best(), state, block);
+}
+
+/// [`compress_x16`] on `backend`. Panics if the features in force do not allow it.
+pub fn compress_x16_on(backend: Backend, state: &mut StateX16, block: &BlockX16) {
+    assert!(
+        backend.is_allowed_by(crate::cpu::in_force()),
+        "SHA-256 backend {} not allowed here",
+        backend.name()
+    );
+    match backend {
         #[cfg(target_arch = "x86_64")]
         Backend::Avx512 => avx512::compress_x16(state, block),
+        #[cfg(target_arch = "x86_64")]
+        Backend::Avx2 => {
+            avx2::compress_x8(state, block, avx2::Half::Low);
+            avx2::compress_x8(state, block, avx2::Half::High);
+        }
         _ => compress_x16_portable(state, block),
     }
 }
@@ -122,20 +157,51 @@ mod tests {
         std::array::from_fn(|w| s[w][l])
     }
 
+    /// The backends the features in force allow.
+    fn backends_here() -> impl Iterator<Item = Backend> {
+        Backend::ALL
+            .iter()
+            .copied()
+            .filter(|b| b.is_allowed_by(crate::cpu::in_force()))
+    }
+
     proptest! {
+        // Random states and blocks, three blocks in a row: every backend of this CPU against
+        // the `sha2` crate one lane at a time.
         #[test]
-        fn vector_equals_portable(words in proptest::collection::vec(any::<u32>(), 16 * 16 * 3 + 8 * 16)) {
-            let mut s: StateX16 = std::array::from_fn(|w| std::array::from_fn(|l| words[16 * w + l]));
-            let mut p = s;
-            for b in 0..3 {
-                let block: BlockX16 = std::array::from_fn(|t| {
-                    std::array::from_fn(|l| words[128 + 256 * b + 16 * t + l])
-                });
-                compress_x16(&mut s, &block);
-                compress_x16_portable(&mut p, &block);
+        fn every_backend_equals_portable(words in proptest::collection::vec(any::<u32>(), 16 * 16 * 3 + 8 * 16)) {
+            let start: StateX16 = std::array::from_fn(|w| std::array::from_fn(|l| words[16 * w + l]));
+            for backend in backends_here() {
+                let (mut s, mut p) = (start, start);
+                for b in 0..3 {
+                    let block: BlockX16 = std::array::from_fn(|t| {
+                        std::array::from_fn(|l| words[128 + 256 * b + 16 * t + l])
+                    });
+                    compress_x16_on(backend, &mut s, &block);
+                    compress_x16_portable(&mut p, &block);
+                }
+                prop_assert_eq!(s, p, "backend {}", backend.name());
             }
-            prop_assert_eq!(s, p);
         }
+    }
+
+    #[test]
+    fn choice_follows_the_features_and_sha_ni() {
+        use crate::cpu::{Cap, Features};
+        let all = Features {
+            avx2: true,
+            avx512f: true,
+            avx512ifma: true,
+        };
+        let (x86, avx2) = (cfg!(target_arch = "x86_64"), all.capped(Cap::Avx2));
+        let vector = |b| if x86 { b } else { Backend::Portable };
+        for sha_ni in [false, true] {
+            assert_eq!(Backend::for_features(all, sha_ni), vector(Backend::Avx512));
+            assert_eq!(Backend::for_features(Features::NONE, sha_ni), Backend::Portable);
+        }
+        assert_eq!(Backend::for_features(avx2, false), vector(Backend::Avx2));
+        assert_eq!(Backend::for_features(avx2, true), Backend::Portable);
+        assert!(backends_here().any(|b| b == Backend::best()));
     }
 
     #[test]
@@ -151,20 +217,16 @@ mod tests {
                 block[t][l] = u32::from_be_bytes(b[4 * t..4 * t + 4].try_into().unwrap());
             }
         }
-        for vector in [true, false] {
+        for backend in backends_here() {
             let mut s = splat_state(&IV);
-            if vector {
-                compress_x16(&mut s, &block);
-            } else {
-                compress_x16_portable(&mut s, &block);
-            }
+            compress_x16_on(backend, &mut s, &block);
             for l in 0..LANES {
                 let want = Sha256::digest(vec![l as u8; l]);
                 let got: Vec<u8> = lane_state(&s, l)
                     .iter()
                     .flat_map(|w| w.to_be_bytes())
                     .collect();
-                assert_eq!(&got[..], &want[..], "lane {l}, vector {vector}");
+                assert_eq!(&got[..], &want[..], "lane {l}, backend {}", backend.name());
             }
         }
     }
