@@ -57,7 +57,10 @@ fn main() {
         }
         one = one.min(time_one());
     }
-    println!("sha2 compress256 one block at a time: {:.1} ns per block", one * 1e9);
+    println!(
+        "sha2 compress256 one block at a time: {:.1} ns per block",
+        one * 1e9
+    );
     for (b, t) in backends.iter().zip(&best) {
         println!(
             "compress_x16 on {:<8}: {:.1} ns per lane and block = {:.2}x the single block",

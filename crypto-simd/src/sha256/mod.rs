@@ -109,6 +109,18 @@ pub fn compress_x16(state: &mut StateX16, block: &BlockX16) {
 
 /// [`compress_x16`] on `backend`. Panics if the features in force do not allow it.
 pub fn compress_x16_on(backend: Backend, state: &mut StateX16, block: &BlockX16) {
+    compress_live_on(backend, state, block, LANES);
+}
+
+/// Advances the states of lanes `0..live` by their lanes' blocks, on [`Backend::best`]. A
+/// backend may also advance some lanes past `live` (it works in groups of its vector width) and
+/// leave the others as they were: callers must treat those lanes' states as garbage afterwards.
+pub fn compress_live(state: &mut StateX16, block: &BlockX16, live: usize) {
+    compress_live_on(Backend::best(), state, block, live);
+}
+
+/// [`compress_live`] on `backend`. Panics if the features in force do not allow it.
+pub fn compress_live_on(backend: Backend, state: &mut StateX16, block: &BlockX16, live: usize) {
     assert!(
         backend.is_allowed_by(crate::cpu::in_force()),
         "SHA-256 backend {} not allowed here",
@@ -120,16 +132,23 @@ pub fn compress_x16_on(backend: Backend, state: &mut StateX16, block: &BlockX16)
         #[cfg(target_arch = "x86_64")]
         Backend::Avx2 => {
             avx2::compress_x8(state, block, avx2::Half::Low);
-            avx2::compress_x8(state, block, avx2::Half::High);
+            if live > LANES / 2 {
+                avx2::compress_x8(state, block, avx2::Half::High);
+            }
         }
-        _ => compress_x16_portable(state, block),
+        _ => compress_portable(state, block, live),
     }
 }
 
 /// [`compress_x16`] one lane at a time through the `sha2` crate (the reference for the vector
 /// code, and the path on CPUs without AVX-512).
 fn compress_x16_portable(state: &mut StateX16, block: &BlockX16) {
-    for l in 0..LANES {
+    compress_portable(state, block, LANES);
+}
+
+/// Lanes `0..live` one at a time through the `sha2` crate.
+fn compress_portable(state: &mut StateX16, block: &BlockX16, live: usize) {
+    for l in 0..live.min(LANES) {
         let mut s: [u32; 8] = std::array::from_fn(|w| state[w][l]);
         let mut b = [0u8; 64];
         for (t, chunk) in b.chunks_exact_mut(4).enumerate() {
@@ -197,11 +216,33 @@ mod tests {
         let vector = |b| if x86 { b } else { Backend::Portable };
         for sha_ni in [false, true] {
             assert_eq!(Backend::for_features(all, sha_ni), vector(Backend::Avx512));
-            assert_eq!(Backend::for_features(Features::NONE, sha_ni), Backend::Portable);
+            assert_eq!(
+                Backend::for_features(Features::NONE, sha_ni),
+                Backend::Portable
+            );
         }
         assert_eq!(Backend::for_features(avx2, false), vector(Backend::Avx2));
         assert_eq!(Backend::for_features(avx2, true), Backend::Portable);
         assert!(backends_here().any(|b| b == Backend::best()));
+    }
+
+    #[test]
+    fn live_lanes_are_advanced() {
+        let block: BlockX16 =
+            std::array::from_fn(|t| std::array::from_fn(|l| (t * 1_000_003 + l * 7919) as u32));
+        let start: StateX16 =
+            std::array::from_fn(|w| std::array::from_fn(|l| (w * 65_537 + l * 257) as u32));
+        let mut want = start;
+        compress_x16_portable(&mut want, &block);
+        for backend in backends_here() {
+            for live in 0..=LANES {
+                let mut s = start;
+                compress_live_on(backend, &mut s, &block, live);
+                for l in 0..live {
+                    assert_eq!(lane_state(&s, l), lane_state(&want, l), "{live} {l}");
+                }
+            }
+        }
     }
 
     #[test]
