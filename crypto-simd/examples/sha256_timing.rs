@@ -47,7 +47,7 @@ fn main() {
     let backends: Vec<Backend> = Backend::ALL
         .iter()
         .copied()
-        .filter(|b| b.is_allowed_by(cpu::in_force()))
+        .filter(|b| b.is_available())
         .collect();
     let mut best = vec![f64::MAX; backends.len()];
     let mut one = f64::MAX;

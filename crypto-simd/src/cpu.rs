@@ -208,7 +208,9 @@ pub fn sha_ni() -> bool {
 
 #[cfg(target_arch = "x86_64")]
 fn detect_sha_ni() -> bool {
-    std::arch::is_x86_feature_detected!("sha")
+    use std::arch::is_x86_feature_detected as has;
+    // the SHA-NI code uses SSSE3 and SSE4.1 beside it (every CPU with SHA-NI has them)
+    has!("sha") && has!("ssse3") && has!("sse4.1")
 }
 
 #[cfg(not(target_arch = "x86_64"))]

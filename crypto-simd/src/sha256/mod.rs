@@ -18,6 +18,8 @@
 mod avx2;
 #[cfg(target_arch = "x86_64")]
 mod avx512;
+#[cfg(target_arch = "x86_64")]
+mod shani;
 
 use sha2::block_api::compress256;
 
@@ -52,6 +54,9 @@ pub(crate) const K: [u32; 64] = [
 pub enum Backend {
     /// All sixteen lanes in AVX-512 F vectors; needs AVX-512 F.
     Avx512,
+    /// Lanes two at a time through the SHA extensions, interleaved; needs SHA-NI
+    /// ([`crate::cpu::sha_ni`]).
+    ShaNi,
     /// Eight lanes at a time in AVX2 vectors (two passes for sixteen); needs AVX2.
     Avx2,
     /// One lane at a time through the `sha2` crate (SHA-NI where the CPU has it, whatever the
@@ -61,37 +66,46 @@ pub enum Backend {
 
 impl Backend {
     /// Every backend, fastest first.
-    pub const ALL: &'static [Backend] = &[Backend::Avx512, Backend::Avx2, Backend::Portable];
+    pub const ALL: &'static [Backend] = &[
+        Backend::Avx512,
+        Backend::ShaNi,
+        Backend::Avx2,
+        Backend::Portable,
+    ];
 
     /// The backend's short name.
     pub fn name(self) -> &'static str {
         match self {
             Backend::Avx512 => "avx512",
+            Backend::ShaNi => "sha-ni x2",
             Backend::Avx2 => "avx2",
             Backend::Portable => "portable",
         }
     }
 
-    /// Whether `features` allow this backend.
-    pub fn is_allowed_by(self, features: crate::cpu::Features) -> bool {
+    /// Whether `features` and SHA-NI (`sha_ni`) allow this backend.
+    pub fn is_allowed_by(self, features: crate::cpu::Features, sha_ni: bool) -> bool {
         let x86 = cfg!(target_arch = "x86_64");
         match self {
             Backend::Avx512 => x86 && features.avx512f,
+            Backend::ShaNi => x86 && sha_ni,
             Backend::Avx2 => x86 && features.avx2,
             Backend::Portable => true,
         }
     }
 
+    /// Whether the features in force ([`crate::cpu::in_force`], [`crate::cpu::sha_ni`])
+    /// allow this backend.
+    pub fn is_available(self) -> bool {
+        self.is_allowed_by(crate::cpu::in_force(), crate::cpu::sha_ni())
+    }
+
     /// The fastest backend that `features` allow on a CPU with (`sha_ni`) or without SHA-NI.
-    /// Where SHA-NI is there, the AVX2 code loses to it and is not picked (see [`Backend::Avx2`]).
     pub fn for_features(features: crate::cpu::Features, sha_ni: bool) -> Backend {
-        if Backend::Avx512.is_allowed_by(features) {
-            Backend::Avx512
-        } else if Backend::Avx2.is_allowed_by(features) && !sha_ni {
-            Backend::Avx2
-        } else {
-            Backend::Portable
-        }
+        *Backend::ALL
+            .iter()
+            .find(|b| b.is_allowed_by(features, sha_ni))
+            .expect("the portable backend is always allowed")
     }
 
     /// The backend in use: the fastest one the features in force ([`crate::cpu::in_force`],
@@ -122,13 +136,15 @@ pub fn compress_live(state: &mut StateX16, block: &BlockX16, live: usize) {
 /// [`compress_live`] on `backend`. Panics if the features in force do not allow it.
 pub fn compress_live_on(backend: Backend, state: &mut StateX16, block: &BlockX16, live: usize) {
     assert!(
-        backend.is_allowed_by(crate::cpu::in_force()),
+        backend.is_available(),
         "SHA-256 backend {} not allowed here",
         backend.name()
     );
     match backend {
         #[cfg(target_arch = "x86_64")]
         Backend::Avx512 => avx512::compress_x16(state, block),
+        #[cfg(target_arch = "x86_64")]
+        Backend::ShaNi => shani::compress(state, block, live),
         #[cfg(target_arch = "x86_64")]
         Backend::Avx2 => {
             avx2::compress_x8(state, block, avx2::Half::Low);
@@ -140,8 +156,8 @@ pub fn compress_live_on(backend: Backend, state: &mut StateX16, block: &BlockX16
     }
 }
 
-/// [`compress_x16`] one lane at a time through the `sha2` crate (the reference for the vector
-/// code, and the path on CPUs without AVX-512).
+/// [`compress_x16`] one lane at a time through the `sha2` crate: the reference for the tests.
+#[cfg(test)]
 fn compress_x16_portable(state: &mut StateX16, block: &BlockX16) {
     compress_portable(state, block, LANES);
 }
@@ -181,7 +197,7 @@ mod tests {
         Backend::ALL
             .iter()
             .copied()
-            .filter(|b| b.is_allowed_by(crate::cpu::in_force()))
+            .filter(|b| b.is_available())
     }
 
     proptest! {
@@ -216,13 +232,11 @@ mod tests {
         let vector = |b| if x86 { b } else { Backend::Portable };
         for sha_ni in [false, true] {
             assert_eq!(Backend::for_features(all, sha_ni), vector(Backend::Avx512));
-            assert_eq!(
-                Backend::for_features(Features::NONE, sha_ni),
-                Backend::Portable
-            );
         }
         assert_eq!(Backend::for_features(avx2, false), vector(Backend::Avx2));
-        assert_eq!(Backend::for_features(avx2, true), Backend::Portable);
+        assert_eq!(Backend::for_features(avx2, true), vector(Backend::ShaNi));
+        assert_eq!(Backend::for_features(Features::NONE, true), vector(Backend::ShaNi));
+        assert_eq!(Backend::for_features(Features::NONE, false), Backend::Portable);
         assert!(backends_here().any(|b| b == Backend::best()));
     }
 

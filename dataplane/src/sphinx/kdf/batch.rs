@@ -39,7 +39,7 @@ const MAX_STEP_BLOCKS: usize = (32 + MAX_INFO + 1 + 9).div_ceil(64);
 pub(crate) fn pays(n: usize) -> bool {
     match sha256::Backend::best() {
         sha256::Backend::Avx512 => n >= 8,
-        sha256::Backend::Avx2 => n >= 2,
+        sha256::Backend::ShaNi | sha256::Backend::Avx2 => n >= 2,
         sha256::Backend::Portable => false,
     }
 }
@@ -348,7 +348,7 @@ mod tests {
         Backend::ALL
             .iter()
             .copied()
-            .filter(|b| b.is_allowed_by(cpu::in_force()))
+            .filter(|b| b.is_available())
     }
 
     #[test]
@@ -422,6 +422,85 @@ mod tests {
                 let got: Vec<u8> = out.iter().flat_map(|r| r[l].to_be_bytes()).collect();
                 assert_eq!(got, want, "info {info_len}, lane {l}, {}", backend.name());
             }
+        }
+    }
+}
+
+/// What the per-hop key schedule of sixteen packets costs per packet, one at a time (`sha2`,
+/// SHA-NI where the CPU has it) and on every multi-buffer backend the CPU allows, rounds
+/// interleaved, least of each (`cargo test --release -p mixplane-dataplane --lib
+/// schedule_cost -- --ignored --nocapture`). bench/RESULTS.md quotes the figures.
+#[cfg(test)]
+mod timing {
+    use super::super::header_mac;
+    use super::*;
+    use mixplane_crypto_simd::cpu;
+    use std::hint::black_box;
+    use std::time::{Duration, Instant};
+
+    const PACKETS: usize = 16;
+    const REPS: u32 = 200;
+
+    fn inputs() -> Vec<([u8; 32], Vec<u8>)> {
+        (0..PACKETS)
+            .map(|l| {
+                let s = std::array::from_fn(|i| (i * 13 + l * 101) as u8);
+                (s, (0..BETA_LEN).map(|i| (i * 7 + l) as u8).collect())
+            })
+            .collect()
+    }
+
+    /// Per packet, one round of `REPS` batches; `None`: one at a time.
+    fn round(backend: Option<Backend>, inputs: &[([u8; 32], Vec<u8>)]) -> Duration {
+        let mut hop = HopKeysX16::default();
+        let mut e = ExpandedSecret::default();
+        let t = Instant::now();
+        for _ in 0..REPS {
+            match backend {
+                Some(b) => {
+                    hop.clear();
+                    for (s, beta) in inputs {
+                        hop.push(s, beta);
+                    }
+                    hop.run_on(b);
+                    for l in 0..inputs.len() {
+                        hop.expanded_into(l, &mut e);
+                        black_box(hop.mac(l));
+                    }
+                }
+                None => {
+                    for (s, beta) in inputs {
+                        e.expand_into(black_box(s));
+                        black_box(header_mac(e.mac_key(), beta));
+                    }
+                }
+            }
+        }
+        t.elapsed() / (REPS * inputs.len() as u32)
+    }
+
+    #[test]
+    #[ignore = "a timing, not a check"]
+    fn schedule_cost() {
+        let inputs = inputs();
+        let mut ways: Vec<Option<Backend>> = vec![None];
+        ways.extend(
+            Backend::ALL
+                .iter()
+                .filter(|b| **b != Backend::Portable && b.is_available())
+                .map(|b| Some(*b)),
+        );
+        let mut least = vec![Duration::MAX; ways.len()];
+        for _ in 0..30 {
+            for (w, l) in ways.iter().zip(&mut least) {
+                *l = (*l).min(round(*w, &inputs));
+            }
+        }
+        eprintln!("{}; SHA-NI: {}", cpu::report(), cpu::sha_ni());
+        for (w, l) in ways.iter().zip(&least) {
+            let name = w.map_or("one at a time (sha2)", |b| b.name());
+            eprintln!("HKDF 288 B + header MAC, {PACKETS} packets, {name}: {l:?} per packet");
+            assert!(*l < Duration::from_millis(1));
         }
     }
 }
