@@ -8,11 +8,19 @@
 //! hop: constant info strings, padding and lengths, with only keys and chaining values differing)
 //! fill the constant words once instead of transposing whole messages.
 //!
-//! [`compress_x16`] runs the backend of [`Backend::best`]: the AVX-512 code ([`Backend::Avx512`])
-//! when the features in force ([`crate::cpu::in_force`]) include AVX-512 F; the AVX2 code
-//! ([`Backend::Avx2`], eight lanes per pass, two passes) on AVX2 CPUs without SHA-NI
-//! ([`crate::cpu::sha_ni`]); otherwise each lane goes through the `sha2` crate's compression
-//! function, which uses SHA-NI where the CPU has it.
+//! [`compress_x16`] (and [`compress_live`], which may skip lanes that hold no message) runs the
+//! backend of [`Backend::best`], the first of these that the CPU allows:
+//! - [`Backend::Avx512`], all sixteen lanes in one pass, where the features in force
+//!   ([`crate::cpu::in_force`]) include AVX-512 F;
+//! - [`Backend::ShaNi`], two lanes at a time through the SHA extensions with their round
+//!   chains interleaved, where the CPU has SHA-NI ([`crate::cpu::sha_ni`]);
+//! - [`Backend::Avx2`], eight lanes per pass, on AVX2 CPUs without SHA-NI (Intel
+//!   Haswell..Skylake; the `avx2-nosha` cap selects it anywhere AVX2 is there);
+//! - else each lane through the `sha2` crate's compression function ([`Backend::Portable`]).
+//!
+//! On the Zen 3 EPYC of bench/RESULTS.md (AVX2 and SHA-NI) the example `sha256_timing` put
+//! the AVX2 code at 0.85–0.94× the `sha2` crate's SHA-NI block one at a time per lane and
+//! block, and the interleaved SHA-NI code at 1.65–1.71×: hence that order.
 
 #[cfg(target_arch = "x86_64")]
 mod avx2;
@@ -194,10 +202,7 @@ mod tests {
 
     /// The backends the features in force allow.
     fn backends_here() -> impl Iterator<Item = Backend> {
-        Backend::ALL
-            .iter()
-            .copied()
-            .filter(|b| b.is_available())
+        Backend::ALL.iter().copied().filter(|b| b.is_available())
     }
 
     proptest! {
@@ -235,8 +240,14 @@ mod tests {
         }
         assert_eq!(Backend::for_features(avx2, false), vector(Backend::Avx2));
         assert_eq!(Backend::for_features(avx2, true), vector(Backend::ShaNi));
-        assert_eq!(Backend::for_features(Features::NONE, true), vector(Backend::ShaNi));
-        assert_eq!(Backend::for_features(Features::NONE, false), Backend::Portable);
+        assert_eq!(
+            Backend::for_features(Features::NONE, true),
+            vector(Backend::ShaNi)
+        );
+        assert_eq!(
+            Backend::for_features(Features::NONE, false),
+            Backend::Portable
+        );
         assert!(backends_here().any(|b| b == Backend::best()));
     }
 

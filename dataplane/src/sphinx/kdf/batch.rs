@@ -341,14 +341,10 @@ fn payload_keys_on(backend: Backend, seeds: &[&[u8; 16]], out: &mut [[u8; PAYLOA
 mod tests {
     use super::super::{header_mac, payload_key_from_seed};
     use super::*;
-    use mixplane_crypto_simd::cpu;
 
     /// Every SHA-256 backend the features in force allow.
     fn backends() -> impl Iterator<Item = Backend> {
-        Backend::ALL
-            .iter()
-            .copied()
-            .filter(|b| b.is_available())
+        Backend::ALL.iter().copied().filter(|b| b.is_available())
     }
 
     #[test]
@@ -428,7 +424,7 @@ mod tests {
 
 /// What the per-hop key schedule of sixteen packets costs per packet, one at a time (`sha2`,
 /// SHA-NI where the CPU has it) and on every multi-buffer backend the CPU allows, rounds
-/// interleaved, least of each (`cargo test --release -p mixplane-dataplane --lib
+/// interleaved, least of each (`cargo test -p mixplane-dataplane --lib
 /// schedule_cost -- --ignored --nocapture`). bench/RESULTS.md quotes the figures.
 #[cfg(test)]
 mod timing {
