@@ -10,8 +10,9 @@
 //! on first use, and then holds for the life of the process, so all dispatchers agree.
 //!
 //! SHA-NI is not a vector feature and stays outside [`Features`]: [`sha_ni`] says whether the
-//! SHA-256 dispatcher may count on it, which every cap allows but `avx2-nosha` (AVX2 as on an
-//! Intel Haswell..Skylake CPU, which lacks SHA-NI; on every other count the same as `avx2`).
+//! SHA-256 dispatcher may count on it, which every cap allows but `portable` and `avx2-nosha` (AVX2 as
+//! on an Intel Haswell..Skylake CPU, which lacks SHA-NI; on every other count the same as
+//! `avx2`).
 //!
 //! The cap governs this crate's own vector dispatchers. The RustCrypto crates under the
 //! portable paths (`chacha20`, `sha2`, `blake2`) detect the CPU on their own and may still use
@@ -199,11 +200,12 @@ pub fn in_force() -> Features {
 }
 
 /// Whether the SHA-256 dispatcher may use SHA-NI: the CPU has it (detected once) and the cap
-/// is not [`Cap::Avx2NoSha`]. (The `sha2` crate under the portable path detects SHA-NI on its
-/// own, whatever this says.)
+/// is neither [`Cap::Portable`] nor [`Cap::Avx2NoSha`]. (The `sha2` crate under the portable
+/// path detects SHA-NI on its own, whatever this says.)
 pub fn sha_ni() -> bool {
     static DETECTED: OnceLock<bool> = OnceLock::new();
-    *DETECTED.get_or_init(detect_sha_ni) && cap() != Some(Cap::Avx2NoSha)
+    let capped = matches!(cap(), Some(Cap::Portable | Cap::Avx2NoSha));
+    *DETECTED.get_or_init(detect_sha_ni) && !capped
 }
 
 #[cfg(target_arch = "x86_64")]

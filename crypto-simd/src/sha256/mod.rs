@@ -19,8 +19,9 @@
 //! - else each lane through the `sha2` crate's compression function ([`Backend::Portable`]).
 //!
 //! On the Zen 3 EPYC of bench/RESULTS.md (AVX2 and SHA-NI) the example `sha256_timing` put
-//! the AVX2 code at 0.85–0.94× the `sha2` crate's SHA-NI block one at a time per lane and
-//! block, and the interleaved SHA-NI code at 1.65–1.71×: hence that order.
+//! the AVX2 code at 0.76–0.94× the `sha2` crate's SHA-NI block one at a time, per lane and
+//! block, and the interleaved SHA-NI code at 1.19–1.71× (runs on a loaded 2-vCPU VM): hence
+//! that order.
 
 #[cfg(target_arch = "x86_64")]
 mod avx2;
