@@ -4,10 +4,15 @@
 //! Every primitive of this crate picks its backend from [`in_force`]: the features the CPU
 //! has ([`detected`]), lowered to the cap. The cap comes from [`set_cap`] if the program called
 //! it before the first use of any primitive, else from the environment variable [`CAP_ENV`]
-//! (`MIXPLANE_CPU=portable|avx2|avx512`; unset, empty or `native` means no cap). A cap above
+//! (`MIXPLANE_CPU=portable|avx2|avx2-nosha|avx512`; unset, empty or `native` means no cap). A cap above
 //! what the CPU has gives what it has. An invalid value means no cap, and the problem is kept
 //! for [`warning`] (the library prints nothing; a binary logs it). The decision is made once,
 //! on first use, and then holds for the life of the process, so all dispatchers agree.
+//!
+//! SHA-NI is not a vector feature and stays outside [`Features`]: [`sha_ni`] says whether the
+//! SHA-256 dispatcher may count on it, which every cap allows but `portable` and `avx2-nosha` (AVX2 as
+//! on an Intel Haswell..Skylake CPU, which lacks SHA-NI; on every other count the same as
+//! `avx2`).
 //!
 //! The cap governs this crate's own vector dispatchers. The RustCrypto crates under the
 //! portable paths (`chacha20`, `sha2`, `blake2`) detect the CPU on their own and may still use
@@ -44,7 +49,7 @@ impl Features {
     pub fn capped(self, cap: Cap) -> Features {
         match cap {
             Cap::Portable => Features::NONE,
-            Cap::Avx2 => Features {
+            Cap::Avx2 | Cap::Avx2NoSha => Features {
                 avx2: self.avx2,
                 ..Features::NONE
             },
@@ -81,6 +86,9 @@ pub enum Cap {
     Portable,
     /// At most AVX2.
     Avx2,
+    /// At most AVX2, and no SHA-NI for SHA-256 ([`sha_ni`]): a CPU of the Haswell..Skylake
+    /// class.
+    Avx2NoSha,
     /// At most AVX-512 (F, VL, IFMA): everything this crate uses.
     Avx512,
 }
@@ -91,6 +99,7 @@ impl Cap {
         match self {
             Cap::Portable => "portable",
             Cap::Avx2 => "avx2",
+            Cap::Avx2NoSha => "avx2-nosha",
             Cap::Avx512 => "avx512",
         }
     }
@@ -105,11 +114,12 @@ impl fmt::Display for Cap {
 impl FromStr for Cap {
     type Err = CapError;
 
-    /// Parses `portable`, `avx2` or `avx512` (any case, surrounding spaces ignored).
+    /// Parses `portable`, `avx2`, `avx2-nosha` or `avx512` (any case, surrounding spaces ignored).
     fn from_str(s: &str) -> Result<Cap, CapError> {
         match s.trim().to_ascii_lowercase().as_str() {
             "portable" => Ok(Cap::Portable),
             "avx2" => Ok(Cap::Avx2),
+            "avx2-nosha" => Ok(Cap::Avx2NoSha),
             "avx512" => Ok(Cap::Avx512),
             _ => Err(CapError::Invalid(s.to_string())),
         }
@@ -122,7 +132,7 @@ impl FromStr for Cap {
 pub enum CapError {
     /// The value of [`CAP_ENV`] (or a string parsed as a cap) names no cap.
     #[error(
-        "invalid {CAP_ENV} value `{0}` (expected portable, avx2 or avx512); using the CPU's own features"
+        "invalid {CAP_ENV} value `{0}` (expected portable, avx2, avx2-nosha or avx512); using the CPU's own features"
     )]
     Invalid(String),
     /// [`set_cap`] came after the features in force were fixed, and asked for other ones.
@@ -187,6 +197,27 @@ pub fn detected() -> Features {
 #[inline]
 pub fn in_force() -> Features {
     selection().in_force
+}
+
+/// Whether the SHA-256 dispatcher may use SHA-NI: the CPU has it (detected once) and the cap
+/// is neither [`Cap::Portable`] nor [`Cap::Avx2NoSha`]. (The `sha2` crate under the portable
+/// path detects SHA-NI on its own, whatever this says.)
+pub fn sha_ni() -> bool {
+    static DETECTED: OnceLock<bool> = OnceLock::new();
+    let capped = matches!(cap(), Some(Cap::Portable | Cap::Avx2NoSha));
+    *DETECTED.get_or_init(detect_sha_ni) && !capped
+}
+
+#[cfg(target_arch = "x86_64")]
+fn detect_sha_ni() -> bool {
+    use std::arch::is_x86_feature_detected as has;
+    // the SHA-NI code uses SSSE3 and SSE4.1 beside it (every CPU with SHA-NI has them)
+    has!("sha") && has!("ssse3") && has!("sse4.1")
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn detect_sha_ni() -> bool {
+    false
 }
 
 /// The cap in force (`None`: no cap, the CPU's own features).
@@ -283,6 +314,7 @@ mod tests {
     fn a_cap_lowers_and_never_raises() {
         assert_eq!(ALL.capped(Cap::Portable), Features::NONE);
         assert_eq!(ALL.capped(Cap::Avx2), AVX2);
+        assert_eq!(ALL.capped(Cap::Avx2NoSha), AVX2);
         assert_eq!(ALL.capped(Cap::Avx512), ALL);
         // Above what the CPU has: what it has.
         assert_eq!(AVX2.capped(Cap::Avx512), AVX2);
@@ -317,7 +349,7 @@ mod tests {
 
     #[test]
     fn names_round_trip_and_display() {
-        for cap in [Cap::Portable, Cap::Avx2, Cap::Avx512] {
+        for cap in [Cap::Portable, Cap::Avx2, Cap::Avx2NoSha, Cap::Avx512] {
             assert_eq!(cap.name().parse(), Ok(cap));
             assert_eq!(cap.to_string(), cap.name());
         }

@@ -1,13 +1,15 @@
 //! The key schedule of up to sixteen hops at once: the same HKDF and HMAC shapes as the
 //! one-at-a-time code in [`super`], on the word-sliced multi-buffer SHA-256 of
-//! [`mixplane_crypto_simd::sha256`] (AVX-512 where the CPU has it).
+//! [`mixplane_crypto_simd::sha256`] (AVX-512 where the CPU has it; AVX2, eight lanes per pass,
+//! where it has AVX2 and no SHA-NI). Only the lanes holding packets are computed, in groups of
+//! the backend's vector width.
 //!
 //! Only the inputs differ between the packets of a batch (shared secrets, MAC keys, beta, seeds);
 //! the HKDF info strings, counters, padding and lengths are the same in every lane, so those
 //! message words are written once as whole rows and only the per-packet words are transposed.
 //! Every buffer holding key material is zeroized after use and on drop.
 
-use mixplane_crypto_simd::sha256::{self, BlockX16, LANES, StateX16, compress_x16, splat_state};
+use mixplane_crypto_simd::sha256::{self, Backend, BlockX16, LANES, StateX16, splat_state};
 use zeroize::Zeroize;
 
 use super::{
@@ -26,13 +28,34 @@ const BETA_BLOCKS: usize = (BETA_LEN + 9).div_ceil(64);
 /// Most blocks an HKDF expansion step needs: T(i-1) || info || counter, padded.
 const MAX_STEP_BLOCKS: usize = (32 + MAX_INFO + 1 + 9).div_ceil(64);
 
-/// Whether the batched schedule pays for `n` packets on this CPU: it needs the vector
-/// compression, and below eight packets one call over sixteen lanes costs more than the
-/// packets one by one (`sha256_timing`: 14.4 ns per lane and block against SHA-NI's 34.3 ns on
-/// the AMD EPYC of bench/RESULTS.md, so sixteen lanes cost about seven single blocks, plus the
-/// transposition).
+/// Whether the batched schedule pays for `n` packets on this CPU: it needs a vector
+/// compression. With AVX-512, below eight packets one call over sixteen lanes costs more than
+/// the packets one by one (`sha256_timing`: 14.4 ns per lane and block against SHA-NI's
+/// 34.3 ns on the AMD EPYC of bench/RESULTS.md, so sixteen lanes cost about seven single
+/// blocks, plus the transposition). The AVX2 backend is only in force without SHA-NI, where
+/// each packet one by one pays the `sha2` crate's scalar compression; one pass of eight lanes
+/// cost about eight SHA-NI blocks on that EPYC, so from two packets on it is taken
+/// (an estimate: no CPU without SHA-NI was at hand to measure the break-even).
 pub(crate) fn pays(n: usize) -> bool {
-    n >= 8 && sha256::Backend::best() == sha256::Backend::Avx512
+    match sha256::Backend::best() {
+        sha256::Backend::Avx512 => n >= 8,
+        sha256::Backend::ShaNi | sha256::Backend::Avx2 => n >= 2,
+        sha256::Backend::Portable => false,
+    }
+}
+
+/// Which lanes a call computes, and on which backend.
+#[derive(Debug, Clone, Copy)]
+struct Lanes {
+    backend: Backend,
+    /// Lanes `0..live` hold packets; the others' results are garbage and never read.
+    live: usize,
+}
+
+impl Lanes {
+    fn compress(self, state: &mut StateX16, block: &BlockX16) {
+        sha256::compress_live_on(self.backend, state, block, self.live);
+    }
 }
 
 /// Sixteen HMAC-SHA256 keys with their pad blocks absorbed.
@@ -51,8 +74,8 @@ impl HmacX16 {
     }
 
     /// Keys given as rows of big-endian words (at most sixteen rows: a key of at most 64 bytes
-    /// whose length is a multiple of four).
-    fn from_rows(key: &[Row]) -> HmacX16 {
+    /// whose length is a multiple of four); only the live lanes are computed.
+    fn from_rows(key: &[Row], lanes: Lanes) -> HmacX16 {
         let mut pad: BlockX16 = [[0x3636_3636; LANES]; 16];
         for (row, k) in pad.iter_mut().zip(key) {
             for (p, k) in row.iter_mut().zip(k) {
@@ -63,24 +86,24 @@ impl HmacX16 {
             inner: splat_state(&sha256::IV),
             outer: splat_state(&sha256::IV),
         };
-        compress_x16(&mut h.inner, &pad);
+        lanes.compress(&mut h.inner, &pad);
         for v in pad.as_flattened_mut() {
             *v ^= 0x3636_3636 ^ 0x5c5c_5c5c;
         }
-        compress_x16(&mut h.outer, &pad);
+        lanes.compress(&mut h.outer, &pad);
         pad.zeroize();
         h
     }
 
     /// The outer hash over inner states that absorbed their whole padded messages: the HMAC
-    /// values, as eight rows of big-endian words.
-    fn finish(&self, inner: &StateX16) -> StateX16 {
+    /// values of the live lanes, as eight rows of big-endian words.
+    fn finish(&self, inner: &StateX16, lanes: Lanes) -> StateX16 {
         let mut block: BlockX16 = [[0; LANES]; 16];
         block[..8].copy_from_slice(inner);
         block[8] = [0x8000_0000; LANES];
         block[15] = [(64 + 32) * 8; LANES];
         let mut out = self.outer;
-        compress_x16(&mut out, &block);
+        lanes.compress(&mut out, &block);
         block.zeroize();
         out
     }
@@ -109,8 +132,8 @@ fn splat_blocks(bytes: &[u8], out: &mut [BlockX16]) -> usize {
 /// HKDF-SHA256 of sixteen input keys at once, like [`super::hkdf_fixed`] in every lane: the
 /// salt's prepared states, input keys given as rows of big-endian words (at most 52 bytes),
 /// `info` of at most [`MAX_INFO`] bytes, output written as rows of big-endian words (a whole
-/// number of 32-byte blocks).
-fn hkdf_x16(salt: &HmacState, ikm: &[Row], info: &[u8], out: &mut [Row]) {
+/// number of 32-byte blocks). Only the live lanes are computed; the others hold garbage.
+fn hkdf_x16(salt: &HmacState, ikm: &[Row], info: &[u8], out: &mut [Row], lanes: Lanes) {
     let ikm_len = 4 * ikm.len();
     assert!(ikm_len <= 52 && info.len() <= MAX_INFO && out.len().is_multiple_of(8));
     assert!(out.len() <= 255 * 8, "HKDF-SHA256 output limit");
@@ -121,10 +144,10 @@ fn hkdf_x16(salt: &HmacState, ikm: &[Row], info: &[u8], out: &mut [Row]) {
     block[ikm.len()] = [0x8000_0000; LANES];
     block[15] = [((64 + ikm_len) * 8) as u32; LANES];
     let mut inner = salt.inner;
-    compress_x16(&mut inner, &block);
+    lanes.compress(&mut inner, &block);
     block.zeroize();
-    let mut prk = salt.finish(&inner);
-    let key = HmacX16::from_rows(&prk);
+    let mut prk = salt.finish(&inner, lanes);
+    let key = HmacX16::from_rows(&prk, lanes);
     prk.zeroize();
 
     // T(1) = HMAC(PRK, info || 1): the same message in every lane.
@@ -149,16 +172,16 @@ fn hkdf_x16(salt: &HmacState, ikm: &[Row], info: &[u8], out: &mut [Row]) {
         inner = key.inner;
         if i == 0 {
             for b in &first[..n_first] {
-                compress_x16(&mut inner, b);
+                lanes.compress(&mut inner, b);
             }
         } else {
             next[0][..8].copy_from_slice(&out[8 * (i - 1)..8 * i]);
             next[cb][cw] = [counter_row | ((i as u32 + 1) << shift); LANES];
             for b in &next[..n_next] {
-                compress_x16(&mut inner, b);
+                lanes.compress(&mut inner, b);
             }
         }
-        let mut t = key.finish(&inner);
+        let mut t = key.finish(&inner, lanes);
         out[8 * i..8 * i + 8].copy_from_slice(&t);
         t.zeroize();
     }
@@ -205,9 +228,18 @@ impl HopKeysX16 {
         self.n += 1;
     }
 
-    /// Expands every lane's shared secret and computes its header MAC. Lanes past
-    /// [`HopKeysX16::len`] compute whatever they hold and are never read.
+    /// Expands every lane's shared secret and computes its header MAC, on the backend in force.
     pub(crate) fn run(&mut self) {
+        self.run_on(Backend::best());
+    }
+
+    /// [`HopKeysX16::run`] on `backend`. Lanes past the packets pushed may or may not be
+    /// computed, and are never read.
+    fn run_on(&mut self, backend: Backend) {
+        let lanes = Lanes {
+            backend,
+            live: self.n,
+        };
         // the padding of the MAC's inner message (ipad block + beta), the same in every lane
         let w = BETA_LEN / 4;
         let last = &mut self.beta[BETA_BLOCKS - 1];
@@ -222,14 +254,15 @@ impl HopKeysX16 {
             &self.shared,
             EXPANDED_SECRET_INFO,
             &mut self.expanded,
+            lanes,
         );
         // the MAC key is bytes 16..32 of the expansion
-        let key = HmacX16::from_rows(&self.expanded[4..8]);
+        let key = HmacX16::from_rows(&self.expanded[4..8], lanes);
         let mut inner = key.inner;
         for b in &self.beta {
-            compress_x16(&mut inner, b);
+            lanes.compress(&mut inner, b);
         }
-        let mut full = key.finish(&inner);
+        let mut full = key.finish(&inner, lanes);
         self.mac.copy_from_slice(&full[..4]);
         full.zeroize();
         inner.zeroize();
@@ -272,6 +305,11 @@ impl Drop for HopKeysX16 {
 /// Payload keys of up to sixteen v259/v260 hops at once, like [`super::payload_key_from_seed`]
 /// per lane. `out[l]` gets the key of `seeds[l]`.
 pub(crate) fn payload_keys_x16(seeds: &[&[u8; 16]], out: &mut [[u8; PAYLOAD_KEY_LEN]]) {
+    payload_keys_on(Backend::best(), seeds, out);
+}
+
+/// [`payload_keys_x16`] on `backend`.
+fn payload_keys_on(backend: Backend, seeds: &[&[u8; 16]], out: &mut [[u8; PAYLOAD_KEY_LEN]]) {
     assert!(seeds.len() <= LANES && out.len() >= seeds.len());
     let mut ikm: [Row; 4] = [[0; LANES]; 4];
     for (l, s) in seeds.iter().enumerate() {
@@ -280,7 +318,16 @@ pub(crate) fn payload_keys_x16(seeds: &[&[u8; 16]], out: &mut [[u8; PAYLOAD_KEY_
         }
     }
     let mut keys: [Row; PAYLOAD_KEY_LEN / 4] = [[0; LANES]; PAYLOAD_KEY_LEN / 4];
-    hkdf_x16(super::payload_salt(), &ikm, PAYLOAD_KEY_INFO, &mut keys);
+    hkdf_x16(
+        super::payload_salt(),
+        &ikm,
+        PAYLOAD_KEY_INFO,
+        &mut keys,
+        Lanes {
+            backend,
+            live: seeds.len(),
+        },
+    );
     for (l, o) in out.iter_mut().enumerate().take(seeds.len()) {
         for (o, row) in o.as_chunks_mut::<4>().0.iter_mut().zip(&keys) {
             *o = row[l].to_be_bytes();
@@ -295,11 +342,16 @@ mod tests {
     use super::super::{header_mac, payload_key_from_seed};
     use super::*;
 
+    /// Every SHA-256 backend the features in force allow.
+    fn backends() -> impl Iterator<Item = Backend> {
+        Backend::ALL.iter().copied().filter(|b| b.is_available())
+    }
+
     #[test]
     fn every_lane_equals_the_one_at_a_time_schedule() {
         let mut hop = HopKeysX16::default();
-        for round in 0..3u8 {
-            for n in [1usize, 7, 8, 15, 16] {
+        for (backend, round) in backends().flat_map(|b| (0..3u8).map(move |r| (b, r))) {
+            for n in [1usize, 7, 8, 9, 15, 16] {
                 hop.clear();
                 let inputs: Vec<([u8; 32], Vec<u8>)> = (0..n)
                     .map(|l| {
@@ -313,17 +365,14 @@ mod tests {
                 for (s, b) in &inputs {
                     hop.push(s, b);
                 }
-                hop.run();
+                hop.run_on(backend);
                 for (l, (s, b)) in inputs.iter().enumerate() {
                     let want = ExpandedSecret::expand(s);
                     let mut got = ExpandedSecret::default();
                     hop.expanded_into(l, &mut got);
-                    assert_eq!(got.0, want.0, "expansion, lane {l} of {n}");
-                    assert_eq!(
-                        hop.mac(l),
-                        header_mac(want.mac_key(), b),
-                        "mac, lane {l} of {n}"
-                    );
+                    let at = format!("lane {l} of {n}, {}", backend.name());
+                    assert_eq!(got.0, want.0, "expansion, {at}");
+                    assert_eq!(hop.mac(l), header_mac(want.mac_key(), b), "mac, {at}");
                 }
             }
         }
@@ -331,38 +380,123 @@ mod tests {
 
     #[test]
     fn payload_keys_equal_the_one_at_a_time_derivation() {
-        for n in 1..=16usize {
+        for (backend, n) in backends().flat_map(|b| (1..=16usize).map(move |n| (b, n))) {
             let seeds: Vec<[u8; 16]> = (0..n)
                 .map(|l| std::array::from_fn(|i| (i as u8).wrapping_mul(11) ^ (l as u8)))
                 .collect();
             let refs: Vec<&[u8; 16]> = seeds.iter().collect();
             let mut got = vec![[0u8; PAYLOAD_KEY_LEN]; n];
-            payload_keys_x16(&refs, &mut got);
+            payload_keys_on(backend, &refs, &mut got);
             for (l, s) in seeds.iter().enumerate() {
                 let mut want = [0u8; PAYLOAD_KEY_LEN];
                 payload_key_from_seed(s, &mut want);
-                assert_eq!(got[l], want, "lane {l} of {n}");
+                assert_eq!(got[l], want, "lane {l} of {n}, {}", backend.name());
             }
         }
     }
 
     #[test]
     fn hkdf_x16_equals_hkdf_fixed_for_every_info_length() {
-        for info_len in (0..=MAX_INFO).step_by(7) {
+        for (backend, info_len) in
+            backends().flat_map(|b| (0..=MAX_INFO).step_by(7).map(move |i| (b, i)))
+        {
             let info: Vec<u8> = (0..info_len).map(|i| (i * 5) as u8).collect();
             let salt = HmacState::new(&info[..info_len.min(40)]);
             let ikm: [Row; 8] = std::array::from_fn(|w| {
                 std::array::from_fn(|l| (w * 977 + l * 31 + info_len) as u32)
             });
             let mut out = [[0u32; LANES]; 24];
-            hkdf_x16(&salt, &ikm, &info, &mut out);
+            let lanes = Lanes {
+                backend,
+                live: LANES,
+            };
+            hkdf_x16(&salt, &ikm, &info, &mut out, lanes);
             for l in 0..LANES {
                 let ikm_bytes: Vec<u8> = ikm.iter().flat_map(|r| r[l].to_be_bytes()).collect();
                 let mut want = [0u8; 96];
                 super::super::hkdf_fixed(&salt, &ikm_bytes, &info, &mut want);
                 let got: Vec<u8> = out.iter().flat_map(|r| r[l].to_be_bytes()).collect();
-                assert_eq!(got, want, "info {info_len}, lane {l}");
+                assert_eq!(got, want, "info {info_len}, lane {l}, {}", backend.name());
             }
+        }
+    }
+}
+
+/// What the per-hop key schedule of sixteen packets costs per packet, one at a time (`sha2`,
+/// SHA-NI where the CPU has it) and on every multi-buffer backend the CPU allows, rounds
+/// interleaved, least of each (`cargo test -p mixplane-dataplane --lib
+/// schedule_cost -- --ignored --nocapture`). bench/RESULTS.md quotes the figures.
+#[cfg(test)]
+mod timing {
+    use super::super::header_mac;
+    use super::*;
+    use mixplane_crypto_simd::cpu;
+    use std::hint::black_box;
+    use std::time::{Duration, Instant};
+
+    const PACKETS: usize = 16;
+    const REPS: u32 = 200;
+
+    fn inputs() -> Vec<([u8; 32], Vec<u8>)> {
+        (0..PACKETS)
+            .map(|l| {
+                let s = std::array::from_fn(|i| (i * 13 + l * 101) as u8);
+                (s, (0..BETA_LEN).map(|i| (i * 7 + l) as u8).collect())
+            })
+            .collect()
+    }
+
+    /// Per packet, one round of `REPS` batches; `None`: one at a time.
+    fn round(backend: Option<Backend>, inputs: &[([u8; 32], Vec<u8>)]) -> Duration {
+        let mut hop = HopKeysX16::default();
+        let mut e = ExpandedSecret::default();
+        let t = Instant::now();
+        for _ in 0..REPS {
+            match backend {
+                Some(b) => {
+                    hop.clear();
+                    for (s, beta) in inputs {
+                        hop.push(s, beta);
+                    }
+                    hop.run_on(b);
+                    for l in 0..inputs.len() {
+                        hop.expanded_into(l, &mut e);
+                        black_box(hop.mac(l));
+                    }
+                }
+                None => {
+                    for (s, beta) in inputs {
+                        e.expand_into(black_box(s));
+                        black_box(header_mac(e.mac_key(), beta));
+                    }
+                }
+            }
+        }
+        t.elapsed() / (REPS * inputs.len() as u32)
+    }
+
+    #[test]
+    #[ignore = "a timing, not a check"]
+    fn schedule_cost() {
+        let inputs = inputs();
+        let mut ways: Vec<Option<Backend>> = vec![None];
+        ways.extend(
+            Backend::ALL
+                .iter()
+                .filter(|b| **b != Backend::Portable && b.is_available())
+                .map(|b| Some(*b)),
+        );
+        let mut least = vec![Duration::MAX; ways.len()];
+        for _ in 0..30 {
+            for (w, l) in ways.iter().zip(&mut least) {
+                *l = (*l).min(round(*w, &inputs));
+            }
+        }
+        eprintln!("{}; SHA-NI: {}", cpu::report(), cpu::sha_ni());
+        for (w, l) in ways.iter().zip(&least) {
+            let name = w.map_or("one at a time (sha2)", |b| b.name());
+            eprintln!("HKDF 288 B + header MAC, {PACKETS} packets, {name}: {l:?} per packet");
+            assert!(*l < Duration::from_millis(1));
         }
     }
 }
