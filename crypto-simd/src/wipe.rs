@@ -13,22 +13,24 @@ use core::sync::atomic::{Ordering, compiler_fence};
 /// the IFMA backend.
 ///
 /// Sized from the deepest frame chain under the X25519 dispatcher, read from the disassembly on
-/// x86_64 (2026-12-01, Zen 3). Optimised build: `avx2::x25519_lanes` reserves 9.8 KiB
-/// (`sub rsp` 0xfe0 + 0x1000 + 0x720), the dispatcher 0.8 KiB; 16 KiB leaves a third spare.
+/// x86_64 (2026-12-01, Zen 3). Optimised build: `batch_split` reserves 7.3 KiB (the batch
+/// inversion's arrays for 64 lanes), `avx2::x25519_lanes_projective` 7.9 KiB (`sub rsp` 0xfe0 +
+/// 0xfa0) and the field helpers it calls 0.4 KiB: 15.6 KiB, so 24 KiB leaves a third spare.
 /// A test build spills more: the test `kernels_stay_within_the_scrub`, which paints the stack,
-/// saw the AVX2 path write 11.5 KiB deep, so builds with debug assertions scrub 32 KiB. One
-/// scrub costs about 1.6 µs (16 KiB) or 3.2 µs (32 KiB) on that CPU, against 84 µs for one call
-/// of the 4-lane kernel and 43 µs for one operation alone.
+/// checks the depth it sees against the size in force, so builds with debug assertions scrub
+/// 32 KiB. One scrub costs about 1.6 µs per 16 KiB on that CPU, against 84 µs for one call of
+/// the 4-lane kernel and 43 µs for one operation alone.
 pub(crate) const SCRUB_BYTES: usize = if cfg!(debug_assertions) {
     32 * 1024
 } else {
-    16 * 1024
+    24 * 1024
 };
 
 /// [`SCRUB_BYTES`] where the IFMA backend may run: its two-group kernel
 /// (`ifma::x25519_lanes::<2, 16>`) reserves 18.6 KiB in an optimised build (`sub rsp` 0xfc0 +
-/// 3 × 0x1000 + 0xac0) and 22.1 KiB plus 2.6 KiB for `sqr_n` in a test build (read from the
-/// disassembly on the same date; this machine cannot run it), more than the 16 KiB above.
+/// 3 × 0x1000 + 0xac0; 26 KiB with `batch_split`'s frame) and 22.1 KiB plus 2.6 KiB for
+/// `sqr_n` in a test build (read from the disassembly on the same date; this machine cannot run
+/// it).
 pub(crate) const SCRUB_BYTES_IFMA: usize = if cfg!(debug_assertions) {
     48 * 1024
 } else {
@@ -98,20 +100,24 @@ mod tests {
             .expect("timings")
     }
 
-    /// Prints what one scrub costs (`--ignored --nocapture`), for both sizes of
-    /// [`super::SCRUB_BYTES`]; its doc quotes the figures.
+    /// Prints what one scrub costs (`--ignored --nocapture`), for every size
+    /// [`super::SCRUB_BYTES`] and [`super::SCRUB_BYTES_IFMA`] take; its doc quotes the figures.
     #[test]
     #[ignore = "a timing, not a check"]
     fn scrub_cost() {
         #[inline(never)]
-        fn kib16() {
-            super::scrub::<2048>();
+        fn kib24() {
+            super::scrub::<3072>();
         }
         #[inline(never)]
         fn kib32() {
             super::scrub::<4096>();
         }
-        for (kib, f) in [(16, kib16 as fn()), (32, kib32)] {
+        #[inline(never)]
+        fn kib48() {
+            super::scrub::<6144>();
+        }
+        for (kib, f) in [(24, kib24 as fn()), (32, kib32), (48, kib48)] {
             let t = least(f);
             eprintln!("scrub of {kib} KiB: {t:?}");
             assert!(t < std::time::Duration::from_millis(1));
