@@ -141,20 +141,15 @@ fn mul(f: &Fe, g: &Fe) -> Fe {
 }
 
 /// The multiples of one factor's limbs that [`mul_by`] reads: `g` itself (borrowed, not
-/// copied), `19g` of limbs 1..=9, and `2g`, `38g` of the odd limbs, the only ones that the
-/// product takes doubled. Nineteen new vectors, so nineteen stores per table: the ladder is
-/// bound by stores, and the earlier forty-slot table (with `g` copied and unused slots filled)
-/// cost 21 more per multiplication. Every entry stays below 2^32 (the largest, `38g` of an
-/// odd limb of a three-element sum, is below 38 * 3 * (2^25 + 2^19) < 2^32), as `vpmuludq`
-/// needs.
+/// copied) and `19g` of limbs 1..=9. Nine new vectors, so nine stores per table: the ladder is
+/// bound by stores as much as by multiplies, and the products that need `2g` or `38g` (odd limbs
+/// of both factors) are summed apart and their sum doubled once per column instead (see
+/// [`mul_by`]). Every entry stays below 2^32 (the largest, `19g` of an odd limb of a
+/// three-element sum, is below 19 * 3 * (2^25 + 2^19) < 2^32), as `vpmuludq` needs.
 struct MulTable<'a> {
     g: &'a Fe,
     /// `19 g[j]` at index `j - 1`.
     g19: [__m256i; 9],
-    /// `2 g[j]` of odd `j` at index `j / 2`.
-    g2: [__m256i; 5],
-    /// `38 g[j]` of odd `j` at index `j / 2`.
-    g38: [__m256i; 5],
 }
 
 impl<'a> MulTable<'a> {
@@ -162,12 +157,9 @@ impl<'a> MulTable<'a> {
     #[target_feature(enable = "avx2")]
     fn new(g: &'a Fe) -> MulTable<'a> {
         let k19 = splat(19);
-        let g19: [__m256i; 9] = core::array::from_fn(|i| _mm256_mul_epu32(g.0[i + 1], k19));
         MulTable {
             g,
-            g19,
-            g2: core::array::from_fn(|i| _mm256_add_epi64(g.0[2 * i + 1], g.0[2 * i + 1])),
-            g38: core::array::from_fn(|i| _mm256_add_epi64(g19[2 * i], g19[2 * i])),
+            g19: core::array::from_fn(|i| _mm256_mul_epu32(g.0[i + 1], k19)),
         }
     }
 
@@ -178,26 +170,20 @@ impl<'a> MulTable<'a> {
         ld(&self.g.0[j])
     }
 
-    /// `2 g[j]`, `j` odd.
-    #[inline]
-    #[target_feature(enable = "avx2")]
-    fn g2(&self, j: usize) -> __m256i {
-        ld(&self.g2[j / 2])
-    }
-
     /// `19 g[j]`, `j >= 1`.
     #[inline]
     #[target_feature(enable = "avx2")]
     fn g19(&self, j: usize) -> __m256i {
         ld(&self.g19[j - 1])
     }
+}
 
-    /// `38 g[j]`, `j` odd.
-    #[inline]
-    #[target_feature(enable = "avx2")]
-    fn g38(&self, j: usize) -> __m256i {
-        ld(&self.g38[j / 2])
-    }
+/// `even + 2 odd`: an even product column from its products of two even limbs (`even`) and of
+/// two odd limbs (`odd`, weighted twice).
+#[inline]
+#[target_feature(enable = "avx2")]
+fn even_column(even: __m256i, odd: __m256i) -> __m256i {
+    _mm256_add_epi64(_mm256_add_epi64(even, odd), odd)
 }
 
 /// `f * g` with `g` given by its [`MulTable`] (built once for a factor used many times, like
@@ -207,23 +193,28 @@ impl<'a> MulTable<'a> {
 /// `f` can stay in registers while the multiples come from memory, which with sixteen vector
 /// registers spills far less than keeping both sides in registers, and the loads go to the
 /// load ports instead of competing with the multiplies and adds. Measured: about 4% off a
-/// whole X25519.
+/// whole X25519. In the even columns the products of two odd limbs (weight doubled) are
+/// summed apart and that sum is doubled, so the table needs no `2g` or `38g`.
 #[inline]
 #[target_feature(enable = "avx2")]
 fn mul_by(f: &Fe, t: &MulTable) -> Fe {
     let [f0, f1, f2, f3, f4, f5, f6, f7, f8, f9] = f.0;
-    let h0 = sum([
-        m(f0, t.g(0)),
-        m(f1, t.g38(9)),
-        m(f2, t.g19(8)),
-        m(f3, t.g38(7)),
-        m(f4, t.g19(6)),
-        m(f5, t.g38(5)),
-        m(f6, t.g19(4)),
-        m(f7, t.g38(3)),
-        m(f8, t.g19(2)),
-        m(f9, t.g38(1)),
-    ]);
+    let h0 = even_column(
+        sum([
+            m(f0, t.g(0)),
+            m(f2, t.g19(8)),
+            m(f4, t.g19(6)),
+            m(f6, t.g19(4)),
+            m(f8, t.g19(2)),
+        ]),
+        sum([
+            m(f1, t.g19(9)),
+            m(f3, t.g19(7)),
+            m(f5, t.g19(5)),
+            m(f7, t.g19(3)),
+            m(f9, t.g19(1)),
+        ]),
+    );
     let h1 = sum([
         m(f0, t.g(1)),
         m(f1, t.g(0)),
@@ -236,18 +227,22 @@ fn mul_by(f: &Fe, t: &MulTable) -> Fe {
         m(f8, t.g19(3)),
         m(f9, t.g19(2)),
     ]);
-    let h2 = sum([
-        m(f0, t.g(2)),
-        m(f1, t.g2(1)),
-        m(f2, t.g(0)),
-        m(f3, t.g38(9)),
-        m(f4, t.g19(8)),
-        m(f5, t.g38(7)),
-        m(f6, t.g19(6)),
-        m(f7, t.g38(5)),
-        m(f8, t.g19(4)),
-        m(f9, t.g38(3)),
-    ]);
+    let h2 = even_column(
+        sum([
+            m(f0, t.g(2)),
+            m(f2, t.g(0)),
+            m(f4, t.g19(8)),
+            m(f6, t.g19(6)),
+            m(f8, t.g19(4)),
+        ]),
+        sum([
+            m(f1, t.g(1)),
+            m(f3, t.g19(9)),
+            m(f5, t.g19(7)),
+            m(f7, t.g19(5)),
+            m(f9, t.g19(3)),
+        ]),
+    );
     let h3 = sum([
         m(f0, t.g(3)),
         m(f1, t.g(2)),
@@ -260,18 +255,22 @@ fn mul_by(f: &Fe, t: &MulTable) -> Fe {
         m(f8, t.g19(5)),
         m(f9, t.g19(4)),
     ]);
-    let h4 = sum([
-        m(f0, t.g(4)),
-        m(f1, t.g2(3)),
-        m(f2, t.g(2)),
-        m(f3, t.g2(1)),
-        m(f4, t.g(0)),
-        m(f5, t.g38(9)),
-        m(f6, t.g19(8)),
-        m(f7, t.g38(7)),
-        m(f8, t.g19(6)),
-        m(f9, t.g38(5)),
-    ]);
+    let h4 = even_column(
+        sum([
+            m(f0, t.g(4)),
+            m(f2, t.g(2)),
+            m(f4, t.g(0)),
+            m(f6, t.g19(8)),
+            m(f8, t.g19(6)),
+        ]),
+        sum([
+            m(f1, t.g(3)),
+            m(f3, t.g(1)),
+            m(f5, t.g19(9)),
+            m(f7, t.g19(7)),
+            m(f9, t.g19(5)),
+        ]),
+    );
     let h5 = sum([
         m(f0, t.g(5)),
         m(f1, t.g(4)),
@@ -284,18 +283,22 @@ fn mul_by(f: &Fe, t: &MulTable) -> Fe {
         m(f8, t.g19(7)),
         m(f9, t.g19(6)),
     ]);
-    let h6 = sum([
-        m(f0, t.g(6)),
-        m(f1, t.g2(5)),
-        m(f2, t.g(4)),
-        m(f3, t.g2(3)),
-        m(f4, t.g(2)),
-        m(f5, t.g2(1)),
-        m(f6, t.g(0)),
-        m(f7, t.g38(9)),
-        m(f8, t.g19(8)),
-        m(f9, t.g38(7)),
-    ]);
+    let h6 = even_column(
+        sum([
+            m(f0, t.g(6)),
+            m(f2, t.g(4)),
+            m(f4, t.g(2)),
+            m(f6, t.g(0)),
+            m(f8, t.g19(8)),
+        ]),
+        sum([
+            m(f1, t.g(5)),
+            m(f3, t.g(3)),
+            m(f5, t.g(1)),
+            m(f7, t.g19(9)),
+            m(f9, t.g19(7)),
+        ]),
+    );
     let h7 = sum([
         m(f0, t.g(7)),
         m(f1, t.g(6)),
@@ -308,18 +311,22 @@ fn mul_by(f: &Fe, t: &MulTable) -> Fe {
         m(f8, t.g19(9)),
         m(f9, t.g19(8)),
     ]);
-    let h8 = sum([
-        m(f0, t.g(8)),
-        m(f1, t.g2(7)),
-        m(f2, t.g(6)),
-        m(f3, t.g2(5)),
-        m(f4, t.g(4)),
-        m(f5, t.g2(3)),
-        m(f6, t.g(2)),
-        m(f7, t.g2(1)),
-        m(f8, t.g(0)),
-        m(f9, t.g38(9)),
-    ]);
+    let h8 = even_column(
+        sum([
+            m(f0, t.g(8)),
+            m(f2, t.g(6)),
+            m(f4, t.g(4)),
+            m(f6, t.g(2)),
+            m(f8, t.g(0)),
+        ]),
+        sum([
+            m(f1, t.g(7)),
+            m(f3, t.g(5)),
+            m(f5, t.g(3)),
+            m(f7, t.g(1)),
+            m(f9, t.g19(9)),
+        ]),
+    );
     let h9 = sum([
         m(f0, t.g(9)),
         m(f1, t.g(8)),
