@@ -381,21 +381,12 @@ fn sqr(f: &Fe) -> Fe {
     let f6_2 = _mm256_add_epi64(f6, f6);
     let f7_2 = _mm256_add_epi64(f7, f7);
     let f8_2 = _mm256_add_epi64(f8, f8);
-    let f9_2 = _mm256_add_epi64(f9, f9);
-    let f1_4 = _mm256_add_epi64(f1_2, f1_2);
-    let f3_4 = _mm256_add_epi64(f3_2, f3_2);
-    let f5_4 = _mm256_add_epi64(f5_2, f5_2);
-    let f7_4 = _mm256_add_epi64(f7_2, f7_2);
     let [f5_19, f6_19, f7_19, f8_19, f9_19] =
         [f5, f6, f7, f8, f9].map(|v| opaque(_mm256_mul_epu32(v, k19)));
-    let h0 = sum([
-        m(f0, f0),
-        m(f1_4, f9_19),
-        m(f2_2, f8_19),
-        m(f3_4, f7_19),
-        m(f4_2, f6_19),
-        m(f5_2, f5_19),
-    ]);
+    let h0 = even_column(
+        sum([m(f0, f0), m(f2_2, f8_19), m(f4_2, f6_19)]),
+        sum([m(f1_2, f9_19), m(f3_2, f7_19), m(f5, f5_19)]),
+    );
     let h1 = sum([
         m(f0_2, f1),
         m(f2_2, f9_19),
@@ -403,14 +394,10 @@ fn sqr(f: &Fe) -> Fe {
         m(f4_2, f7_19),
         m(f5_2, f6_19),
     ]);
-    let h2 = sum([
-        m(f0_2, f2),
-        m(f1_2, f1),
-        m(f3_4, f9_19),
-        m(f4_2, f8_19),
-        m(f5_4, f7_19),
-        m(f6, f6_19),
-    ]);
+    let h2 = even_column(
+        sum([m(f0_2, f2), m(f4_2, f8_19), m(f6, f6_19)]),
+        sum([m(f1, f1), m(f3_2, f9_19), m(f5_2, f7_19)]),
+    );
     let h3 = sum([
         m(f0_2, f3),
         m(f1_2, f2),
@@ -418,14 +405,10 @@ fn sqr(f: &Fe) -> Fe {
         m(f5_2, f8_19),
         m(f6_2, f7_19),
     ]);
-    let h4 = sum([
-        m(f0_2, f4),
-        m(f1_4, f3),
-        m(f2, f2),
-        m(f5_4, f9_19),
-        m(f6_2, f8_19),
-        m(f7_2, f7_19),
-    ]);
+    let h4 = even_column(
+        sum([m(f0_2, f4), m(f2, f2), m(f6_2, f8_19)]),
+        sum([m(f1_2, f3), m(f5_2, f9_19), m(f7, f7_19)]),
+    );
     let h5 = sum([
         m(f0_2, f5),
         m(f1_2, f4),
@@ -433,14 +416,10 @@ fn sqr(f: &Fe) -> Fe {
         m(f6_2, f9_19),
         m(f7_2, f8_19),
     ]);
-    let h6 = sum([
-        m(f0_2, f6),
-        m(f1_4, f5),
-        m(f2_2, f4),
-        m(f3_2, f3),
-        m(f7_4, f9_19),
-        m(f8, f8_19),
-    ]);
+    let h6 = even_column(
+        sum([m(f0_2, f6), m(f2_2, f4), m(f8, f8_19)]),
+        sum([m(f1_2, f5), m(f3, f3), m(f7_2, f9_19)]),
+    );
     let h7 = sum([
         m(f0_2, f7),
         m(f1_2, f6),
@@ -448,14 +427,10 @@ fn sqr(f: &Fe) -> Fe {
         m(f3_2, f4),
         m(f8_2, f9_19),
     ]);
-    let h8 = sum([
-        m(f0_2, f8),
-        m(f1_4, f7),
-        m(f2_2, f6),
-        m(f3_4, f5),
-        m(f4, f4),
-        m(f9_2, f9_19),
-    ]);
+    let h8 = even_column(
+        sum([m(f0_2, f8), m(f2_2, f6), m(f4, f4)]),
+        sum([m(f1_2, f7), m(f3_2, f5), m(f9, f9_19)]),
+    );
     let h9 = sum([
         m(f0_2, f9),
         m(f1_2, f8),
