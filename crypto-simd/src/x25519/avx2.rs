@@ -366,79 +366,109 @@ fn opaque(mut v: __m256i) -> __m256i {
     v
 }
 
+/// The square of the element with limbs `$f` (an expression of type `[__m256i; 10]`), the
+/// body of [`sqr`], [`sqr_of_sum`] and [`sqr_of_dif`]: a macro, so that each of them gets its own
+/// copy with the limbs in registers (a shared out-of-line function would take them through
+/// memory).
+macro_rules! sqr_limbs {
+    ($f:expr) => {{
+        let k19 = splat(19);
+        let [f0, f1, f2, f3, f4, f5, f6, f7, f8, f9]: [__m256i; 10] = $f;
+        let f0_2 = _mm256_add_epi64(f0, f0);
+        let f1_2 = _mm256_add_epi64(f1, f1);
+        let f2_2 = _mm256_add_epi64(f2, f2);
+        let f3_2 = _mm256_add_epi64(f3, f3);
+        let f4_2 = _mm256_add_epi64(f4, f4);
+        let f5_2 = _mm256_add_epi64(f5, f5);
+        let f6_2 = _mm256_add_epi64(f6, f6);
+        let f7_2 = _mm256_add_epi64(f7, f7);
+        let f8_2 = _mm256_add_epi64(f8, f8);
+        let [f5_19, f6_19, f7_19, f8_19, f9_19] =
+            [f5, f6, f7, f8, f9].map(|v| opaque(_mm256_mul_epu32(v, k19)));
+        let h0 = even_column(
+            sum([m(f0, f0), m(f2_2, f8_19), m(f4_2, f6_19)]),
+            sum([m(f1_2, f9_19), m(f3_2, f7_19), m(f5, f5_19)]),
+        );
+        let h1 = sum([
+            m(f0_2, f1),
+            m(f2_2, f9_19),
+            m(f3_2, f8_19),
+            m(f4_2, f7_19),
+            m(f5_2, f6_19),
+        ]);
+        let h2 = even_column(
+            sum([m(f0_2, f2), m(f4_2, f8_19), m(f6, f6_19)]),
+            sum([m(f1, f1), m(f3_2, f9_19), m(f5_2, f7_19)]),
+        );
+        let h3 = sum([
+            m(f0_2, f3),
+            m(f1_2, f2),
+            m(f4_2, f9_19),
+            m(f5_2, f8_19),
+            m(f6_2, f7_19),
+        ]);
+        let h4 = even_column(
+            sum([m(f0_2, f4), m(f2, f2), m(f6_2, f8_19)]),
+            sum([m(f1_2, f3), m(f5_2, f9_19), m(f7, f7_19)]),
+        );
+        let h5 = sum([
+            m(f0_2, f5),
+            m(f1_2, f4),
+            m(f2_2, f3),
+            m(f6_2, f9_19),
+            m(f7_2, f8_19),
+        ]);
+        let h6 = even_column(
+            sum([m(f0_2, f6), m(f2_2, f4), m(f8, f8_19)]),
+            sum([m(f1_2, f5), m(f3, f3), m(f7_2, f9_19)]),
+        );
+        let h7 = sum([
+            m(f0_2, f7),
+            m(f1_2, f6),
+            m(f2_2, f5),
+            m(f3_2, f4),
+            m(f8_2, f9_19),
+        ]);
+        let h8 = even_column(
+            sum([m(f0_2, f8), m(f2_2, f6), m(f4, f4)]),
+            sum([m(f1_2, f7), m(f3_2, f5), m(f9, f9_19)]),
+        );
+        let h9 = sum([
+            m(f0_2, f9),
+            m(f1_2, f8),
+            m(f2_2, f7),
+            m(f3_2, f6),
+            m(f4_2, f5),
+        ]);
+        carry([h0, h1, h2, h3, h4, h5, h6, h7, h8, h9])
+    }};
+}
+
 /// `f^2`.
 #[inline]
 #[target_feature(enable = "avx2")]
 fn sqr(f: &Fe) -> Fe {
-    let k19 = splat(19);
-    let [f0, f1, f2, f3, f4, f5, f6, f7, f8, f9] = f.0;
-    let f0_2 = _mm256_add_epi64(f0, f0);
-    let f1_2 = _mm256_add_epi64(f1, f1);
-    let f2_2 = _mm256_add_epi64(f2, f2);
-    let f3_2 = _mm256_add_epi64(f3, f3);
-    let f4_2 = _mm256_add_epi64(f4, f4);
-    let f5_2 = _mm256_add_epi64(f5, f5);
-    let f6_2 = _mm256_add_epi64(f6, f6);
-    let f7_2 = _mm256_add_epi64(f7, f7);
-    let f8_2 = _mm256_add_epi64(f8, f8);
-    let [f5_19, f6_19, f7_19, f8_19, f9_19] =
-        [f5, f6, f7, f8, f9].map(|v| opaque(_mm256_mul_epu32(v, k19)));
-    let h0 = even_column(
-        sum([m(f0, f0), m(f2_2, f8_19), m(f4_2, f6_19)]),
-        sum([m(f1_2, f9_19), m(f3_2, f7_19), m(f5, f5_19)]),
-    );
-    let h1 = sum([
-        m(f0_2, f1),
-        m(f2_2, f9_19),
-        m(f3_2, f8_19),
-        m(f4_2, f7_19),
-        m(f5_2, f6_19),
-    ]);
-    let h2 = even_column(
-        sum([m(f0_2, f2), m(f4_2, f8_19), m(f6, f6_19)]),
-        sum([m(f1, f1), m(f3_2, f9_19), m(f5_2, f7_19)]),
-    );
-    let h3 = sum([
-        m(f0_2, f3),
-        m(f1_2, f2),
-        m(f4_2, f9_19),
-        m(f5_2, f8_19),
-        m(f6_2, f7_19),
-    ]);
-    let h4 = even_column(
-        sum([m(f0_2, f4), m(f2, f2), m(f6_2, f8_19)]),
-        sum([m(f1_2, f3), m(f5_2, f9_19), m(f7, f7_19)]),
-    );
-    let h5 = sum([
-        m(f0_2, f5),
-        m(f1_2, f4),
-        m(f2_2, f3),
-        m(f6_2, f9_19),
-        m(f7_2, f8_19),
-    ]);
-    let h6 = even_column(
-        sum([m(f0_2, f6), m(f2_2, f4), m(f8, f8_19)]),
-        sum([m(f1_2, f5), m(f3, f3), m(f7_2, f9_19)]),
-    );
-    let h7 = sum([
-        m(f0_2, f7),
-        m(f1_2, f6),
-        m(f2_2, f5),
-        m(f3_2, f4),
-        m(f8_2, f9_19),
-    ]);
-    let h8 = even_column(
-        sum([m(f0_2, f8), m(f2_2, f6), m(f4, f4)]),
-        sum([m(f1_2, f7), m(f3_2, f5), m(f9, f9_19)]),
-    );
-    let h9 = sum([
-        m(f0_2, f9),
-        m(f1_2, f8),
-        m(f2_2, f7),
-        m(f3_2, f6),
-        m(f4_2, f5),
-    ]);
-    carry([h0, h1, h2, h3, h4, h5, h6, h7, h8, h9])
+    sqr_limbs!(f.0)
+}
+
+/// `(a + b)^2`, the sum (not carried) formed limb by limb as the squaring reads it, so that
+/// the ladder does not store it as an element first (20 stores per ladder step fewer with
+/// [`sqr_of_dif`]; `#[inline(never)]`, as the other field operations end up, so that the
+/// ladder's body does not take the squaring's registers).
+#[inline(never)]
+#[target_feature(enable = "avx2")]
+fn sqr_of_sum(a: &Fe, b: &Fe) -> Fe {
+    sqr_limbs!(core::array::from_fn(|i| _mm256_add_epi64(a.0[i], b.0[i])))
+}
+
+/// `(a - b)^2` with `a - b` as `a + 2p - b` (`b` must be carried), formed as the squaring
+/// reads it, like [`sqr_of_sum`].
+#[inline(never)]
+#[target_feature(enable = "avx2")]
+fn sqr_of_dif(a: &Fe, b: &Fe) -> Fe {
+    sqr_limbs!(core::array::from_fn(|i| {
+        _mm256_sub_epi64(_mm256_add_epi64(a.0[i], splat(TWO_P[i])), b.0[i])
+    }))
 }
 
 /// `n` successive squarings (`n >= 1`).
@@ -463,8 +493,8 @@ fn sqr_n(a: &Fe, n: u32) -> Fe {
     t
 }
 
-/// `a + b` (not carried). The ladder forms its sums in [`sum_dif`] and [`plus_a24`]; the
-/// field tests use this one.
+/// `a + b` (not carried). The ladder forms its sums in [`swapped_sums`], [`sqr_of_sum`] and
+/// [`plus_a24`]; the field tests use this one.
 #[cfg(test)]
 #[inline]
 #[target_feature(enable = "avx2")]
@@ -516,20 +546,6 @@ fn plus_a24(a: &Fe, e: &Fe) -> Fe {
     Fe(core::array::from_fn(|i| {
         _mm256_add_epi64(ld(&a.0[i]), t.0[i])
     }))
-}
-
-/// `[a + b, a - b]` (not carried; `b` must be carried), both formed limb by limb in one pass,
-/// so that each limb of `a` and `b` is loaded once and not kept (copied) for a second pass.
-#[inline]
-#[target_feature(enable = "avx2")]
-fn sum_dif(a: &Fe, b: &Fe) -> [Fe; 2] {
-    let mut out = [Fe([_mm256_setzero_si256(); 10]); 2];
-    for (i, &two_p) in TWO_P.iter().enumerate() {
-        let (x, y) = (a.0[i], b.0[i]);
-        out[0].0[i] = _mm256_add_epi64(x, y);
-        out[1].0[i] = _mm256_sub_epi64(_mm256_add_epi64(x, splat(two_p)), y);
-    }
-    out
 }
 
 /// Swaps `a` and `b` in the lanes where `mask` is all ones (it is all ones or all zeros).
@@ -716,9 +732,8 @@ fn ladder(sw: &[__m256i; 4], x1: &Fe) -> (Fe, Fe) {
         x2 = mul(&aa, &bb);
         let e = sub(&aa, &bb);
         let f = plus_a24(&aa, &e);
-        let [sum, dif] = sum_dif(&da, &cb);
-        let dif2 = sqr(&dif);
-        x3 = sqr(&sum);
+        let dif2 = sqr_of_dif(&da, &cb);
+        x3 = sqr_of_sum(&da, &cb);
         z2 = mul(&e, &f);
         z3 = mul_by(&dif2, &x1_table);
     }
