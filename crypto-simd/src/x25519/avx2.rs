@@ -141,20 +141,15 @@ fn mul(f: &Fe, g: &Fe) -> Fe {
 }
 
 /// The multiples of one factor's limbs that [`mul_by`] reads: `g` itself (borrowed, not
-/// copied), `19g` of limbs 1..=9, and `2g`, `38g` of the odd limbs, the only ones that the
-/// product takes doubled. Nineteen new vectors, so nineteen stores per table: the ladder is
-/// bound by stores, and the earlier forty-slot table (with `g` copied and unused slots filled)
-/// cost 21 more per multiplication. Every entry stays below 2^32 (the largest, `38g` of an
-/// odd limb of a three-element sum, is below 38 * 3 * (2^25 + 2^19) < 2^32), as `vpmuludq`
-/// needs.
+/// copied) and `19g` of limbs 1..=9. Nine new vectors, so nine stores per table: the ladder is
+/// bound by stores as much as by multiplies, and the products that need `2g` or `38g` (odd limbs
+/// of both factors) are summed apart and their sum doubled once per column instead (see
+/// [`mul_by`]). Every entry stays below 2^32 (the largest, `19g` of an odd limb of a
+/// three-element sum, is below 19 * 3 * (2^25 + 2^19) < 2^32), as `vpmuludq` needs.
 struct MulTable<'a> {
     g: &'a Fe,
     /// `19 g[j]` at index `j - 1`.
     g19: [__m256i; 9],
-    /// `2 g[j]` of odd `j` at index `j / 2`.
-    g2: [__m256i; 5],
-    /// `38 g[j]` of odd `j` at index `j / 2`.
-    g38: [__m256i; 5],
 }
 
 impl<'a> MulTable<'a> {
@@ -162,12 +157,9 @@ impl<'a> MulTable<'a> {
     #[target_feature(enable = "avx2")]
     fn new(g: &'a Fe) -> MulTable<'a> {
         let k19 = splat(19);
-        let g19: [__m256i; 9] = core::array::from_fn(|i| _mm256_mul_epu32(g.0[i + 1], k19));
         MulTable {
             g,
-            g19,
-            g2: core::array::from_fn(|i| _mm256_add_epi64(g.0[2 * i + 1], g.0[2 * i + 1])),
-            g38: core::array::from_fn(|i| _mm256_add_epi64(g19[2 * i], g19[2 * i])),
+            g19: core::array::from_fn(|i| _mm256_mul_epu32(g.0[i + 1], k19)),
         }
     }
 
@@ -178,26 +170,20 @@ impl<'a> MulTable<'a> {
         ld(&self.g.0[j])
     }
 
-    /// `2 g[j]`, `j` odd.
-    #[inline]
-    #[target_feature(enable = "avx2")]
-    fn g2(&self, j: usize) -> __m256i {
-        ld(&self.g2[j / 2])
-    }
-
     /// `19 g[j]`, `j >= 1`.
     #[inline]
     #[target_feature(enable = "avx2")]
     fn g19(&self, j: usize) -> __m256i {
         ld(&self.g19[j - 1])
     }
+}
 
-    /// `38 g[j]`, `j` odd.
-    #[inline]
-    #[target_feature(enable = "avx2")]
-    fn g38(&self, j: usize) -> __m256i {
-        ld(&self.g38[j / 2])
-    }
+/// `even + 2 odd`: an even product column from its products of two even limbs (`even`) and of
+/// two odd limbs (`odd`, weighted twice).
+#[inline]
+#[target_feature(enable = "avx2")]
+fn even_column(even: __m256i, odd: __m256i) -> __m256i {
+    _mm256_add_epi64(_mm256_add_epi64(even, odd), odd)
 }
 
 /// `f * g` with `g` given by its [`MulTable`] (built once for a factor used many times, like
@@ -207,23 +193,28 @@ impl<'a> MulTable<'a> {
 /// `f` can stay in registers while the multiples come from memory, which with sixteen vector
 /// registers spills far less than keeping both sides in registers, and the loads go to the
 /// load ports instead of competing with the multiplies and adds. Measured: about 4% off a
-/// whole X25519.
+/// whole X25519. In the even columns the products of two odd limbs (weight doubled) are
+/// summed apart and that sum is doubled, so the table needs no `2g` or `38g`.
 #[inline]
 #[target_feature(enable = "avx2")]
 fn mul_by(f: &Fe, t: &MulTable) -> Fe {
     let [f0, f1, f2, f3, f4, f5, f6, f7, f8, f9] = f.0;
-    let h0 = sum([
-        m(f0, t.g(0)),
-        m(f1, t.g38(9)),
-        m(f2, t.g19(8)),
-        m(f3, t.g38(7)),
-        m(f4, t.g19(6)),
-        m(f5, t.g38(5)),
-        m(f6, t.g19(4)),
-        m(f7, t.g38(3)),
-        m(f8, t.g19(2)),
-        m(f9, t.g38(1)),
-    ]);
+    let h0 = even_column(
+        sum([
+            m(f0, t.g(0)),
+            m(f2, t.g19(8)),
+            m(f4, t.g19(6)),
+            m(f6, t.g19(4)),
+            m(f8, t.g19(2)),
+        ]),
+        sum([
+            m(f1, t.g19(9)),
+            m(f3, t.g19(7)),
+            m(f5, t.g19(5)),
+            m(f7, t.g19(3)),
+            m(f9, t.g19(1)),
+        ]),
+    );
     let h1 = sum([
         m(f0, t.g(1)),
         m(f1, t.g(0)),
@@ -236,18 +227,22 @@ fn mul_by(f: &Fe, t: &MulTable) -> Fe {
         m(f8, t.g19(3)),
         m(f9, t.g19(2)),
     ]);
-    let h2 = sum([
-        m(f0, t.g(2)),
-        m(f1, t.g2(1)),
-        m(f2, t.g(0)),
-        m(f3, t.g38(9)),
-        m(f4, t.g19(8)),
-        m(f5, t.g38(7)),
-        m(f6, t.g19(6)),
-        m(f7, t.g38(5)),
-        m(f8, t.g19(4)),
-        m(f9, t.g38(3)),
-    ]);
+    let h2 = even_column(
+        sum([
+            m(f0, t.g(2)),
+            m(f2, t.g(0)),
+            m(f4, t.g19(8)),
+            m(f6, t.g19(6)),
+            m(f8, t.g19(4)),
+        ]),
+        sum([
+            m(f1, t.g(1)),
+            m(f3, t.g19(9)),
+            m(f5, t.g19(7)),
+            m(f7, t.g19(5)),
+            m(f9, t.g19(3)),
+        ]),
+    );
     let h3 = sum([
         m(f0, t.g(3)),
         m(f1, t.g(2)),
@@ -260,18 +255,22 @@ fn mul_by(f: &Fe, t: &MulTable) -> Fe {
         m(f8, t.g19(5)),
         m(f9, t.g19(4)),
     ]);
-    let h4 = sum([
-        m(f0, t.g(4)),
-        m(f1, t.g2(3)),
-        m(f2, t.g(2)),
-        m(f3, t.g2(1)),
-        m(f4, t.g(0)),
-        m(f5, t.g38(9)),
-        m(f6, t.g19(8)),
-        m(f7, t.g38(7)),
-        m(f8, t.g19(6)),
-        m(f9, t.g38(5)),
-    ]);
+    let h4 = even_column(
+        sum([
+            m(f0, t.g(4)),
+            m(f2, t.g(2)),
+            m(f4, t.g(0)),
+            m(f6, t.g19(8)),
+            m(f8, t.g19(6)),
+        ]),
+        sum([
+            m(f1, t.g(3)),
+            m(f3, t.g(1)),
+            m(f5, t.g19(9)),
+            m(f7, t.g19(7)),
+            m(f9, t.g19(5)),
+        ]),
+    );
     let h5 = sum([
         m(f0, t.g(5)),
         m(f1, t.g(4)),
@@ -284,18 +283,22 @@ fn mul_by(f: &Fe, t: &MulTable) -> Fe {
         m(f8, t.g19(7)),
         m(f9, t.g19(6)),
     ]);
-    let h6 = sum([
-        m(f0, t.g(6)),
-        m(f1, t.g2(5)),
-        m(f2, t.g(4)),
-        m(f3, t.g2(3)),
-        m(f4, t.g(2)),
-        m(f5, t.g2(1)),
-        m(f6, t.g(0)),
-        m(f7, t.g38(9)),
-        m(f8, t.g19(8)),
-        m(f9, t.g38(7)),
-    ]);
+    let h6 = even_column(
+        sum([
+            m(f0, t.g(6)),
+            m(f2, t.g(4)),
+            m(f4, t.g(2)),
+            m(f6, t.g(0)),
+            m(f8, t.g19(8)),
+        ]),
+        sum([
+            m(f1, t.g(5)),
+            m(f3, t.g(3)),
+            m(f5, t.g(1)),
+            m(f7, t.g19(9)),
+            m(f9, t.g19(7)),
+        ]),
+    );
     let h7 = sum([
         m(f0, t.g(7)),
         m(f1, t.g(6)),
@@ -308,18 +311,22 @@ fn mul_by(f: &Fe, t: &MulTable) -> Fe {
         m(f8, t.g19(9)),
         m(f9, t.g19(8)),
     ]);
-    let h8 = sum([
-        m(f0, t.g(8)),
-        m(f1, t.g2(7)),
-        m(f2, t.g(6)),
-        m(f3, t.g2(5)),
-        m(f4, t.g(4)),
-        m(f5, t.g2(3)),
-        m(f6, t.g(2)),
-        m(f7, t.g2(1)),
-        m(f8, t.g(0)),
-        m(f9, t.g38(9)),
-    ]);
+    let h8 = even_column(
+        sum([
+            m(f0, t.g(8)),
+            m(f2, t.g(6)),
+            m(f4, t.g(4)),
+            m(f6, t.g(2)),
+            m(f8, t.g(0)),
+        ]),
+        sum([
+            m(f1, t.g(7)),
+            m(f3, t.g(5)),
+            m(f5, t.g(3)),
+            m(f7, t.g(1)),
+            m(f9, t.g19(9)),
+        ]),
+    );
     let h9 = sum([
         m(f0, t.g(9)),
         m(f1, t.g(8)),
@@ -359,104 +366,109 @@ fn opaque(mut v: __m256i) -> __m256i {
     v
 }
 
+/// The square of the element with limbs `$f` (an expression of type `[__m256i; 10]`), the
+/// body of [`sqr`], [`sqr_of_sum`] and [`sqr_of_dif`]: a macro, so that each of them gets its own
+/// copy with the limbs in registers (a shared out-of-line function would take them through
+/// memory).
+macro_rules! sqr_limbs {
+    ($f:expr) => {{
+        let k19 = splat(19);
+        let [f0, f1, f2, f3, f4, f5, f6, f7, f8, f9]: [__m256i; 10] = $f;
+        let f0_2 = _mm256_add_epi64(f0, f0);
+        let f1_2 = _mm256_add_epi64(f1, f1);
+        let f2_2 = _mm256_add_epi64(f2, f2);
+        let f3_2 = _mm256_add_epi64(f3, f3);
+        let f4_2 = _mm256_add_epi64(f4, f4);
+        let f5_2 = _mm256_add_epi64(f5, f5);
+        let f6_2 = _mm256_add_epi64(f6, f6);
+        let f7_2 = _mm256_add_epi64(f7, f7);
+        let f8_2 = _mm256_add_epi64(f8, f8);
+        let [f5_19, f6_19, f7_19, f8_19, f9_19] =
+            [f5, f6, f7, f8, f9].map(|v| opaque(_mm256_mul_epu32(v, k19)));
+        let h0 = even_column(
+            sum([m(f0, f0), m(f2_2, f8_19), m(f4_2, f6_19)]),
+            sum([m(f1_2, f9_19), m(f3_2, f7_19), m(f5, f5_19)]),
+        );
+        let h1 = sum([
+            m(f0_2, f1),
+            m(f2_2, f9_19),
+            m(f3_2, f8_19),
+            m(f4_2, f7_19),
+            m(f5_2, f6_19),
+        ]);
+        let h2 = even_column(
+            sum([m(f0_2, f2), m(f4_2, f8_19), m(f6, f6_19)]),
+            sum([m(f1, f1), m(f3_2, f9_19), m(f5_2, f7_19)]),
+        );
+        let h3 = sum([
+            m(f0_2, f3),
+            m(f1_2, f2),
+            m(f4_2, f9_19),
+            m(f5_2, f8_19),
+            m(f6_2, f7_19),
+        ]);
+        let h4 = even_column(
+            sum([m(f0_2, f4), m(f2, f2), m(f6_2, f8_19)]),
+            sum([m(f1_2, f3), m(f5_2, f9_19), m(f7, f7_19)]),
+        );
+        let h5 = sum([
+            m(f0_2, f5),
+            m(f1_2, f4),
+            m(f2_2, f3),
+            m(f6_2, f9_19),
+            m(f7_2, f8_19),
+        ]);
+        let h6 = even_column(
+            sum([m(f0_2, f6), m(f2_2, f4), m(f8, f8_19)]),
+            sum([m(f1_2, f5), m(f3, f3), m(f7_2, f9_19)]),
+        );
+        let h7 = sum([
+            m(f0_2, f7),
+            m(f1_2, f6),
+            m(f2_2, f5),
+            m(f3_2, f4),
+            m(f8_2, f9_19),
+        ]);
+        let h8 = even_column(
+            sum([m(f0_2, f8), m(f2_2, f6), m(f4, f4)]),
+            sum([m(f1_2, f7), m(f3_2, f5), m(f9, f9_19)]),
+        );
+        let h9 = sum([
+            m(f0_2, f9),
+            m(f1_2, f8),
+            m(f2_2, f7),
+            m(f3_2, f6),
+            m(f4_2, f5),
+        ]);
+        carry([h0, h1, h2, h3, h4, h5, h6, h7, h8, h9])
+    }};
+}
+
 /// `f^2`.
 #[inline]
 #[target_feature(enable = "avx2")]
 fn sqr(f: &Fe) -> Fe {
-    let k19 = splat(19);
-    let [f0, f1, f2, f3, f4, f5, f6, f7, f8, f9] = f.0;
-    let f0_2 = _mm256_add_epi64(f0, f0);
-    let f1_2 = _mm256_add_epi64(f1, f1);
-    let f2_2 = _mm256_add_epi64(f2, f2);
-    let f3_2 = _mm256_add_epi64(f3, f3);
-    let f4_2 = _mm256_add_epi64(f4, f4);
-    let f5_2 = _mm256_add_epi64(f5, f5);
-    let f6_2 = _mm256_add_epi64(f6, f6);
-    let f7_2 = _mm256_add_epi64(f7, f7);
-    let f8_2 = _mm256_add_epi64(f8, f8);
-    let f9_2 = _mm256_add_epi64(f9, f9);
-    let f1_4 = _mm256_add_epi64(f1_2, f1_2);
-    let f3_4 = _mm256_add_epi64(f3_2, f3_2);
-    let f5_4 = _mm256_add_epi64(f5_2, f5_2);
-    let f7_4 = _mm256_add_epi64(f7_2, f7_2);
-    let [f5_19, f6_19, f7_19, f8_19, f9_19] =
-        [f5, f6, f7, f8, f9].map(|v| opaque(_mm256_mul_epu32(v, k19)));
-    let h0 = sum([
-        m(f0, f0),
-        m(f1_4, f9_19),
-        m(f2_2, f8_19),
-        m(f3_4, f7_19),
-        m(f4_2, f6_19),
-        m(f5_2, f5_19),
-    ]);
-    let h1 = sum([
-        m(f0_2, f1),
-        m(f2_2, f9_19),
-        m(f3_2, f8_19),
-        m(f4_2, f7_19),
-        m(f5_2, f6_19),
-    ]);
-    let h2 = sum([
-        m(f0_2, f2),
-        m(f1_2, f1),
-        m(f3_4, f9_19),
-        m(f4_2, f8_19),
-        m(f5_4, f7_19),
-        m(f6, f6_19),
-    ]);
-    let h3 = sum([
-        m(f0_2, f3),
-        m(f1_2, f2),
-        m(f4_2, f9_19),
-        m(f5_2, f8_19),
-        m(f6_2, f7_19),
-    ]);
-    let h4 = sum([
-        m(f0_2, f4),
-        m(f1_4, f3),
-        m(f2, f2),
-        m(f5_4, f9_19),
-        m(f6_2, f8_19),
-        m(f7_2, f7_19),
-    ]);
-    let h5 = sum([
-        m(f0_2, f5),
-        m(f1_2, f4),
-        m(f2_2, f3),
-        m(f6_2, f9_19),
-        m(f7_2, f8_19),
-    ]);
-    let h6 = sum([
-        m(f0_2, f6),
-        m(f1_4, f5),
-        m(f2_2, f4),
-        m(f3_2, f3),
-        m(f7_4, f9_19),
-        m(f8, f8_19),
-    ]);
-    let h7 = sum([
-        m(f0_2, f7),
-        m(f1_2, f6),
-        m(f2_2, f5),
-        m(f3_2, f4),
-        m(f8_2, f9_19),
-    ]);
-    let h8 = sum([
-        m(f0_2, f8),
-        m(f1_4, f7),
-        m(f2_2, f6),
-        m(f3_4, f5),
-        m(f4, f4),
-        m(f9_2, f9_19),
-    ]);
-    let h9 = sum([
-        m(f0_2, f9),
-        m(f1_2, f8),
-        m(f2_2, f7),
-        m(f3_2, f6),
-        m(f4_2, f5),
-    ]);
-    carry([h0, h1, h2, h3, h4, h5, h6, h7, h8, h9])
+    sqr_limbs!(f.0)
+}
+
+/// `(a + b)^2`, the sum (not carried) formed limb by limb as the squaring reads it, so that
+/// the ladder does not store it as an element first (20 stores per ladder step fewer with
+/// [`sqr_of_dif`]; `#[inline(never)]`, as the other field operations end up, so that the
+/// ladder's body does not take the squaring's registers).
+#[inline(never)]
+#[target_feature(enable = "avx2")]
+fn sqr_of_sum(a: &Fe, b: &Fe) -> Fe {
+    sqr_limbs!(core::array::from_fn(|i| _mm256_add_epi64(a.0[i], b.0[i])))
+}
+
+/// `(a - b)^2` with `a - b` as `a + 2p - b` (`b` must be carried), formed as the squaring
+/// reads it, like [`sqr_of_sum`].
+#[inline(never)]
+#[target_feature(enable = "avx2")]
+fn sqr_of_dif(a: &Fe, b: &Fe) -> Fe {
+    sqr_limbs!(core::array::from_fn(|i| {
+        _mm256_sub_epi64(_mm256_add_epi64(a.0[i], splat(TWO_P[i])), b.0[i])
+    }))
 }
 
 /// `n` successive squarings (`n >= 1`).
@@ -481,8 +493,8 @@ fn sqr_n(a: &Fe, n: u32) -> Fe {
     t
 }
 
-/// `a + b` (not carried). The ladder forms its sums in [`sum_dif`] and [`plus_a24`]; the
-/// field tests use this one.
+/// `a + b` (not carried). The ladder forms its sums in [`swapped_sums`], [`sqr_of_sum`] and
+/// [`plus_a24`]; the field tests use this one.
 #[cfg(test)]
 #[inline]
 #[target_feature(enable = "avx2")]
@@ -534,20 +546,6 @@ fn plus_a24(a: &Fe, e: &Fe) -> Fe {
     Fe(core::array::from_fn(|i| {
         _mm256_add_epi64(ld(&a.0[i]), t.0[i])
     }))
-}
-
-/// `[a + b, a - b]` (not carried; `b` must be carried), both formed limb by limb in one pass,
-/// so that each limb of `a` and `b` is loaded once and not kept (copied) for a second pass.
-#[inline]
-#[target_feature(enable = "avx2")]
-fn sum_dif(a: &Fe, b: &Fe) -> [Fe; 2] {
-    let mut out = [Fe([_mm256_setzero_si256(); 10]); 2];
-    for (i, &two_p) in TWO_P.iter().enumerate() {
-        let (x, y) = (a.0[i], b.0[i]);
-        out[0].0[i] = _mm256_add_epi64(x, y);
-        out[1].0[i] = _mm256_sub_epi64(_mm256_add_epi64(x, splat(two_p)), y);
-    }
-    out
 }
 
 /// Swaps `a` and `b` in the lanes where `mask` is all ones (it is all ones or all zeros).
@@ -734,9 +732,8 @@ fn ladder(sw: &[__m256i; 4], x1: &Fe) -> (Fe, Fe) {
         x2 = mul(&aa, &bb);
         let e = sub(&aa, &bb);
         let f = plus_a24(&aa, &e);
-        let [sum, dif] = sum_dif(&da, &cb);
-        let dif2 = sqr(&dif);
-        x3 = sqr(&sum);
+        let dif2 = sqr_of_dif(&da, &cb);
+        x3 = sqr_of_sum(&da, &cb);
         z2 = mul(&e, &f);
         z3 = mul_by(&dif2, &x1_table);
     }
