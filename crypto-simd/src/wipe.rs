@@ -14,8 +14,9 @@ use core::sync::atomic::{Ordering, compiler_fence};
 ///
 /// Sized from the deepest frame chain under the X25519 dispatcher, read from the disassembly on
 /// x86_64 (2026-12-01, Zen 3). Optimised build: `batch_split` reserves 7.3 KiB (the batch
-/// inversion's arrays for 64 lanes), `avx2::x25519_lanes_projective` 7.9 KiB (`sub rsp` 0xfe0 +
-/// 0xfa0) and the field helpers it calls 0.4 KiB: 15.6 KiB, so 24 KiB leaves a third spare.
+/// inversion's arrays for 64 lanes), `avx2::x25519_lanes_projective` 6.4 KiB (`sub rsp` 0xfe0 +
+/// 0x9c0; 7.9 KiB before the ladder step's table shrank) and the field helpers it calls 0.4 KiB:
+/// 14.1 KiB (the release-build paint test saw 14.3 KiB), so 24 KiB leaves 40 % spare.
 /// A test build spills more: the test `kernels_stay_within_the_scrub`, which paints the stack,
 /// checks the depth it sees against the size in force, so builds with debug assertions scrub
 /// 32 KiB. One scrub costs about 1.6 µs per 16 KiB on that CPU, against 84 µs for one call of
