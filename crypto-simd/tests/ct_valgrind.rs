@@ -125,21 +125,7 @@ fn x25519_kernels_do_not_branch_or_index_on_the_scalar_or_point() {
         let n = backend.lanes();
         let scalars: Vec<[u8; 32]> = (0..n).map(|i| bytes(i as u8)).collect();
         let points: Vec<[u8; 32]> = (0..n).map(|i| bytes(200 - i as u8)).collect();
-        let want: Vec<[u8; 32]> = scalars
-            .iter()
-            .zip(&points)
-            .map(|(s, p)| x25519_dalek::x25519(*s, *p))
-            .collect();
-        let (mut s, mut p) = (scalars.clone(), points.clone());
-        for x in s.iter_mut().chain(p.iter_mut()) {
-            valgrind::secret(x);
-        }
-        let mut out = vec![[0u8; 32]; n];
-        x25519_batch(backend, &s, &p, &mut out);
-        for o in &out {
-            valgrind::public(o);
-        }
-        assert_eq!(out, want, "{}", backend.name());
+        secret_batch_matches_dalek(backend, &scalars, &points);
         eprintln!("{}: {n} ladders checked", backend.name());
     }
 }
@@ -157,27 +143,38 @@ fn x25519_batch_inversion_does_not_branch_on_a_small_order_lane() {
         let victim = n / 2;
         points[victim] = [0u8; 32];
         points[victim][0] = 1;
-        let want: Vec<[u8; 32]> = scalars
-            .iter()
-            .zip(&points)
-            .map(|(s, p)| x25519_dalek::x25519(*s, *p))
-            .collect();
-        assert_eq!(want[victim], [0u8; 32]);
-        let (mut s, mut p) = (scalars.clone(), points.clone());
-        for x in s.iter_mut().chain(p.iter_mut()) {
-            valgrind::secret(x);
-        }
-        let mut out = vec![[0u8; 32]; n];
-        x25519_batch(backend, &s, &p, &mut out);
-        for o in &out {
-            valgrind::public(o);
-        }
-        assert_eq!(out, want, "{}", backend.name());
+        let out = secret_batch_matches_dalek(backend, &scalars, &points);
+        assert_eq!(out[victim], [0u8; 32], "a small-order point gives zeros");
         eprintln!(
             "{}: {n} lanes, lane {victim} small-order, checked",
             backend.name()
         );
     }
+}
+
+/// Runs `x25519_batch` on `backend` with every scalar and point byte marked secret, marks the
+/// outputs public again, and checks them against x25519-dalek; returns the outputs.
+fn secret_batch_matches_dalek(
+    backend: Backend,
+    scalars: &[[u8; 32]],
+    points: &[[u8; 32]],
+) -> Vec<[u8; 32]> {
+    let want: Vec<[u8; 32]> = scalars
+        .iter()
+        .zip(points)
+        .map(|(s, p)| x25519_dalek::x25519(*s, *p))
+        .collect();
+    let (mut s, mut p) = (scalars.to_vec(), points.to_vec());
+    for x in s.iter_mut().chain(p.iter_mut()) {
+        valgrind::secret(x);
+    }
+    let mut out = vec![[0u8; 32]; s.len()];
+    x25519_batch(backend, &s, &p, &mut out);
+    for o in &out {
+        valgrind::public(o);
+    }
+    assert_eq!(out, want, "{}", backend.name());
+    out
 }
 
 /// The MAC check and the zero-secret check of `dataplane/src/sphinx/processor.rs`, on secret
