@@ -92,11 +92,18 @@
 //! restarted node maps the same pages back. The file is `flock`ed exclusively while open, so
 //! two processes never share it. What a **power loss or kernel crash** can lose is bounded by
 //! the sync interval: [`ReplayFilter::sync`] (`msync(MS_SYNC)`) writes the dirty pages; the
-//! `mixplane` binary calls it every `replay.sync_interval_ms` (default 1000 ms) and on clean
+//! `mixplane` binary calls it every `replay.sync_interval_ms` (default 30 s) and on clean
 //! shutdown, so at most the tags of the last interval (plus the sync's own duration) can be
 //! lost; the kernel's own writeback usually writes them sooner. Each sync writes every page
 //! dirtied since the last one: at high rates that is the whole filter, so choose the interval
 //! with the disk's bandwidth in mind.
+//!
+//! Page faults: the thread that makes, grows or maps back a filter (the control plane) faults
+//! every page of a segment in writable (`MADV_POPULATE_WRITE`), so a worker's first bit-set in
+//! a page does not stop for the page-cache allocation and the filesystem's `page_mkwrite`.
+//! Each sync (and the kernel's own writeback) leaves the pages it wrote clean and
+//! write-protected again, so the next bit-set in such a page still takes one, cheaper, fault
+//! on the worker: a cost per page per sync interval that a longer interval lowers.
 //!
 //! Segment space is reserved with `posix_fallocate` when a segment is made, so writing bits
 //! later cannot hit a full disk (which would be a `SIGBUS`). Truncating or rewriting the file
@@ -575,6 +582,24 @@ impl Backing {
         words[file::W_COUNT].store((index as u64 + 1).to_le(), Ordering::SeqCst);
         Ok(map)
     }
+
+    /// Faults a segment's pages in writable ([`Mapping::populate_write`]) on this thread,
+    /// which makes or maps back the filter (the control plane), so that the workers' first
+    /// bit-sets in it do not each stop for a page fault. Failing only costs those faults.
+    fn populate(&self, map: &Mapping) {
+        match map.populate_write() {
+            Ok(true) => {}
+            Ok(false) => tracing::debug!(
+                path = %self.path.display(),
+                "MADV_POPULATE_WRITE not supported: the first write to each page faults"
+            ),
+            Err(e) => tracing::warn!(
+                path = %self.path.display(),
+                error = %e,
+                "could not fault the replay filter's pages in; the first write to each faults"
+            ),
+        }
+    }
 }
 
 /// Opening and creating filter files.
@@ -661,6 +686,7 @@ impl ReplayFilter {
         for (i, desc) in descs.into_iter().enumerate() {
             let map =
                 Mapping::shared(&b.file, desc.offset, desc.file_len() as usize).map_err(io_err)?;
+            b.populate(&map);
             let seg = Segment {
                 map,
                 desc,
@@ -735,6 +761,10 @@ impl ReplayFilter {
         let design = capacity(m_bits, k, segment_budget(params.false_positive_rate, 0));
         f.add_segment(0, m_bits, k, design)?;
         f.sync()?;
+        if let (Some(b), Some(seg)) = (&f.backing, f.segments[0].get()) {
+            // After the sync, which leaves every page clean and so write-protected again.
+            b.populate(&seg.map);
+        }
         fs::rename(tmp, path).map_err(io_err(path))?;
         let dir = match path.parent() {
             Some(d) if !d.as_os_str().is_empty() => d,
@@ -947,7 +977,10 @@ impl ReplayFilter {
             });
         }
         let design = capacity(m_bits, k, p);
-        self.add_segment(index, m_bits, k, design)?;
+        let seg = self.add_segment(index, m_bits, k, design)?;
+        if let Some(b) = &self.backing {
+            b.populate(&seg.map);
+        }
         tracing::info!(
             path = %self.path().display(),
             segment = index,

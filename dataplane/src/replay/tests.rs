@@ -508,3 +508,75 @@ fn filter_is_send_and_sync() {
     fn check<T: Send + Sync>() {}
     check::<ReplayFilter>();
 }
+
+/// Minor page faults this thread has taken so far.
+fn thread_minor_faults() -> i64 {
+    // SAFETY: `getrusage` fills the zeroed struct it is given.
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: as above; RUSAGE_THREAD is the calling thread.
+    assert_eq!(unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut u) }, 0);
+    u.ru_minflt
+}
+
+/// Inserts `tags` and returns the minor faults it took.
+fn faults_while_inserting(f: &ReplayFilter, tags: &[[u8; 32]]) -> i64 {
+    let before = thread_minor_faults();
+    for t in tags {
+        f.check_and_set(t);
+    }
+    thread_minor_faults() - before
+}
+
+#[test]
+fn file_backed_segments_are_faulted_in_before_the_workers_write() {
+    let file = TempFile::new("populate");
+    let mut rng = Tags(11);
+    let tags: Vec<[u8; 32]> = (0..40_000).map(|_| rng.tag()).collect();
+    let (first, second) = tags.split_at(20_000);
+    let f = ReplayFilter::open(&file.0, 7, &params(1_000_000)).unwrap();
+    let seg = f.segments[0].get().unwrap();
+    let pages = seg.desc.file_len() / 4096;
+    assert!(pages > 500, "{pages} pages");
+    assert!(
+        seg.map.all_resident().unwrap(),
+        "made: every page in memory"
+    );
+    // ~15 bits per tag over ~630 pages: every page is written, none may fault.
+    let made = faults_while_inserting(&f, first);
+    drop(f);
+    // Mapped back (the pages are still in the page cache, but not in this new mapping).
+    let g = ReplayFilter::open(&file.0, 7, &params(1_000_000)).unwrap();
+    let reopened = faults_while_inserting(&g, second);
+    assert!(
+        made < 20 && reopened < 20,
+        "{made} and {reopened} page faults while writing {pages} pages"
+    );
+}
+
+#[test]
+fn a_grown_segment_is_faulted_in_before_the_workers_write() {
+    let file = TempFile::new("populate-grow");
+    let mut rng = Tags(12);
+    let f = ReplayFilter::open(&file.0, 8, &params(2_000)).unwrap();
+    let t0 = SystemTime::now();
+    let mut second = 0;
+    while !f.maintain(t0 + Duration::from_secs(second)).unwrap() {
+        assert!(second < 10, "did not grow");
+        for _ in 0..1000 {
+            f.check_and_set(&rng.tag());
+        }
+        second += 1;
+    }
+    let seg = f.segments[1].get().unwrap();
+    let pages = seg.desc.file_len() / 4096;
+    assert!(
+        seg.map.all_resident().unwrap(),
+        "grown: every page in memory"
+    );
+    let tags: Vec<[u8; 32]> = (0..5_000).map(|_| rng.tag()).collect();
+    let faults = faults_while_inserting(&f, &tags);
+    assert!(
+        pages > 40 && faults < 10,
+        "{faults} page faults while writing {pages} pages"
+    );
+}
