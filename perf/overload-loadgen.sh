@@ -9,7 +9,10 @@
 #                 `mixplane-nodebench --transport udp` on the same machine
 #   SECONDS       length of each phase (default 3)
 #   MULTIPLES     default "2 10"
-#   SYNC_INTERVAL_MS (environment): the replay filters' sync interval, default the node's 1000
+#   SYNC_INTERVAL_MS (environment): the replay filters' sync interval, default the node's 30000
+#   CAPTURE (environment): packets in the capture, default 20000 (each loop after the first is
+#                 replays; a capture as long as the phase keeps every packet fresh)
+#   WORKER_CORE, LOADGEN_CORE (environment): default the last core and the first
 # Needs release builds: cargo build --release -p mixplane-dataplane -p mixplane-bench
 #
 # The capture holds 20,000 packets (mean delay 50 ms per hop) built for the node as layer 1;
@@ -28,7 +31,8 @@ bin=target/release
 for b in mixplane mixplane-loadgen; do
     [ -x "$bin/$b" ] || { echo "build first: cargo build --release -p mixplane-dataplane -p mixplane-bench" >&2; exit 2; }
 done
-last=$(($(nproc) - 1))
+last=${WORKER_CORE:-$(($(nproc) - 1))}
+gen=${LOADGEN_CORE:-0}
 work=$(mktemp -d "${TMPDIR:-/tmp}/mixplane-overload.XXXXXX")
 node_pid=
 trap '[ -n "$node_pid" ] && kill "$node_pid" 2>/dev/null; rm -rf "$work"' EXIT
@@ -47,7 +51,7 @@ sed -i -e 's|^listen = "0.0.0.0:1789"|listen = "127.0.0.1:17890"|' \
     -e 's|^listen = "0.0.0.0:8080"|listen = "127.0.0.1:18080"|' \
     -e 's|^listen = "0.0.0.0:1790"|listen = "127.0.0.1:11790"|' \
     -e 's|^tcp = true|tcp = false|' \
-    -e "s|^sync_interval_ms = 1000|sync_interval_ms = ${SYNC_INTERVAL_MS:-1000}|" \
+    -e "s|^sync_interval_ms = 30000|sync_interval_ms = ${SYNC_INTERVAL_MS:-30000}|" \
     -e 's|^level = "info"|level = "warn"|' "$work/node/node.toml"
 entry() { # id ip port key role
     printf '{"node_id":%s,"ip_addresses":["%s"],"mix_port":%s,"x25519_sphinx_pubkey":"%s","role":%s,"mixplane_transport":"udp"}' "$@"
@@ -62,15 +66,16 @@ entry() { # id ip port key role
 } >"$work/topology.json"
 
 echo "== recording 20000 packets (nothing listens yet: the capture is all the node will see)"
-taskset -c 0 "$bin/mixplane-loadgen" record --topology "$work/topology.json" --rate 20000 \
-    --count 20000 --mean-delay-ms 50 --sink 127.0.0.1:17899 --drain-ms 100 --pcap "$work/cap.pcap" -q >/dev/null
+taskset -c "$gen" "$bin/mixplane-loadgen" record --topology "$work/topology.json" --rate 20000 \
+    --count ${CAPTURE:-20000} --mean-delay-ms 50 --sink 127.0.0.1:17899 --drain-ms 100 --pcap "$work/cap.pcap" -q >/dev/null
 
 metric() { # name: the sum of its samples
     curl -s http://127.0.0.1:18081/metrics | awk -v n="$1" '$1 == n || index($1, n "{") == 1 { s += $2 } END { printf "%d", s }'
 }
-threads() { # per thread of the node: name, ns on a CPU, ns waiting for one
+threads() { # per thread of the node: name, ns on a CPU, ns waiting for one, minor faults
     for t in /proc/"$node_pid"/task/*; do
-        printf '%s %s\n' "$(tr ' ' _ <"$t/comm")" "$(cut -d' ' -f1,2 "$t/schedstat")"
+        printf '%s %s %s\n' "$(tr ' ' _ <"$t/comm")" "$(cut -d' ' -f1,2 "$t/schedstat")" \
+            "$(sed 's/.*) //' "$t/stat" | cut -d' ' -f8)"
     done | sort
 }
 rcvbuf_errors() { awk '/^Udp:/ { if (h) { print $6; exit } h = 1 }' /proc/net/snmp; }
@@ -81,20 +86,23 @@ for m in $multiples; do
     node_pid=$!
     for _ in $(seq 100); do curl -sf http://127.0.0.1:18081/status >/dev/null && break; sleep 0.1; done
     pps=$((cap * m))
-    loops=$(((pps * secs + 19999) / 20000))
+    loops=$(((pps * secs + ${CAPTURE:-20000} - 1) / ${CAPTURE:-20000}))
     rss0=$(awk '/^VmRSS/ { print $2 }' "/proc/$node_pid/status")
     err0=$(rcvbuf_errors)
     threads >"$work/sched0"
+    wb0=$(awk '$1 == "write_bytes:" { print $2 }' "/proc/$node_pid/io")
     echo "== ${m}x: $pps packets/s, $loops loop(s) of the capture (capacity $cap/s)"
-    taskset -c 0 "$bin/mixplane-loadgen" replay --pcap "$work/cap.pcap" --pps "$pps" --loop "$loops" \
+    taskset -c "$gen" "$bin/mixplane-loadgen" replay --pcap "$work/cap.pcap" --pps "$pps" --loop "$loops" \
         --metrics http://127.0.0.1:18081/metrics -q 2>&1 | grep -v '^WARNING'
     sleep 1 # the last held packets leave (mean delay 50 ms)
     hwm=$(awk '/^VmHWM/ { print $2 }' "/proc/$node_pid/status")
     err1=$(rcvbuf_errors)
     threads >"$work/sched1"
-    # threads that ran more than 1% of the phase: time on a CPU and waiting for one
-    join "$work/sched0" "$work/sched1" | awk -v s="$secs" '{ r = ($4 - $2) / 1e9; w = ($5 - $3) / 1e9; if (r > s / 100) printf "thread %s: on a CPU %.0f%% of the phase, waiting for one %.0f%%\n", $1, 100 * r / s, 100 * w / s }'
+    wb1=$(awk '$1 == "write_bytes:" { print $2 }' "/proc/$node_pid/io")
+    # threads that ran more than 1% of the phase: time on a CPU, waiting for one, minor faults
+    join "$work/sched0" "$work/sched1" | awk -v s="$secs" '{ r = ($5 - $2) / 1e9; w = ($6 - $3) / 1e9; if (r > s / 100) printf "thread %s: on a CPU %.0f%% of the phase, waiting for one %.0f%%, %d minor page faults\n", $1, 100 * r / s, 100 * w / s, $7 - $4 }'
     echo "node: received $(metric mixplane_packets_received_total), forwarded $(metric mixplane_packets_forwarded_total), dropped $(metric mixplane_packets_dropped_total) (by reason above); host UDP receive-buffer errors +$((err1 - err0))"
+    echo "node: wrote $(((wb1 - wb0) / 1048576)) MiB to disk during the phase (the replay filter's syncs)"
     echo "node: resident memory $((rss0 / 1024)) MiB before, peak $((hwm / 1024)) MiB (+$(((hwm - rss0) / 1024)) MiB)"
     kill "$node_pid"
     wait "$node_pid" 2>/dev/null || true
