@@ -9,7 +9,7 @@
 #                 `mixplane-nodebench --transport udp` on the same machine
 #   SECONDS       length of each phase (default 3)
 #   MULTIPLES     default "2 10"
-#   SYNC_INTERVAL_MS (environment): the replay filters' sync interval, default the node's 30000
+#   SYNC_INTERVAL_MS (environment): the replay filters' sync interval, default the node's 1000
 #   CAPTURE (environment): packets in the capture, default 20000 (each loop after the first is
 #                 replays; a capture as long as the phase keeps every packet fresh)
 #   WORKER_CORE, LOADGEN_CORE (environment): default the last core and the first
@@ -51,7 +51,7 @@ sed -i -e 's|^listen = "0.0.0.0:1789"|listen = "127.0.0.1:17890"|' \
     -e 's|^listen = "0.0.0.0:8080"|listen = "127.0.0.1:18080"|' \
     -e 's|^listen = "0.0.0.0:1790"|listen = "127.0.0.1:11790"|' \
     -e 's|^tcp = true|tcp = false|' \
-    -e "s|^sync_interval_ms = 30000|sync_interval_ms = ${SYNC_INTERVAL_MS:-30000}|" \
+    -e "s|^sync_interval_ms = 1000|sync_interval_ms = ${SYNC_INTERVAL_MS:-1000}|" \
     -e 's|^level = "info"|level = "warn"|' "$work/node/node.toml"
 entry() { # id ip port key role
     printf '{"node_id":%s,"ip_addresses":["%s"],"mix_port":%s,"x25519_sphinx_pubkey":"%s","role":%s,"mixplane_transport":"udp"}' "$@"

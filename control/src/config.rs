@@ -380,9 +380,9 @@ pub struct ReplaySection {
     /// Directory for persisted filters, relative to the config file. Default "replay".
     pub dir: PathBuf,
     /// How often the filters' files are synced to disk (`msync`), in milliseconds: what a
-    /// power loss can lose (a killed process loses nothing). Default 30,000: each sync writes
-    /// every page written since the last one, which at high rates is the whole filter, and
-    /// the kernel writes pages dirty for 30 s on its own anyway.
+    /// power loss can lose (a killed process loses nothing). Default 1000. A sync writes the
+    /// journal's new entries (32 bytes per new tag) and, once a quarter of the journal is in
+    /// use, a snapshot of the filter's bits.
     pub sync_interval_ms: u64,
 }
 
@@ -393,7 +393,7 @@ impl Default for ReplaySection {
             key_lifetime_hours: 25,
             false_positive_rate: 1e-5,
             dir: PathBuf::from("replay"),
-            sync_interval_ms: 30_000,
+            sync_interval_ms: 1000,
         }
     }
 }

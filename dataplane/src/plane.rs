@@ -331,7 +331,9 @@ impl ControlPlane {
                         .as_ref()
                         .is_none_or(|s| s.rotation_id() != *id)
                 {
-                    let _ = std::fs::remove_file(dir.join(format!("replay-{id}.bloom")));
+                    crate::replay::ReplayFilter::remove_files(
+                        &dir.join(format!("replay-{id}.bloom")),
+                    );
                 }
             }
         }

@@ -84,29 +84,40 @@
 //! segment was published, B read the index later, so B's re-check (after its own flips) sees
 //! all of A's bits.
 //!
-//! # Crash safety: file-backed segments
+//! # Crash safety: bits in memory, tags in a journal, snapshots
 //!
-//! With a directory configured, each key's filter lives in one file (see [`ReplayFilter::open`])
-//! whose header and segments are `mmap(MAP_SHARED)`ed: every bit a worker sets is in the
-//! kernel's page cache at once, so a killed process (`kill -9`, OOM, panic) loses nothing; the
-//! restarted node maps the same pages back. The file is `flock`ed exclusively while open, so
-//! two processes never share it. What a **power loss or kernel crash** can lose is bounded by
-//! the sync interval: [`ReplayFilter::sync`] (`msync(MS_SYNC)`) writes the dirty pages; the
-//! `mixplane` binary calls it every `replay.sync_interval_ms` (default 30 s) and on clean
-//! shutdown, so at most the tags of the last interval (plus the sync's own duration) can be
-//! lost; the kernel's own writeback usually writes them sooner. Each sync writes every page
-//! dirtied since the last one: at high rates that is the whole filter, so choose the interval
-//! with the disk's bandwidth in mind.
+//! With a directory configured, each key's filter has a file (see [`ReplayFilter::open`]) and
+//! a journal next to it (`<file>.journal`, see `journal.rs`). The bits live in anonymous
+//! memory; every insert that sets a bit also appends the tag's two hash words and its segment
+//! (32 bytes) to the journal, a ring in a `mmap(MAP_SHARED)`ed file: that append is in the
+//! kernel's page cache at once, so a killed process (`kill -9`, OOM, panic) loses nothing.
+//! Opening reads the file's bits, replays the journal's entries into them, writes the result
+//! back (a snapshot) and retires those entries. The filter's file is `flock`ed exclusively
+//! while open, and its journal is only opened under that lock, so two processes never share
+//! them.
 //!
-//! Page faults: the thread that makes, grows or maps back a filter (the control plane) faults
-//! every page of a segment in writable (`MADV_POPULATE_WRITE`), so a worker's first bit-set in
-//! a page does not stop for the page-cache allocation and the filesystem's `page_mkwrite`.
-//! Each sync (and the kernel's own writeback) leaves the pages it wrote clean and
-//! write-protected again, so the next bit-set in such a page still takes one, cheaper, fault
-//! on the worker: a cost per page per sync interval that a longer interval lowers.
+//! What a **power loss or kernel crash** can lose is bounded by the sync interval:
+//! [`ReplayFilter::sync`] writes the journal's new pages (`msync(MS_SYNC)`); the `mixplane`
+//! binary calls it every `replay.sync_interval_ms` (default 1 s) and on clean shutdown, so at
+//! most the tags of the last interval (plus the sync's own duration) can be lost. When a
+//! quarter of the journal is in use, the sync also takes a [`snapshot`](ReplayFilter::snapshot):
+//! it writes every segment's bits to the file (`pwrite`, `fdatasync`), after which the
+//! entries before it may be overwritten. So the disk sees 32 bytes per new tag plus the whole
+//! filter once per quarter journal (with the default 4M-entry journal, 280 MB per million new
+//! tags), instead of every page the workers wrote in each interval, which at high rates was
+//! the whole filter every second; and the workers never fault on pages a sync wrote, which a
+//! shared mapping of the bits made them do once per page per sync. Should the journal fill
+//! between two syncs (a million tags in one interval), further tags are counted
+//! ([`ReplayFilter::journal_overflows`]) and go to disk with the next sync's snapshot; only a
+//! kill before that could lose them.
 //!
-//! Segment space is reserved with `posix_fallocate` when a segment is made, so writing bits
-//! later cannot hit a full disk (which would be a `SIGBUS`). Truncating or rewriting the file
+//! The thread that makes, grows or opens a filter (the control plane) faults every page of
+//! the bits in (`MADV_POPULATE_WRITE`, or by reading them), so a worker's first bit-set in a
+//! page does not stop for the allocation. The journal's pages fault once each as they are
+//! first written (one per 128 tags).
+//!
+//! Segment and journal space is reserved with `posix_fallocate` when they are made, so a
+//! snapshot or an append cannot hit a full disk (an append would be a `SIGBUS`). Truncating or rewriting the file
 //! while a node has it open is not supported (the `flock` is advisory). The bit words are in
 //! host byte order; header fields are little-endian.
 //!
@@ -130,10 +141,15 @@ use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 mod file;
+mod journal;
 mod mapping;
 
 use file::{ALIGN, MAX_SEGMENTS, Meta, SegmentDesc};
+use journal::Journal;
 use mapping::Mapping;
+
+/// Default capacity of a file-backed filter's journal, in tags (128 MiB on disk).
+pub const DEFAULT_JOURNAL_ENTRIES: u64 = 1 << 22;
 
 /// Default limit on the filter's size in bytes, all segments together (16 GiB).
 pub const DEFAULT_MAX_BYTES: u64 = 16 << 30;
@@ -147,6 +163,8 @@ const INFLIGHT_BUCKETS: usize = 512;
 const INFLIGHT_SLOTS: usize = 8;
 const INFLIGHT_SHIFT: u32 = 64 - INFLIGHT_BUCKETS.trailing_zeros();
 const COUNTER_STRIPES: usize = 16;
+/// Bytes copied per read or write when loading or snapshotting bits.
+const SNAPSHOT_CHUNK: usize = 1 << 20;
 /// A new segment is sized for at least this much of the remaining lifetime.
 const MIN_SEGMENT_SECS: f64 = 600.0;
 
@@ -249,6 +267,10 @@ pub struct ReplayParams {
     pub rate_margin: f64,
     /// Limit on the bytes of all segments together. Default [`DEFAULT_MAX_BYTES`].
     pub max_bytes: u64,
+    /// Tags the journal of a file-backed filter holds (32 bytes each on disk); a snapshot
+    /// of the bits is taken at each sync once a quarter of it is used. Default
+    /// [`DEFAULT_JOURNAL_ENTRIES`].
+    pub journal_entries: u64,
 }
 
 impl Default for ReplayParams {
@@ -261,6 +283,7 @@ impl Default for ReplayParams {
             min_rate: 200.0,
             rate_margin: 1.12,
             max_bytes: DEFAULT_MAX_BYTES,
+            journal_entries: DEFAULT_JOURNAL_ENTRIES,
         }
     }
 }
@@ -292,14 +315,8 @@ impl Segment {
     /// Calls `f(word_index, bit_mask)` for the tag's `k` bits: enhanced double hashing,
     /// `g_0 = h1, d_0 = h2, g_{i+1} = g_i + d_i, d_{i+1} = d_i + i + 1`.
     #[inline]
-    fn for_each_bit(&self, h1: u64, h2: u64, mut f: impl FnMut(usize, u64)) {
-        let (mut g, mut d) = (h1, h2);
-        for i in 0..u64::from(self.desc.k) {
-            let bit = reduce(g, self.desc.m_bits);
-            f((bit >> 6) as usize, 1u64 << (bit & 63));
-            g = g.wrapping_add(d);
-            d = d.wrapping_add(i + 1);
-        }
+    fn for_each_bit(&self, h1: u64, h2: u64, f: impl FnMut(usize, u64)) {
+        bit_positions(&self.desc, h1, h2, f);
     }
 
     #[inline]
@@ -328,6 +345,36 @@ impl Segment {
         }
         (-(m / f64::from(self.desc.k)) * (1.0 - x / m).ln()).round() as u64
     }
+}
+
+/// Calls `f(word_index, bit_mask)` for the `k` bits of `(h1, h2)` in a segment shaped `desc`.
+#[inline]
+fn bit_positions(desc: &SegmentDesc, h1: u64, h2: u64, mut f: impl FnMut(usize, u64)) {
+    let (mut g, mut d) = (h1, h2);
+    for i in 0..u64::from(desc.k) {
+        let bit = reduce(g, desc.m_bits);
+        f((bit >> 6) as usize, 1u64 << (bit & 63));
+        g = g.wrapping_add(d);
+        d = d.wrapping_add(i + 1);
+    }
+}
+
+/// Reads segment `desc`'s bits from `file` into `map`.
+fn load_bits(file: &File, desc: &SegmentDesc, map: &Mapping) -> io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    let mut buf = vec![0u8; SNAPSHOT_CHUNK];
+    let words = &map.words()[..(desc.m_bits / 64) as usize];
+    for (i, chunk) in words.chunks(SNAPSHOT_CHUNK / 8).enumerate() {
+        let bytes = &mut buf[..chunk.len() * 8];
+        file.read_exact_at(bytes, desc.offset + (i * SNAPSHOT_CHUNK) as u64)?;
+        for (w, c) in chunk.iter().zip(bytes.chunks_exact(8)) {
+            w.store(
+                u64::from_ne_bytes(c.try_into().expect("8 bytes")),
+                Ordering::Relaxed,
+            );
+        }
+    }
+    Ok(())
 }
 
 /// The three 64-bit values a tag provides: two index hashes and the in-flight fingerprint.
@@ -370,6 +417,7 @@ struct Backing {
     path: PathBuf,
     file: File,
     header: Mapping,
+    journal: Journal,
 }
 
 /// The control plane's side of growth: the last rate sample and what went wrong.
@@ -558,8 +606,9 @@ impl ReplayFilter {
 }
 
 impl Backing {
-    /// Writes segment `index`'s table entry, extends the file for it (blocks reserved), maps
-    /// it, then counts it in the header. A crash between the steps leaves either the old file
+    /// Writes segment `index`'s table entry, extends the file for it (blocks reserved), makes
+    /// its bits (anonymous memory: the file gets them from snapshots), then counts it in the
+    /// header. A crash between the steps leaves either the old file
     /// or one whose extra length matches the entry, which [`file::decode`] accepts.
     fn map_new_segment(&self, index: usize, desc: &SegmentDesc) -> io::Result<Mapping> {
         let (at, entry) = file::encode_entry(index, desc);
@@ -578,7 +627,7 @@ impl Backing {
         if r != 0 {
             return Err(io::Error::from_raw_os_error(r));
         }
-        let map = Mapping::shared(&self.file, desc.offset, len as usize)?;
+        let map = Mapping::anonymous(len as usize)?;
         words[file::W_COUNT].store((index as u64 + 1).to_le(), Ordering::SeqCst);
         Ok(map)
     }
@@ -629,7 +678,7 @@ impl ReplayFilter {
                     for (w, v) in seg.words().iter().zip(words) {
                         w.store(v, Ordering::Relaxed);
                     }
-                    f.sync()?;
+                    f.snapshot()?;
                     tracing::info!(path = %path.display(), "replay filter converted from format 1");
                     return Ok(f);
                 }
@@ -676,17 +725,43 @@ impl ReplayFilter {
             key_lifetime: Duration::from_secs(meta.lifetime_secs),
             ..params.clone()
         };
+        // The bits of the last snapshot, in memory (which faults every page in)...
+        let mut maps = Vec::with_capacity(descs.len());
+        for desc in &descs {
+            let map = Mapping::anonymous(desc.file_len() as usize).map_err(io_err)?;
+            load_bits(&file, desc, &map).map_err(io_err)?;
+            maps.push(map);
+        }
+        // ... plus every tag the journal recorded since.
+        let jpath = journal::path_for(path);
+        let mut replayed = 0u64;
+        let journal = match Journal::open(&jpath, key_id)? {
+            Some(j) => {
+                j.for_each(|seg, h1, h2| {
+                    let i = seg.min(maps.len() - 1);
+                    let words = maps[i].words();
+                    bit_positions(&descs[i], h1, h2, |w, mask| {
+                        words[w].fetch_or(mask, Ordering::Relaxed);
+                    });
+                    replayed += 1;
+                });
+                j
+            }
+            None => Journal::create(&jpath, key_id, params.journal_entries).map_err(|source| {
+                ReplayError::Io {
+                    path: jpath.clone(),
+                    source,
+                }
+            })?,
+        };
         let backing = Backing {
             path: path.to_path_buf(),
             file,
             header,
+            journal,
         };
-        let f = Self::empty(&params, meta, Some(backing));
-        let b = f.backing.as_ref().expect("just set");
-        for (i, desc) in descs.into_iter().enumerate() {
-            let map =
-                Mapping::shared(&b.file, desc.offset, desc.file_len() as usize).map_err(io_err)?;
-            b.populate(&map);
+        let mut f = Self::empty(&params, meta, Some(backing));
+        for (i, (desc, map)) in descs.into_iter().zip(maps).enumerate() {
             let seg = Segment {
                 map,
                 desc,
@@ -698,7 +773,16 @@ impl ReplayFilter {
             let _ = f.segments[i].set(seg);
             f.newest.store(i, Ordering::SeqCst);
         }
-        tracing::info!(path = %path.display(), segments = f.segments(), items = f.inserted(), "replay filter mapped back");
+        if replayed > 0 {
+            // Put the replayed tags into the file, then retire the journal's entries.
+            f.snapshot()?;
+            let b = f.backing.as_mut().expect("just set");
+            b.journal.next_epoch().map_err(|source| ReplayError::Io {
+                path: b.journal.path().to_path_buf(),
+                source,
+            })?;
+        }
+        tracing::info!(path = %path.display(), segments = f.segments(), items = f.inserted(), journal_tags = replayed, "replay filter mapped back");
         Ok(f)
     }
 
@@ -748,10 +832,14 @@ impl ReplayFilter {
         for (w, v) in header.words().iter().zip(file::encode_meta(&meta)) {
             w.store(v.to_le(), Ordering::Relaxed);
         }
+        let jpath = journal::path_for(path);
+        let journal =
+            Journal::create(&jpath, key_id, params.journal_entries).map_err(io_err(&jpath))?;
         let backing = Backing {
             path: tmp.to_path_buf(),
             file,
             header,
+            journal,
         };
         let mut f = Self::empty(params, meta, Some(backing));
         let (m_bits, k) = match first {
@@ -780,17 +868,66 @@ impl ReplayFilter {
         Ok(f)
     }
 
-    /// Writes every dirty page of the file-backed segments and header to disk
-    /// (`msync(MS_SYNC)`); after it returns, a power loss cannot lose the tags recorded
-    /// before the call. A no-op for in-memory filters.
+    /// Makes every tag recorded before the call durable: writes the journal's new entries
+    /// and the header to disk and waits; once a quarter of the journal is in use (or it
+    /// overflowed), also takes a [`snapshot`](Self::snapshot). After it returns, a power
+    /// loss cannot lose the tags recorded before the call. A no-op for in-memory filters.
     pub fn sync(&self) -> Result<(), ReplayError> {
         let Some(b) = &self.backing else {
             return Ok(());
         };
-        for s in self.published() {
-            s.map.sync().map_err(self.io_err())?;
+        let jerr = |source| ReplayError::Io {
+            path: b.journal.path().to_path_buf(),
+            source,
+        };
+        b.journal.sync().map_err(jerr)?;
+        b.header.sync().map_err(self.io_err())?;
+        if b.journal.pending() >= b.journal.capacity() / 4 {
+            self.snapshot()?;
         }
-        b.header.sync().map_err(self.io_err())
+        Ok(())
+    }
+
+    /// Writes every segment's bits to the filter's file and waits (`fdatasync`), after
+    /// which the journal's entries so far may be overwritten. Takes a few hundred
+    /// milliseconds for a filter of a few hundred megabytes; [`sync`](Self::sync) calls it
+    /// when the journal needs room. A no-op for in-memory filters.
+    pub fn snapshot(&self) -> Result<(), ReplayError> {
+        use std::os::unix::fs::FileExt;
+        let Some(b) = &self.backing else {
+            return Ok(());
+        };
+        // Every entry before `at` was appended after its bits were set (`SeqCst` on both
+        // sides), so the loads below see those bits.
+        let at = b.journal.cursor();
+        let mut buf = vec![0u8; SNAPSHOT_CHUNK];
+        for s in self.published() {
+            for (i, chunk) in s.words().chunks(SNAPSHOT_CHUNK / 8).enumerate() {
+                let out = &mut buf[..chunk.len() * 8];
+                for (w, c) in chunk.iter().zip(out.chunks_exact_mut(8)) {
+                    c.copy_from_slice(&w.load(Ordering::Relaxed).to_ne_bytes());
+                }
+                b.file
+                    .write_all_at(out, s.desc.offset + (i * SNAPSHOT_CHUNK) as u64)
+                    .map_err(self.io_err())?;
+            }
+        }
+        b.file.sync_data().map_err(self.io_err())?;
+        b.header.sync().map_err(self.io_err())?;
+        b.journal.snapshotted(at);
+        Ok(())
+    }
+
+    /// Tags not journaled because the journal was full (each is in the next snapshot, but a
+    /// process killed before it could lose them); zero unless syncs stop.
+    pub fn journal_overflows(&self) -> u64 {
+        self.backing.as_ref().map_or(0, |b| b.journal.overflowed())
+    }
+
+    /// Removes a filter's file and its journal (for a key that is gone).
+    pub fn remove_files(path: &Path) {
+        let _ = fs::remove_file(path);
+        let _ = fs::remove_file(journal::path_for(path));
     }
 
     /// The file behind the filter, if any.
@@ -871,6 +1008,9 @@ impl ReplayFilter {
         let mut flipped = false;
         for &(w, mask) in &pending[..n] {
             flipped |= words[w].fetch_or(mask, Ordering::SeqCst) & mask == 0;
+        }
+        if flipped && let Some(b) = &self.backing {
+            b.journal.append(top, h1, h2);
         }
         let Some(mine) = claimed else {
             // Bucket full: cannot rule out a concurrent insert of the same tag.

@@ -49,7 +49,7 @@ fn configure(dir: &Path, listen: SocketAddr, admin: SocketAddr) {
             "expected_packets_per_second = 1000",
             "expected_packets_per_second = 10",
         )
-        .replace("sync_interval_ms = 30000", "sync_interval_ms = 3600000");
+        .replace("sync_interval_ms = 1000", "sync_interval_ms = 3600000");
     assert!(text.contains("sync_interval_ms = 3600000"), "{text}");
     std::fs::write(&cfg, text).unwrap();
 }

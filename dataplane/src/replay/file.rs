@@ -69,7 +69,7 @@ pub(super) fn checksum_step(h: u64, w: u64) -> u64 {
     (h.rotate_left(23) ^ w).wrapping_mul(0x9E37_79B9_7F4A_7C15)
 }
 
-fn checksum(seed: u64, words: &[u64]) -> u64 {
+pub(super) fn checksum(seed: u64, words: &[u64]) -> u64 {
     // The final mix keeps an all-zero entry from having checksum zero.
     checksum_step(words.iter().fold(seed, |h, &w| checksum_step(h, w)), 0x5a5a)
 }

@@ -317,10 +317,15 @@ fn reopening_after_drop_without_sync_keeps_every_tag() {
         g.inserted().abs_diff(20_000) < 400,
         "count estimated from bits"
     );
+    let mut names: Vec<String> = fs::read_dir(file.0.parent().unwrap())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
     assert_eq!(
-        fs::read_dir(file.0.parent().unwrap()).unwrap().count(),
-        1,
-        "no temp files left"
+        names,
+        ["filter.bin", "filter.bin.journal"],
+        "the filter and its journal, no temp files"
     );
 }
 
@@ -527,12 +532,16 @@ fn faults_while_inserting(f: &ReplayFilter, tags: &[[u8; 32]]) -> i64 {
     thread_minor_faults() - before
 }
 
+/// Pages of journal that `tags` new tags write (32 bytes each), plus one partly written.
+fn journal_pages(tags: usize) -> i64 {
+    (tags * 32 / 4096 + 1) as i64
+}
+
 #[test]
 fn file_backed_segments_are_faulted_in_before_the_workers_write() {
     let file = TempFile::new("populate");
     let mut rng = Tags(11);
-    let tags: Vec<[u8; 32]> = (0..40_000).map(|_| rng.tag()).collect();
-    let (first, second) = tags.split_at(20_000);
+    let tags: Vec<[u8; 32]> = (0..60_000).map(|_| rng.tag()).collect();
     let f = ReplayFilter::open(&file.0, 7, &params(1_000_000)).unwrap();
     let seg = f.segments[0].get().unwrap();
     let pages = seg.desc.file_len() / 4096;
@@ -541,16 +550,23 @@ fn file_backed_segments_are_faulted_in_before_the_workers_write() {
         seg.map.all_resident().unwrap(),
         "made: every page in memory"
     );
-    // ~15 bits per tag over ~630 pages: every page is written, none may fault.
-    let made = faults_while_inserting(&f, first);
+    // ~15 bits per tag over ~630 pages: every page of bits is written; only the journal's
+    // pages (one per 128 tags) may fault.
+    let made = faults_while_inserting(&f, &tags[..20_000]);
+    // A sync writes the journal, not the bits: writing on takes no new fault in them.
+    f.sync().unwrap();
+    let synced = faults_while_inserting(&f, &tags[20_000..40_000]);
     drop(f);
-    // Mapped back (the pages are still in the page cache, but not in this new mapping).
+    // Mapped back: the bits are read into memory by the thread that opens the filter.
     let g = ReplayFilter::open(&file.0, 7, &params(1_000_000)).unwrap();
-    let reopened = faults_while_inserting(&g, second);
+    let reopened = faults_while_inserting(&g, &tags[40_000..]);
+    let bound = journal_pages(20_000) + 20;
     assert!(
-        made < 20 && reopened < 20,
-        "{made} and {reopened} page faults while writing {pages} pages"
+        made < bound && synced < bound && reopened < bound,
+        "{made}, {synced} and {reopened} page faults while writing {pages} pages of bits \
+         (at most {bound} expected, for the journal)"
     );
+    assert!(tags.iter().all(|t| g.contains(t)));
 }
 
 #[test]
@@ -576,7 +592,95 @@ fn a_grown_segment_is_faulted_in_before_the_workers_write() {
     let tags: Vec<[u8; 32]> = (0..5_000).map(|_| rng.tag()).collect();
     let faults = faults_while_inserting(&f, &tags);
     assert!(
-        pages > 40 && faults < 10,
+        pages > 40 && faults < journal_pages(5_000) + 10,
         "{faults} page faults while writing {pages} pages"
     );
+}
+
+fn small_journal(n: u64) -> ReplayParams {
+    ReplayParams {
+        journal_entries: 1024,
+        ..params(n)
+    }
+}
+
+#[test]
+fn tags_survive_snapshots_and_a_kill_after_the_journal_wrapped() {
+    let file = TempFile::new("journal-wrap");
+    let mut rng = Tags(21);
+    let tags: Vec<[u8; 32]> = (0..10_000).map(|_| rng.tag()).collect();
+    {
+        let f = ReplayFilter::open(&file.0, 9, &small_journal(100_000)).unwrap();
+        // Syncs every 200 tags: each snapshot (a quarter of 1024 in use) lets the ring
+        // wrap about ten times over without losing an entry.
+        for (i, t) in tags.iter().enumerate() {
+            assert!(!f.check_and_set(t));
+            if i % 200 == 199 {
+                f.sync().unwrap();
+            }
+        }
+        assert_eq!(f.journal_overflows(), 0);
+        // Killed: the last 200 tags are only in the journal (and the page cache).
+    }
+    let g = ReplayFilter::open(&file.0, 9, &small_journal(100_000)).unwrap();
+    assert!(tags.iter().all(|t| g.contains(t)), "every tag kept");
+    // Opening retired the journal's entries into the file: a second crash keeps them too.
+    drop(g);
+    let h = ReplayFilter::open(&file.0, 9, &small_journal(100_000)).unwrap();
+    assert!(tags.iter().all(|t| h.check_and_set(t)), "every tag kept");
+}
+
+#[test]
+fn a_full_journal_is_counted_and_the_next_sync_snapshots() {
+    let file = TempFile::new("journal-full");
+    let mut rng = Tags(22);
+    let tags: Vec<[u8; 32]> = (0..3_000).map(|_| rng.tag()).collect();
+    {
+        let f = ReplayFilter::open(&file.0, 10, &small_journal(100_000)).unwrap();
+        for t in &tags {
+            f.check_and_set(t);
+        }
+        assert_eq!(f.journal_overflows(), 3_000 - 1024);
+        f.sync().unwrap();
+    }
+    let g = ReplayFilter::open(&file.0, 10, &small_journal(100_000)).unwrap();
+    assert!(tags.iter().all(|t| g.contains(t)), "every tag kept");
+}
+
+#[test]
+fn a_journal_for_another_key_or_of_the_wrong_length_is_refused() {
+    let file = TempFile::new("journal-bad");
+    drop(ReplayFilter::open(&file.0, 11, &small_journal(1_000)).unwrap());
+    let jpath = journal::path_for(&file.0);
+    let good = fs::read(&jpath).unwrap();
+    let other = TempFile::new("journal-other");
+    drop(ReplayFilter::open(&other.0, 12, &small_journal(1_000)).unwrap());
+    fs::copy(journal::path_for(&other.0), &jpath).unwrap();
+    assert!(matches!(
+        ReplayFilter::open(&file.0, 11, &small_journal(1_000)),
+        Err(ReplayError::KeyMismatch { .. })
+    ));
+    fs::write(&jpath, &good[..good.len() - 32]).unwrap();
+    assert!(matches!(
+        ReplayFilter::open(&file.0, 11, &small_journal(1_000)),
+        Err(ReplayError::LengthMismatch { .. })
+    ));
+    let mut bad = good.clone();
+    bad[0] ^= 1;
+    fs::write(&jpath, &bad).unwrap();
+    assert!(matches!(
+        ReplayFilter::open(&file.0, 11, &small_journal(1_000)),
+        Err(ReplayError::BadMagic { .. })
+    ));
+    let mut bad = good.clone();
+    bad[3 * 8] ^= 1; // the capacity, under the checksum
+    fs::write(&jpath, &bad).unwrap();
+    assert!(matches!(
+        ReplayFilter::open(&file.0, 11, &small_journal(1_000)),
+        Err(ReplayError::CorruptHeader { .. })
+    ));
+    // Without a journal (a filter from a build before journals) one is made.
+    fs::remove_file(&jpath).unwrap();
+    ReplayFilter::open(&file.0, 11, &small_journal(1_000)).unwrap();
+    assert_eq!(fs::read(&jpath).unwrap().len(), good.len());
 }
