@@ -753,6 +753,19 @@ pub(crate) fn metrics(
         "1 when a replay filter is near its false-positive bound and cannot grow.",
         near,
     );
+    let overflows: Vec<(Vec<(&str, &str)>, f64)> = snap
+        .replay
+        .iter()
+        .zip(&rot)
+        .map(|((_, f), r)| (vec![("rotation", r.as_str())], f.journal_overflows() as f64))
+        .collect();
+    emit(
+        &mut p,
+        "counter",
+        "mixplane_replay_journal_overflows_total",
+        "New tags not journaled because the replay journal was full between two syncs (each is in the next snapshot; a kill before it could lose them).",
+        overflows,
+    );
     let mut keys = vec![(
         vec![("slot", "primary")],
         f64::from(snap.keys.primary.rotation_id()),

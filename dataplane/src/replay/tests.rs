@@ -496,6 +496,44 @@ proptest::proptest! {
         proptest::prop_assert!(load(&file, &b).is_err());
     }
 
+    /// Any changed byte of the journal header's checked words is refused.
+    #[test]
+    fn garbage_journal_headers_are_refused(at in 0usize..40, x in 1u8..=255) {
+        let file = TempFile::new("prop-journal");
+        drop(ReplayFilter::open(&file.0, 13, &small_journal(1_000)).unwrap());
+        let jpath = journal::path_for(&file.0);
+        let mut b = fs::read(&jpath).unwrap();
+        b[at] ^= x;
+        fs::write(&jpath, &b).unwrap();
+        proptest::prop_assert!(ReplayFilter::open(&file.0, 13, &small_journal(1_000)).is_err());
+    }
+
+    /// Random entries of the current epoch (any segment index) are replayed without a panic,
+    /// and what the filter held before stays.
+    #[test]
+    fn random_journal_entries_are_replayed_safely(seed in 0u64..u64::MAX, n in 1usize..1024) {
+        let file = TempFile::new("prop-entries");
+        let mut rng = Tags(seed);
+        let kept = rng.tag();
+        {
+            let f = ReplayFilter::open(&file.0, 14, &small_journal(1_000)).unwrap();
+            f.check_and_set(&kept);
+            f.snapshot().unwrap();
+        }
+        let jpath = journal::path_for(&file.0);
+        let mut b = fs::read(&jpath).unwrap();
+        let epoch = b[40..48].to_vec();
+        for e in b[ALIGN as usize..].chunks_exact_mut(32).take(n) {
+            for w in e[..24].chunks_exact_mut(8) {
+                w.copy_from_slice(&rng.next_u64().to_le_bytes());
+            }
+            e[24..].copy_from_slice(&epoch);
+        }
+        fs::write(&jpath, &b).unwrap();
+        let g = ReplayFilter::open(&file.0, 14, &small_journal(1_000)).unwrap();
+        proptest::prop_assert!(g.contains(&kept));
+    }
+
     /// Random bytes behind a valid magic and version are refused.
     #[test]
     fn random_files_are_refused(seed in 0u64..u64::MAX, words in 2usize..20_000) {
