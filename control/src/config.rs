@@ -384,6 +384,10 @@ pub struct ReplaySection {
     /// journal's new entries (32 bytes per new tag) and, once a quarter of the journal is in
     /// use, a snapshot of the filter's bits.
     pub sync_interval_ms: u64,
+    /// Tags each filter's journal holds (32 bytes each on disk); a sync snapshots the
+    /// filter's bits once a quarter of it is in use. Default 4,194,304 (128 MiB, a snapshot
+    /// per million new packets); 65,536 to 268,435,456.
+    pub journal_entries: u64,
 }
 
 impl Default for ReplaySection {
@@ -394,6 +398,7 @@ impl Default for ReplaySection {
             false_positive_rate: 1e-5,
             dir: PathBuf::from("replay"),
             sync_interval_ms: 1000,
+            journal_entries: 1 << 22,
         }
     }
 }
@@ -897,6 +902,15 @@ impl Config {
         if self.keys.epoch_length_secs == 0 {
             return Err(bad("keys.epoch_length_secs", "must be at least 1".into()));
         }
+        if !(1 << 16..=1 << 28).contains(&self.replay.journal_entries) {
+            return Err(bad(
+                "replay.journal_entries",
+                format!(
+                    "{} is not in 65536..=268435456",
+                    self.replay.journal_entries
+                ),
+            ));
+        }
         if self.keys.validity_epochs < 3 {
             return Err(bad(
                 "keys.validity_epochs",
@@ -1153,6 +1167,7 @@ mod tests {
                 "[replay]\nexpected_packets_per_second = 100000000000",
                 "replay.expected_packets_per_second",
             ),
+            ("[replay]\njournal_entries = 1024", "replay.journal_entries"),
             ("[sink]\naddress = \"tcp:1.2.3.4\"", "sink.address"),
             ("[keys]\nrotation = \"daily\"", "keys.rotation"),
             ("[keys]\nvalidity_epochs = 1", "keys.validity_epochs"),

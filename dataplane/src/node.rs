@@ -66,6 +66,8 @@ pub struct NodeConfig {
     pub replay_key_lifetime: std::time::Duration,
     /// Directory where replay filters are persisted (None: not persisted).
     pub replay_dir: Option<PathBuf>,
+    /// Tags each persisted filter's journal holds.
+    pub replay_journal_entries: u64,
     /// Where final-hop messages go.
     pub sink: Option<SinkAddr>,
     /// Receive and send UDP datagrams at `listen` (mixplane peers).
@@ -103,6 +105,7 @@ impl Default for NodeConfig {
             replay_fp_rate: 1e-5,
             replay_key_lifetime: std::time::Duration::from_secs(25 * 3600),
             replay_dir: None,
+            replay_journal_entries: crate::replay::DEFAULT_JOURNAL_ENTRIES,
             sink: None,
             udp: true,
             tcp: None,
@@ -163,6 +166,7 @@ pub fn replay_filter_for(
         initial_items: config.replay_expected,
         false_positive_rate: config.replay_fp_rate,
         key_lifetime: config.replay_key_lifetime,
+        journal_entries: config.replay_journal_entries,
         ..ReplayParams::default()
     };
     let filter = match &config.replay_dir {

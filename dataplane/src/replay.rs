@@ -673,12 +673,8 @@ impl ReplayFilter {
                 lock(path, &file)?;
                 if is_v1(&file).map_err(io_err)? {
                     let (m_bits, k, words) = file::read_v1(path, &file, key_id, params.max_bytes)?;
-                    let f = Self::create(path, key_id, params, Some((m_bits, k)))?;
-                    let seg = f.segments[0].get().expect("made by create");
-                    for (w, v) in seg.words().iter().zip(words) {
-                        w.store(v, Ordering::Relaxed);
-                    }
-                    f.snapshot()?;
+                    // The bits go into the new file before it replaces the old one.
+                    let f = Self::create(path, key_id, params, Some((m_bits, k, &words)))?;
                     tracing::info!(path = %path.display(), "replay filter converted from format 1");
                     return Ok(f);
                 }
@@ -791,7 +787,7 @@ impl ReplayFilter {
         path: &Path,
         key_id: u64,
         params: &ReplayParams,
-        first: Option<(u64, u32)>,
+        first: Option<(u64, u32, &[u64])>,
     ) -> Result<Self, ReplayError> {
         static SEQ: AtomicU64 = AtomicU64::new(0);
         let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
@@ -813,7 +809,7 @@ impl ReplayFilter {
         path: &Path,
         key_id: u64,
         params: &ReplayParams,
-        first: Option<(u64, u32)>,
+        first: Option<(u64, u32, &[u64])>,
     ) -> Result<Self, ReplayError> {
         let io_err = |p: &Path| {
             let p = p.to_path_buf();
@@ -843,14 +839,19 @@ impl ReplayFilter {
         };
         let mut f = Self::empty(params, meta, Some(backing));
         let (m_bits, k) = match first {
-            Some(d) => d,
+            Some((m, k, _)) => (m, k),
             None => f.first_dimensions()?,
         };
         let design = capacity(m_bits, k, segment_budget(params.false_positive_rate, 0));
-        f.add_segment(0, m_bits, k, design)?;
+        let seg = f.add_segment(0, m_bits, k, design)?;
+        if let Some((_, _, bits)) = first {
+            for (w, &v) in seg.words().iter().zip(bits) {
+                w.store(v, Ordering::Relaxed);
+            }
+            f.snapshot()?;
+        }
         f.sync()?;
         if let (Some(b), Some(seg)) = (&f.backing, f.segments[0].get()) {
-            // After the sync, which leaves every page clean and so write-protected again.
             b.populate(&seg.map);
         }
         fs::rename(tmp, path).map_err(io_err(path))?;
@@ -882,7 +883,7 @@ impl ReplayFilter {
         };
         b.journal.sync().map_err(jerr)?;
         b.header.sync().map_err(self.io_err())?;
-        if b.journal.pending() >= b.journal.capacity() / 4 {
+        if b.journal.needs_snapshot() {
             self.snapshot()?;
         }
         Ok(())
@@ -897,6 +898,9 @@ impl ReplayFilter {
         let Some(b) = &self.backing else {
             return Ok(());
         };
+        // An append skipped from here on sets the flag again (its bits may miss the loads
+        // below), so the next sync snapshots once more.
+        let _ = b.journal.take_unjournaled();
         // Every entry before `at` was appended after its bits were set (`SeqCst` on both
         // sides), so the loads below see those bits.
         let at = b.journal.cursor();

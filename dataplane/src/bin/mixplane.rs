@@ -235,6 +235,7 @@ fn node_config(c: &Config, base: &Path, noise: Option<&[u8; 32]>) -> NodeConfig 
         replay_fp_rate: c.replay.false_positive_rate,
         replay_key_lifetime: Duration::from_secs(c.replay.key_lifetime_hours.saturating_mul(3600)),
         replay_dir: Some(c.replay_dir(base)),
+        replay_journal_entries: c.replay.journal_entries,
         sink: c.sink(base),
         cover: (c.cover.rate_per_second > 0.0).then(|| CoverConfig {
             rate_per_second: c.cover.rate_per_second,

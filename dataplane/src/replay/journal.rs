@@ -17,16 +17,19 @@
 //! older lap of the ring in the same epoch) sets no new bit, so the ring needs no per-entry
 //! sequence number; only entries newer than the last snapshot must never be overwritten,
 //! which the cursor check in [`Journal::append`] ensures. (One case it does not cover: a
-//! worker stopped between claiming a slot and writing it for as long as the others take to
-//! claim three quarters of the ring, millions of inserts, could then overwrite a newer entry
-//! in that slot; the newer tag would still be in memory and in the next snapshot.)
+//! worker stopped between that check and its four stores while the others claim about a
+//! ring's worth of slots and a snapshot passes could then overwrite a newer entry in that
+//! slot. The newer tag is still in memory and goes to disk with the next snapshot; a kill
+//! before it could lose that one tag. With the default ring that is millions of inserts
+//! during one stop of a few instructions; the node's configuration allows no fewer than
+//! 65,536 entries.)
 
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use super::ReplayError;
 use super::file::{ALIGN, checksum};
@@ -54,6 +57,18 @@ fn header_sum(w: &[u64]) -> u64 {
     checksum(0x6a6f_7572_6e61_6c21, &w[..W_SUM])
 }
 
+/// Reserves the blocks of the first `len` bytes of `file` (`posix_fallocate`).
+fn reserve(file: &File, len: u64) -> io::Result<()> {
+    let n = libc::off_t::try_from(len).map_err(io::Error::other)?;
+    // SAFETY: a plain syscall on an open file descriptor that `file` owns.
+    let r = unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, n) };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::from_raw_os_error(r))
+    }
+}
+
 /// One journal file, mapped.
 pub(super) struct Journal {
     path: PathBuf,
@@ -68,13 +83,39 @@ pub(super) struct Journal {
     start: AtomicU64,
     /// Appends skipped because the ring held only entries newer than the last snapshot.
     overflow: AtomicU64,
+    /// Set by a skipped append, cleared by a snapshot before it reads the cursor: the next
+    /// sync must snapshot (the skipped tag's bits may have missed the last one).
+    unjournaled: AtomicBool,
 }
 
 impl Journal {
-    /// A new, empty journal of `cap` entries at `path` (replacing any file there), made
-    /// durable before it returns.
+    /// A new, empty journal of `cap` entries at `path` (replacing any file there), written
+    /// to a temporary file and renamed into place, durably, so a crash leaves either the old
+    /// file (or none) or the whole new one.
     pub(super) fn create(path: &Path, key_id: u64, cap: u64) -> io::Result<Journal> {
         let cap = cap.clamp(MIN_ENTRIES, MAX_ENTRIES);
+        let mut tmp = path.as_os_str().to_owned();
+        tmp.push(format!(".tmp-{}", std::process::id()));
+        let tmp = PathBuf::from(tmp);
+        let made = Self::write_new(&tmp, key_id, cap).and_then(|file| {
+            std::fs::rename(&tmp, path)?;
+            let dir = match path.parent() {
+                Some(d) if !d.as_os_str().is_empty() => d,
+                _ => Path::new("."),
+            };
+            File::open(dir)?.sync_all()?;
+            Ok(file)
+        });
+        match made {
+            Ok(file) => Self::map(path, file, cap, 1),
+            Err(e) => {
+                let _ = std::fs::remove_file(&tmp);
+                Err(e)
+            }
+        }
+    }
+
+    fn write_new(tmp: &Path, key_id: u64, cap: u64) -> io::Result<File> {
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -82,15 +123,8 @@ impl Journal {
             .truncate(true)
             .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
             .mode(0o600)
-            .open(path)?;
-        let len = ALIGN + cap * ENTRY_BYTES;
-        let n = libc::off_t::try_from(len).map_err(io::Error::other)?;
-        // Reserve the blocks now: a full disk later would be a SIGBUS on an append.
-        // SAFETY: a plain syscall on our own open file descriptor.
-        let r = unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, n) };
-        if r != 0 {
-            return Err(io::Error::from_raw_os_error(r));
-        }
+            .open(tmp)?;
+        reserve(&file, ALIGN + cap * ENTRY_BYTES)?;
         let mut head = [0u64; W_EPOCH + 1];
         head[0] = u64::from_le_bytes(MAGIC);
         head[1] = VERSION;
@@ -101,7 +135,7 @@ impl Journal {
         let bytes: Vec<u8> = head.iter().flat_map(|w| w.to_le_bytes()).collect();
         file.write_all_at(&bytes, 0)?;
         file.sync_all()?;
-        Self::map(path, file, cap, 1)
+        Ok(file)
     }
 
     /// The journal at `path` for key `key_id`, checked and mapped; `Ok(None)` when there is
@@ -174,6 +208,8 @@ impl Journal {
         if w[W_EPOCH] == 0 || w[W_EPOCH] == u64::MAX {
             return Err(corrupt("journal epoch"));
         }
+        // A copied (sparse) journal gets its blocks back: a full disk must not SIGBUS.
+        reserve(&file, len).map_err(io_err)?;
         Self::map(path, file, cap, w[W_EPOCH])
             .map(Some)
             .map_err(io_err)
@@ -192,6 +228,7 @@ impl Journal {
             cursor: AtomicU64::new(0),
             start: AtomicU64::new(0),
             overflow: AtomicU64::new(0),
+            unjournaled: AtomicBool::new(false),
         })
     }
 
@@ -234,11 +271,17 @@ impl Journal {
     #[inline]
     pub(super) fn append(&self, seg: usize, h1: u64, h2: u64) {
         let at = self.cursor.fetch_add(1, Ordering::SeqCst);
-        if at.wrapping_sub(self.start.load(Ordering::SeqCst)) >= self.cap {
+        let start = self.start.load(Ordering::SeqCst);
+        if at < start {
+            // Claimed before a snapshot read the cursor: the bits are in that snapshot.
+            return;
+        }
+        if at - start >= self.cap {
             // Every slot holds an entry newer than the last snapshot. The bits are in
-            // memory and go into the next snapshot; until it, a killed process could lose
-            // this tag. Counted, and the next sync snapshots.
+            // memory and go into the next snapshot, which the next sync takes; until it, a
+            // killed process could lose this tag. Counted.
             self.overflow.fetch_add(1, Ordering::Relaxed);
+            self.unjournaled.store(true, Ordering::SeqCst);
             return;
         }
         let w = self.entries.words();
@@ -254,6 +297,18 @@ impl Journal {
         self.cursor.load(Ordering::SeqCst)
     }
 
+    /// For a snapshot about to read the cursor: whether an append was skipped since the last
+    /// one (and clears that; an append skipped from now on sets it again).
+    pub(super) fn take_unjournaled(&self) -> bool {
+        self.unjournaled.swap(false, Ordering::SeqCst)
+    }
+
+    /// Whether the next sync must snapshot: a quarter of the ring in use, or an append
+    /// skipped.
+    pub(super) fn needs_snapshot(&self) -> bool {
+        self.pending() >= self.cap / 4 || self.unjournaled.load(Ordering::SeqCst)
+    }
+
     /// A snapshot taken from cursor `at` is durable: those entries may be overwritten.
     pub(super) fn snapshotted(&self, at: u64) {
         self.start.fetch_max(at, Ordering::SeqCst);
@@ -263,10 +318,6 @@ impl Journal {
     pub(super) fn pending(&self) -> u64 {
         self.cursor()
             .saturating_sub(self.start.load(Ordering::SeqCst))
-    }
-
-    pub(super) fn capacity(&self) -> u64 {
-        self.cap
     }
 
     pub(super) fn overflowed(&self) -> u64 {

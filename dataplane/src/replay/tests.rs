@@ -646,7 +646,7 @@ fn small_journal(n: u64) -> ReplayParams {
 fn tags_survive_snapshots_and_a_kill_after_the_journal_wrapped() {
     let file = TempFile::new("journal-wrap");
     let mut rng = Tags(21);
-    let tags: Vec<[u8; 32]> = (0..10_000).map(|_| rng.tag()).collect();
+    let tags: Vec<[u8; 32]> = (0..10_100).map(|_| rng.tag()).collect();
     {
         let f = ReplayFilter::open(&file.0, 9, &small_journal(100_000)).unwrap();
         // Syncs every 200 tags: each snapshot (a quarter of 1024 in use) lets the ring
@@ -658,7 +658,22 @@ fn tags_survive_snapshots_and_a_kill_after_the_journal_wrapped() {
             }
         }
         assert_eq!(f.journal_overflows(), 0);
-        // Killed: the last 200 tags are only in the journal (and the page cache).
+        // Killed: the last 100 tags are only in the journal (and the page cache), whose
+        // cursor has gone round the ring nearly ten times.
+    }
+    {
+        // The file alone (without the journal) lacks the last 100: the journal is needed.
+        let jpath = journal::path_for(&file.0);
+        let saved = fs::read(&jpath).unwrap();
+        fs::remove_file(&jpath).unwrap();
+        let bare = ReplayFilter::open(&file.0, 9, &small_journal(100_000)).unwrap();
+        let missing = tags[10_000..].iter().filter(|t| !bare.contains(t)).count();
+        assert!(
+            missing > 90,
+            "{missing} of the last 100 missing without the journal"
+        );
+        drop(bare);
+        fs::write(&jpath, saved).unwrap();
     }
     let g = ReplayFilter::open(&file.0, 9, &small_journal(100_000)).unwrap();
     assert!(tags.iter().all(|t| g.contains(t)), "every tag kept");
@@ -721,4 +736,26 @@ fn a_journal_for_another_key_or_of_the_wrong_length_is_refused() {
     fs::remove_file(&jpath).unwrap();
     ReplayFilter::open(&file.0, 11, &small_journal(1_000)).unwrap();
     assert_eq!(fs::read(&jpath).unwrap().len(), good.len());
+}
+
+#[test]
+fn an_append_skipped_while_a_snapshot_runs_makes_the_next_sync_snapshot() {
+    let file = TempFile::new("journal-race");
+    let j = journal::Journal::create(&journal::path_for(&file.0), 15, 1024).unwrap();
+    for i in 0..1024 {
+        j.append(0, i, i);
+    }
+    assert!(j.needs_snapshot());
+    // A snapshot starts: clears the flag, reads the cursor...
+    assert!(!j.take_unjournaled());
+    let at = j.cursor();
+    // ... an insert finds the ring full (its bits may miss the snapshot's loads) ...
+    j.append(0, 7, 7);
+    assert_eq!(j.overflowed(), 1);
+    // ... and the snapshot ends: one entry pending, but the next sync must snapshot again.
+    j.snapshotted(at);
+    assert!(j.needs_snapshot());
+    assert!(j.take_unjournaled());
+    j.snapshotted(j.cursor());
+    assert!(!j.needs_snapshot());
 }
