@@ -13,6 +13,7 @@
 #   CAPTURE (environment): packets in the capture, default 20000 (each loop after the first is
 #                 replays; a capture as long as the phase keeps every packet fresh)
 #   WORKER_CORE, LOADGEN_CORE (environment): default the last core and the first
+#   BATCH_BUDGET_US (environment): the node's [node] batch_budget_us, default 1000
 # Needs release builds: cargo build --release -p mixplane-dataplane -p mixplane-bench
 #
 # The capture holds 20,000 packets (mean delay 50 ms per hop) built for the node as layer 1;
@@ -51,6 +52,7 @@ sed -i -e 's|^listen = "0.0.0.0:1789"|listen = "127.0.0.1:17890"|' \
     -e 's|^listen = "0.0.0.0:8080"|listen = "127.0.0.1:18080"|' \
     -e 's|^listen = "0.0.0.0:1790"|listen = "127.0.0.1:11790"|' \
     -e 's|^tcp = true|tcp = false|' \
+    -e "s|^batch = 64|batch = 64\nbatch_budget_us = ${BATCH_BUDGET_US:-1000}|" \
     -e "s|^sync_interval_ms = 1000|sync_interval_ms = ${SYNC_INTERVAL_MS:-1000}|" \
     -e 's|^level = "info"|level = "warn"|' "$work/node/node.toml"
 entry() { # id ip port key role
