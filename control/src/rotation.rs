@@ -100,12 +100,29 @@ pub enum Step {
     Reset(Live),
 }
 
-/// The next step from the keys on disk (`current`) to `want`.
+/// The next step from the keys on disk (`current`) to `want`. A node whose primary is the
+/// one wanted keeps it: when the schedule also wants the previous rotation's key (the epoch
+/// after a swap) and the node does not have it (say it was made in that epoch), nothing is
+/// done, or a stray secondary is purged; a fresh key under the old rotation's id would serve
+/// no packet, and a fresh primary would throw away the key the network knows.
 pub fn plan(current: Live, want: Live) -> Step {
     if current == want {
         return Step::Nothing;
     }
     match (current, want) {
+        (
+            Live {
+                primary: c,
+                secondary: have,
+            },
+            Live {
+                primary: w,
+                secondary: Some(old),
+            },
+        ) if c == w && old.checked_add(1) == Some(w) => match have {
+            None => Step::Nothing,
+            Some(_) => Step::Purge,
+        },
         (
             Live {
                 primary: c,
@@ -231,6 +248,31 @@ mod tests {
         assert!(steps.contains(&Step::PreAnnounce(1)));
         assert!(steps.contains(&Step::Swap));
         assert!(steps.contains(&Step::Purge));
+    }
+
+    #[test]
+    fn a_node_made_in_the_epoch_after_a_swap_keeps_its_primary() {
+        let s = Schedule::default();
+        let want = desired(&s, 24);
+        assert_eq!(
+            want,
+            Live {
+                primary: 1,
+                secondary: Some(0)
+            }
+        );
+        let fresh = Live {
+            primary: 1,
+            secondary: None,
+        };
+        assert_eq!(plan(fresh, want), Step::Nothing);
+        let stray = Live {
+            primary: 1,
+            secondary: Some(2),
+        };
+        assert_eq!(plan(stray, want), Step::Purge);
+        // An hour later the schedule wants what the node has.
+        assert_eq!(plan(fresh, desired(&s, 25)), Step::Nothing);
     }
 
     #[test]
