@@ -81,6 +81,9 @@ threads() { # per thread of the node: name, ns on a CPU, ns waiting for one, min
     done | sort
 }
 rcvbuf_errors() { awk '/^Udp:/ { if (h) { print $6; exit } h = 1 }' /proc/net/snmp; }
+# time the hypervisor ran something else while the worker's vCPU wanted to run (/proc/stat's
+# steal column, in USER_HZ ticks; 0 on bare metal): a packet due in such a gap leaves late
+steal_ticks() { awk -v c="cpu$last" '$1 == c { print $9 }' /proc/stat; }
 
 for m in $multiples; do
     rm -rf "$work/node/replay"
@@ -91,6 +94,8 @@ for m in $multiples; do
     loops=$(((pps * secs + ${CAPTURE:-20000} - 1) / ${CAPTURE:-20000}))
     rss0=$(awk '/^VmRSS/ { print $2 }' "/proc/$node_pid/status")
     err0=$(rcvbuf_errors)
+    steal0=$(steal_ticks)
+    t0=$(date +%s%N)
     threads >"$work/sched0"
     wb0=$(awk '$1 == "write_bytes:" { print $2 }' "/proc/$node_pid/io")
     echo "== ${m}x: $pps packets/s, $loops loop(s) of the capture (capacity $cap/s)"
@@ -99,12 +104,16 @@ for m in $multiples; do
     sleep 1 # the last held packets leave (mean delay 50 ms)
     hwm=$(awk '/^VmHWM/ { print $2 }' "/proc/$node_pid/status")
     err1=$(rcvbuf_errors)
+    steal1=$(steal_ticks)
+    t1=$(date +%s%N)
     threads >"$work/sched1"
     wb1=$(awk '$1 == "write_bytes:" { print $2 }' "/proc/$node_pid/io")
     # threads that ran more than 1% of the phase: time on a CPU, waiting for one, minor faults
     join "$work/sched0" "$work/sched1" | awk -v s="$secs" '{ r = ($5 - $2) / 1e9; w = ($6 - $3) / 1e9; if (r > s / 100) printf "thread %s: on a CPU %.0f%% of the phase, waiting for one %.0f%%, %d minor page faults\n", $1, 100 * r / s, 100 * w / s, $7 - $4 }'
     echo "node: received $(metric mixplane_packets_received_total), forwarded $(metric mixplane_packets_forwarded_total), dropped $(metric mixplane_packets_dropped_total) (by reason above); host UDP receive-buffer errors +$((err1 - err0))"
     echo "node: wrote $(((wb1 - wb0) / 1048576)) MiB to disk during the phase (the replay filter's syncs)"
+    tick_ms=$((1000 / $(getconf CLK_TCK)))
+    echo "host: steal on the worker's core (cpu$last) $(((steal1 - steal0) * tick_ms)) ms of $(((t1 - t0) / 1000000)) ms"
     echo "node: resident memory $((rss0 / 1024)) MiB before, peak $((hwm / 1024)) MiB (+$(((hwm - rss0) / 1024)) MiB)"
     kill "$node_pid"
     wait "$node_pid" 2>/dev/null || true

@@ -5,6 +5,7 @@
 use std::time::{Duration, Instant};
 
 pub mod error;
+pub mod hostcheck;
 pub mod loadgen;
 pub mod pcap;
 
