@@ -182,6 +182,19 @@ fn switches() -> i64 {
     r.ru_nvcsw + r.ru_nivcsw
 }
 
+/// The steal column of `/proc/stat` for `cpu`, ms (None where there is none).
+pub fn steal_ms(cpu: usize) -> Option<u64> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let name = format!("cpu{cpu}");
+    let line = stat
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(&name))?;
+    let ticks: u64 = line.split_whitespace().nth(8)?.parse().ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    (hz > 0).then(|| ticks * 1000 / hz as u64)
+}
+
 /// What one probe saw.
 pub struct Probe {
     /// The gaps.
@@ -299,6 +312,13 @@ mod tests {
         // gaps are part of the wall time, never more than it
         assert!(p.gaps.total() <= p.wall_ns);
         assert!(!p.windows.rates.is_empty());
+    }
+
+    #[test]
+    fn steal_is_read_for_a_cpu_that_exists_and_not_for_one_that_does_not() {
+        // every Linux /proc/stat has the steal column (0 on bare metal)
+        assert!(steal_ms(0).is_some());
+        assert!(steal_ms(1 << 20).is_none());
     }
 
     #[test]

@@ -330,10 +330,12 @@ impl Node {
             let core = match &config.pin_cores {
                 None => None,
                 Some(list) if list.is_empty() => cores.get(id % cores.len().max(1)).copied(),
-                Some(list) => {
-                    let want = list[id % list.len()];
-                    cores.iter().find(|c| c.id == want).copied()
-                }
+                // the core named, whatever the calling thread's own set is (a caller pinned
+                // elsewhere, e.g. a benchmark's harness, must not pull the workers onto its
+                // core); a core the process may not use fails the pinning, with a warning
+                Some(list) => Some(core_affinity::CoreId {
+                    id: list[id % list.len()],
+                }),
             };
             worker_cores.extend(core.map(|c| c.id));
             let worker = Worker {

@@ -23,7 +23,7 @@
 
 use anyhow::{Context, bail};
 use clap::Parser;
-use mixplane_bench::hostcheck::probe;
+use mixplane_bench::hostcheck::{probe, steal_ms};
 
 #[derive(Parser)]
 #[command(about = "How much a host takes from a busy core: gaps, steal and speed steadiness")]
@@ -40,19 +40,6 @@ struct Cli {
     /// Window for the speed figures, ms.
     #[arg(long, default_value_t = 100)]
     window_ms: u64,
-}
-
-/// The steal column of `/proc/stat` for `cpu`, ms (None where there is none).
-fn steal_ms(cpu: usize) -> Option<u64> {
-    let stat = std::fs::read_to_string("/proc/stat").ok()?;
-    let name = format!("cpu{cpu}");
-    let line = stat
-        .lines()
-        .find(|l| l.split_whitespace().next() == Some(&name))?;
-    let ticks: u64 = line.split_whitespace().nth(8)?.parse().ok()?;
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    (hz > 0).then(|| ticks * 1000 / hz as u64)
 }
 
 fn main() -> anyhow::Result<()> {

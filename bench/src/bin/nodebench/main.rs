@@ -14,11 +14,12 @@
 //! ```
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
+use mixplane_bench::hostcheck::steal_ms;
 use mixplane_dataplane::counters::{WorkerCounters, WorkerPhase};
 use mixplane_dataplane::histogram::{AtomicHistogram, quantile_of};
 use mixplane_dataplane::io::tcp::{
@@ -249,16 +250,41 @@ fn sum(node: &Node, f: impl Fn(&WorkerCounters) -> u64) -> u64 {
 /// Whether `--pin-harness` was given.
 static PIN_HARNESS: AtomicBool = AtomicBool::new(false);
 
-/// With `--pin-harness`, pins the calling thread to the first core: the harness's threads
-/// (sender, sinks) stay off the node's workers, which take the last cores, as the other ends of
-/// a real node's links run on other machines.
+/// The cores this process may run on, read once at the start of `main`, before
+/// `--pin-harness` narrows the main thread to the first of them. (Read later, from a pinned
+/// thread, they would be that one core, and the workers would be put on the harness's core.)
+static CORES: OnceLock<Vec<usize>> = OnceLock::new();
+
+fn allowed_cores() -> &'static [usize] {
+    CORES.get_or_init(|| {
+        core_affinity::get_core_ids()
+            .map(|ids| ids.into_iter().map(|c| c.id).collect::<Vec<_>>())
+            .filter(|ids| !ids.is_empty())
+            .unwrap_or_else(|| vec![0])
+    })
+}
+
+/// Cores for `n` workers: the last of the process's cores, wrapping when there are fewer.
+fn worker_cores(n: usize) -> Vec<usize> {
+    worker_cores_of(allowed_cores(), n)
+}
+
+fn worker_cores_of(allowed: &[usize], n: usize) -> Vec<usize> {
+    (0..n)
+        .map(|i| allowed[allowed.len() - 1 - i % allowed.len()])
+        .collect()
+}
+
+/// With `--pin-harness`, pins the calling thread to the process's first core: the harness's
+/// threads (sender, sinks) stay off the node's workers, which take the last cores, as the
+/// other ends of a real node's links run on other machines.
 fn pin_to_first_core() {
     if !PIN_HARNESS.load(Relaxed) {
         return;
     }
-    if let Some(first) = core_affinity::get_core_ids().and_then(|c| c.first().copied()) {
-        core_affinity::set_for_current(first);
-    }
+    core_affinity::set_for_current(core_affinity::CoreId {
+        id: allowed_cores()[0],
+    });
 }
 
 /// Counts datagrams arriving at the sink until told to stop.
@@ -288,8 +314,7 @@ fn throughput(
     let unwrap = unwrap_both.rate;
     // Throughput: the node's workers on the last cores (the sender and sinks on core 0 with
     // `--pin-harness`).
-    let ncores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let cores: Vec<usize> = (0..args.workers).map(|i| ncores - 1 - i % ncores).collect();
+    let cores = worker_cores(args.workers);
     let tcp = transport != Transport::Udp;
     let noise = transport == Transport::Noise;
     let mut peers = PeerBook::new(PeerTransport::Udp);
@@ -301,7 +326,7 @@ fn throughput(
             workers: args.workers,
             batch: args.batch,
             batch_budget_ns: args.batch_budget_us * 1000,
-            pin_cores: Some(cores),
+            pin_cores: Some(cores.clone()),
             io: args.io,
             wheel_capacity: 1 << 18,
             wheel_tick_ns: args.tick_us * 1000,
@@ -336,6 +361,14 @@ fn throughput(
     };
     let t0 = Instant::now();
     let sched0 = sched_ns("mixplane-w");
+    let steal_cores: Vec<usize> = {
+        let mut c = cores.clone();
+        c.sort_unstable();
+        c.dedup();
+        c
+    };
+    let steal = || -> Option<u64> { steal_cores.iter().map(|&c| steal_ms(c)).sum() };
+    let steal0 = steal();
     let mut sent = 0u64;
     let mut send_failed = 0;
     for chunk in frames.chunks(BATCH) {
@@ -361,6 +394,7 @@ fn throughput(
     }
     let busy = last_change.duration_since(t0).as_secs_f64();
     let sched1 = sched_ns("mixplane-w");
+    let stolen = steal0.zip(steal()).map(|(a, b)| b.saturating_sub(a));
     let rx = sum(&node, |c| c.rx_datagrams.load(Relaxed));
     let fwd = sum(&node, |c| c.tx_datagrams.load(Relaxed));
     let overflow = sum(&node, |c| {
@@ -400,6 +434,14 @@ fn throughput(
         1e6 / unwrap_both.cpu_rate,
         waiting as f64 / fwd.max(1) as f64 / 1e3,
     );
+    // Time the hypervisor ran something else on the workers' vCPUs (0 on bare metal): the
+    // wall-clock share above loses it, the CPU-time share does not count it.
+    if let Some(ms) = stolen {
+        println!(
+            "{transport:?}: host steal on the workers' cores {ms} ms ({:.2}% of the phase, /proc/stat)",
+            100.0 * ms as f64 / 1e3 / busy / steal_cores.len().max(1) as f64
+        );
+    }
     if let Some(s) = tcp_sink {
         let tcp_c = |f: &dyn Fn(&TcpCounters) -> u64| -> u64 {
             node.tcp_counters().iter().map(|c| f(c)).sum()
@@ -608,6 +650,7 @@ fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     // the sender (this thread) and the sinks on the first core, the workers on the last ones
     PIN_HARNESS.store(args.pin_harness, Relaxed);
+    let cores = allowed_cores();
     pin_to_first_core();
     println!("{}", mixplane_crypto_simd::cpu::report());
     println!("paths in force: {}", mixplane_crypto_simd::paths());
@@ -624,8 +667,16 @@ fn main() -> anyhow::Result<()> {
     };
 
     println!(
-        "node settings: batch {}, batch budget {} µs, wheel tick {} µs",
-        args.batch, args.batch_budget_us, args.tick_us
+        "node settings: batch {}, batch budget {} µs, wheel tick {} µs; workers on cores {:?}, harness {}",
+        args.batch,
+        args.batch_budget_us,
+        args.tick_us,
+        worker_cores(args.workers),
+        if args.pin_harness {
+            format!("on core {}", cores[0])
+        } else {
+            format!("on any of {cores:?}")
+        }
     );
     println!("building {} regular v258 packets...", args.packets);
     let frames = build_frames(&secret, sink_addr, args.packets, |_| 0, 1)?;
@@ -791,4 +842,30 @@ fn main() -> anyhow::Result<()> {
         sink_count.load(Relaxed)
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn workers_take_the_last_cores_wrapping_when_there_are_fewer() {
+        assert_eq!(worker_cores_of(&[0, 1], 1), vec![1]);
+        assert_eq!(worker_cores_of(&[2, 3, 5], 2), vec![5, 3]);
+        assert_eq!(worker_cores_of(&[4], 3), vec![4, 4, 4]);
+    }
+
+    #[test]
+    fn a_pinned_harness_thread_does_not_move_the_workers_onto_its_core() {
+        let all = allowed_cores().to_vec();
+        let last = *all.last().expect("at least one core");
+        // as `--pin-harness` does to the main thread before the node starts
+        let from_pinned = std::thread::spawn(move || {
+            core_affinity::set_for_current(core_affinity::CoreId { id: all[0] });
+            worker_cores(1)
+        })
+        .join()
+        .unwrap();
+        assert_eq!(from_pinned, vec![last]);
+    }
 }

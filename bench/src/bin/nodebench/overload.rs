@@ -109,8 +109,7 @@ pub(super) fn phase(
         args.overload_delay_ms
     );
     let pool = build_frames(secret, sink, pool_len, |i| delays[i], 500 + multiple as u64)?;
-    let ncores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let cores: Vec<usize> = (0..args.workers).map(|i| ncores - 1 - i % ncores).collect();
+    let cores = super::worker_cores(args.workers);
     let held_bound = args.overload_held;
     let node = Arc::new(Node::start(
         NodeConfig {
