@@ -22,6 +22,7 @@ use clap::Parser;
 use mixplane_bench::hostcheck::steal_ms;
 use mixplane_dataplane::counters::{WorkerCounters, WorkerPhase};
 use mixplane_dataplane::histogram::{AtomicHistogram, quantile_of};
+use mixplane_dataplane::io::stream::NoiseLink;
 use mixplane_dataplane::io::tcp::{
     ConnLimits, PeerBook, PeerInfo, PeerTransport, TcpCounters, TcpIo, TcpSettings,
 };
@@ -85,6 +86,13 @@ struct Args {
     /// run, the scheduler then moves them onto the workers' cores instead.
     #[arg(long)]
     pin_harness: bool,
+    /// TCP and Noise phases: the sender builds its whole stream (framing and Noise encryption)
+    /// after the handshake and before the phase, and the TCP sink stores what arrives and
+    /// decrypts and counts it after the phase. The harness then does only socket reads and
+    /// writes beside the worker, as a node's peers on other machines cost it nothing; on a
+    /// small VM their encryption otherwise runs on the worker's neighbouring vCPU.
+    #[arg(long)]
+    prebuilt_stream: bool,
     /// Overload phases: offer this many times the node's capacity (the UDP forwarding rate
     /// measured above, else the unwrap rate), e.g. `2,10`; empty: skip.
     #[arg(long, value_delimiter = ',')]
@@ -360,9 +368,17 @@ fn throughput(
         Arc::new(NodeKeys::single(SphinxKey::from_secret(*secret, 1))),
     )?;
     let to = node.local_addr();
-    let mut tx = Sender::open(transport, to)?;
     // the TCP sink listens on the UDP sink's port
-    let tcp_sink = tcp.then(|| TcpSink::start(sink_addr, noise)).transpose()?;
+    let tcp_sink = match (tcp, args.prebuilt_stream) {
+        (false, _) => None,
+        (true, false) => Some(Sink::Live(TcpSink::start(sink_addr, noise)?)),
+        (true, true) => Some(Sink::Stored(StoringSink::start(sink_addr, noise)?)),
+    };
+    let mut tx = if tcp && args.prebuilt_stream {
+        Sender::Prebuilt(Box::new(Prebuilt::open(noise, to, frames)?))
+    } else {
+        Sender::open(transport, to)?
+    };
     // Closed loop: keep at most IN_FLIGHT packets between the sender and the node, so the
     // node always has work queued but its socket never overflows.
     const IN_FLIGHT: u64 = 4096;
@@ -464,7 +480,7 @@ fn throughput(
             tcp_c(&|c| c.frames_in.load(Relaxed)),
             tcp_c(&|c| c.frames_out.load(Relaxed)),
             tcp_c(&|c| c.noise_handshakes.load(Relaxed)),
-            s.stop()
+            s.stop()?
         );
     }
     // Where the workers' time went (their own phase counters), per forwarded packet, next to
@@ -495,10 +511,76 @@ fn tcp_peer(noise: bool) -> PeerInfo {
     }
 }
 
-/// The load's sender: UDP datagrams, or one TCP connection (plain or Noise) as a Nym node has.
+/// The load's sender: UDP datagrams, or one TCP connection (plain or Noise) as a Nym node has,
+/// framing and encrypting as it goes or writing a stream built beforehand.
 enum Sender {
     Udp(Box<dyn UdpIo>),
     Tcp(Box<TcpIo>, Vec<Datagram>),
+    Prebuilt(Box<Prebuilt>),
+}
+
+/// One TCP connection to the node whose whole stream (Nym frames, inside Noise when asked) is
+/// built after the handshake: during the phase it only writes, one [`BATCH`] of frames per
+/// [`Sender::send`], in order.
+struct Prebuilt {
+    stream: std::net::TcpStream,
+    wire: Vec<u8>,
+    /// Where each batch of frames ends in `wire`.
+    ends: Vec<usize>,
+    next: usize,
+}
+
+impl Prebuilt {
+    fn open(noise: bool, to: SocketAddr, frames: &[Vec<u8>]) -> anyhow::Result<Prebuilt> {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(to)?;
+        stream.set_nodelay(true)?;
+        let mut link = None;
+        if noise {
+            let (mut out, mut plain) = (Vec::new(), Vec::new());
+            let mut l =
+                NoiseLink::initiator(&[3u8; 32], &build::public_key(&NOISE_SECRET), &mut out)?;
+            stream.write_all(&out)?;
+            let mut buf = vec![0u8; 4096];
+            while !l.is_established() {
+                let n = stream.read(&mut buf)?;
+                anyhow::ensure!(n > 0, "the node closed the connection during the handshake");
+                out.clear();
+                l.receive(&buf[..n], &mut out, &mut plain)?;
+                stream.write_all(&out)?;
+            }
+            link = Some(l);
+        }
+        let (mut wire, mut ends, mut plain) = (Vec::new(), Vec::new(), Vec::new());
+        for chunk in frames.chunks(BATCH) {
+            match &mut link {
+                Some(l) => {
+                    plain.clear();
+                    chunk.iter().for_each(|f| plain.extend_from_slice(f));
+                    l.send(&plain, &mut wire)?;
+                }
+                None => chunk.iter().for_each(|f| wire.extend_from_slice(f)),
+            }
+            ends.push(wire.len());
+        }
+        Ok(Prebuilt {
+            stream,
+            wire,
+            ends,
+            next: 0,
+        })
+    }
+
+    /// Writes the next batch's bytes (blocking); false when the connection failed.
+    fn send_next(&mut self) -> bool {
+        use std::io::Write;
+        let start = self.next.checked_sub(1).map_or(0, |i| self.ends[i]);
+        let Some(&end) = self.ends.get(self.next) else {
+            return false;
+        };
+        self.next += 1;
+        self.stream.write_all(&self.wire[start..end]).is_ok()
+    }
 }
 
 impl Sender {
@@ -528,13 +610,17 @@ impl Sender {
         match self {
             Sender::Udp(u) => u.send(out),
             Sender::Tcp(t, _) => t.send_frames(out),
+            Sender::Prebuilt(p) => io::SendStats {
+                failed: if p.send_next() { 0 } else { out.len() },
+                ..io::SendStats::default()
+            },
         }
     }
 
     /// Lets a TCP sender write and handshake; a UDP sender only yields.
     fn progress(&mut self) {
         match self {
-            Sender::Udp(_) => std::thread::yield_now(),
+            Sender::Udp(_) | Sender::Prebuilt(_) => std::thread::yield_now(),
             Sender::Tcp(t, d) => {
                 let _ = t.wait(Duration::from_micros(200));
                 t.take_frames(d);
@@ -549,6 +635,118 @@ impl Sender {
                 let _ = t.wait(Duration::from_millis(1));
             }
         }
+    }
+}
+
+/// The TCP next hop of a phase.
+enum Sink {
+    Live(TcpSink),
+    Stored(StoringSink),
+}
+
+impl Sink {
+    /// Frames received.
+    fn stop(self) -> anyhow::Result<u64> {
+        match self {
+            Sink::Live(s) => Ok(s.stop()),
+            Sink::Stored(s) => s.stop(),
+        }
+    }
+}
+
+/// What a [`StoringSink`] kept: the Noise link, the plaintext that came with the last
+/// handshake message, and the raw bytes after it.
+#[derive(Default)]
+struct Stored {
+    link: Option<NoiseLink>,
+    plain: Vec<u8>,
+    raw: Vec<u8>,
+}
+
+/// A TCP next hop that answers the node's Noise handshake, then only stores the bytes that
+/// arrive on the connection; decryption and counting wait until the phase is over.
+struct StoringSink {
+    stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<anyhow::Result<Stored>>,
+}
+
+impl StoringSink {
+    fn start(addr: SocketAddr, noise: bool) -> anyhow::Result<StoringSink> {
+        use std::io::{ErrorKind, Read, Write};
+        let listener = std::net::TcpListener::bind(addr)?;
+        listener.set_nonblocking(true)?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let s = stop.clone();
+        let thread = std::thread::spawn(move || {
+            pin_to_first_core();
+            let mut stream = loop {
+                match listener.accept() {
+                    Ok((c, _)) => break c,
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                        if s.load(Relaxed) {
+                            return Ok(Stored::default());
+                        }
+                        std::thread::sleep(Duration::from_millis(1));
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            };
+            stream.set_nonblocking(false)?;
+            stream.set_read_timeout(Some(Duration::from_millis(20)))?;
+            let mut link = noise
+                .then(|| NoiseLink::responder(&NOISE_SECRET))
+                .transpose()?;
+            let (mut buf, mut raw) = (vec![0u8; 1 << 16], Vec::with_capacity(64 << 20));
+            let (mut out, mut plain) = (Vec::new(), Vec::new());
+            while !s.load(Relaxed) {
+                let n = match stream.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => n,
+                    Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                        continue;
+                    }
+                    Err(e) => return Err(e.into()),
+                };
+                match &mut link {
+                    Some(l) if !l.is_established() => {
+                        // the handshake (and whatever follows it in the same read) now
+                        out.clear();
+                        l.receive(&buf[..n], &mut out, &mut plain)?;
+                        stream.write_all(&out)?;
+                    }
+                    _ => raw.extend_from_slice(&buf[..n]),
+                }
+            }
+            Ok(Stored { link, plain, raw })
+        });
+        Ok(StoringSink { stop, thread })
+    }
+
+    /// Stops, decrypts what was stored and counts the Nym frames in it.
+    fn stop(self) -> anyhow::Result<u64> {
+        self.stop.store(true, Relaxed);
+        let Stored {
+            link,
+            mut plain,
+            raw,
+        } = self
+            .thread
+            .join()
+            .map_err(|_| anyhow::anyhow!("the sink thread panicked"))??;
+        match link {
+            Some(mut l) => l.receive(&raw, &mut Vec::new(), &mut plain)?,
+            None => plain.extend_from_slice(&raw),
+        }
+        let mut n = 0u64;
+        let mut rest = &plain[..];
+        while let Some(len) = mixplane_dataplane::io::stream::frame_len(rest)? {
+            if rest.len() < len {
+                break;
+            }
+            rest = &rest[len..];
+            n += 1;
+        }
+        Ok(n)
     }
 }
 
@@ -879,6 +1077,48 @@ fn main() -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_prebuilt_stream_is_forwarded_and_the_storing_sink_counts_every_frame() {
+        for noise in [false, true] {
+            let secret = [5u8; 32];
+            let sink_addr = std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .unwrap();
+            let frames = build_frames(&secret, sink_addr, 200, |_| 0, 1).unwrap();
+            let sink = StoringSink::start(sink_addr, noise).unwrap();
+            let mut peers = PeerBook::new(PeerTransport::Udp);
+            peers.insert(sink_addr, tcp_peer(noise));
+            let node = Node::start(
+                NodeConfig {
+                    workers: 1,
+                    replay_expected: 10_000,
+                    tcp: Some(TcpSettings {
+                        listen: Some("127.0.0.1:0".parse().unwrap()),
+                        noise_secret: noise.then(|| zeroize::Zeroizing::new(NOISE_SECRET)),
+                        ..TcpSettings::default()
+                    }),
+                    peers,
+                    ..NodeConfig::default()
+                },
+                Arc::new(NodeKeys::single(SphinxKey::from_secret(secret, 1))),
+            )
+            .unwrap();
+            let mut tx = Prebuilt::open(noise, node.local_addr(), &frames).unwrap();
+            for _ in frames.chunks(BATCH) {
+                assert!(tx.send_next());
+            }
+            assert!(!tx.send_next(), "every batch was written");
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while sum(&node, |c| c.tx_datagrams.load(Relaxed)) < 200 {
+                assert!(Instant::now() < deadline, "the node forwarded only part");
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+            assert_eq!(sink.stop().unwrap(), 200, "noise: {noise}");
+            node.shutdown().unwrap();
+        }
+    }
 
     #[test]
     fn workers_take_the_last_cores_wrapping_when_there_are_fewer() {
