@@ -5,7 +5,6 @@
 use std::time::{Duration, Instant};
 
 pub mod error;
-pub mod hostcheck;
 pub mod loadgen;
 pub mod pcap;
 

@@ -14,6 +14,7 @@
 //!   publishes as a snapshot (private `snapshot` module); [`counters`] are what they count;
 //!   [`sink`] is where final-hop messages go; [`egress`] says which next hops are allowed;
 //!   [`cover`] sends loop cover traffic and counts what comes back.
+//! * [`hostcheck`] measures what the host takes from a busy core (`mixplane check-host`).
 //!
 //! Boundaries: key files, topology, config and metrics export belong to `mixplane-control`;
 //! vector crypto belongs to `mixplane-crypto-simd`.
@@ -29,6 +30,7 @@ pub mod cover;
 pub mod demo;
 pub mod egress;
 pub mod histogram;
+pub mod hostcheck;
 pub mod io;
 pub mod node;
 pub mod plane;

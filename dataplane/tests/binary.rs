@@ -415,3 +415,30 @@ fn rotation_follows_nym_api() {
     assert!(err.contains("key rotation follows nym-api"), "{err}");
     assert!(err.contains("key-rotation-info not fetched"), "{err}");
 }
+
+#[test]
+fn check_host_reports_a_core_and_refuses_one_it_cannot_use() {
+    let out = std::process::Command::new(BIN)
+        .args(["check-host", "--seconds", "0.2"])
+        .output()
+        .expect("runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("units; gaps "), "{text}");
+    assert!(text.contains("into a gap"), "{text}");
+    assert!(text.contains("worst core: "), "{text}");
+    let refused = std::process::Command::new(BIN)
+        .args(["check-host", "--cores", "100000", "--seconds", "0.1"])
+        .output()
+        .expect("runs");
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("not one this process may run on"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+}

@@ -19,9 +19,9 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use mixplane_bench::hostcheck::steal_ms;
 use mixplane_dataplane::counters::{WorkerCounters, WorkerPhase};
 use mixplane_dataplane::histogram::{AtomicHistogram, quantile_of};
+use mixplane_dataplane::hostcheck::steal_ms;
 use mixplane_dataplane::io::stream::NoiseLink;
 use mixplane_dataplane::io::tcp::{
     ConnLimits, PeerBook, PeerInfo, PeerTransport, TcpCounters, TcpIo, TcpSettings,

@@ -1,4 +1,4 @@
-//! What a host takes from a busy core: the accounting behind `mixplane-hostcheck`.
+//! What a host takes from a busy core (`mixplane check-host`).
 //!
 //! A worker at full load never sleeps, so any time its core spends elsewhere (another thread,
 //! an interrupt, or a hypervisor that runs another guest on the vCPU: "steal") is time in
@@ -15,7 +15,8 @@
 //!   benchmark margin of a few percent.
 //!
 //! [`Gaps`] and [`Windows`] are the pure accounting (unit-tested); [`probe`] spins on the
-//! calling thread; the binary pins it and prints.
+//! calling thread; [`check`] pins a thread to each core in turn and returns a [`CoreReport`]
+//! per core, whose `Display` is what `mixplane check-host` prints.
 
 use std::fmt::Write as _;
 use std::hint::black_box;
@@ -256,6 +257,109 @@ pub fn probe(seconds: f64, threshold_ns: u64, window_ns: u64) -> Probe {
     }
 }
 
+/// The cores this process may run on.
+pub fn allowed_cores() -> Vec<usize> {
+    core_affinity::get_core_ids()
+        .map(|ids| ids.into_iter().map(|c| c.id).collect())
+        .unwrap_or_default()
+}
+
+/// What [`check`] found on one core.
+pub struct CoreReport {
+    /// The core.
+    pub core: usize,
+    /// The probe's figures.
+    pub probe: Probe,
+    /// Steal `/proc/stat` counted on the core meanwhile, ms (None where it has none).
+    pub steal_ms: Option<u64>,
+}
+
+impl CoreReport {
+    /// Share of the time more than 2 ms into a gap, percent.
+    pub fn beyond_2ms(&self) -> f64 {
+        self.probe.gaps.beyond_share(2, self.probe.wall_ns)
+    }
+}
+
+impl std::fmt::Display for CoreReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (p, g) = (&self.probe, &self.probe.gaps);
+        let share = |ns: u64| 100.0 * ns as f64 / p.wall_ns.max(1) as f64;
+        write!(
+            f,
+            "core {}: {:.1} s, {} units; gaps {} ({:.2} % of the time): switched out {:.2} %, held by the host or interrupts {:.2} %; longest {:.2} ms",
+            self.core,
+            p.wall_ns as f64 / 1e9,
+            p.units,
+            g.count.iter().sum::<u64>(),
+            share(g.total()),
+            share(g.total_ns[0]),
+            share(g.total_ns[1]),
+            g.longest_ns as f64 / 1e6,
+        )?;
+        if let Some(ms) = self.steal_ms {
+            write!(f, "; steal in /proc/stat {ms} ms")?;
+        }
+        writeln!(
+            f,
+            "\n  time more than 0.5 / 1 / 2 ms into a gap: {:.3} % / {:.3} % / {:.3} % (the share of evenly spread deadlines the gaps alone make later than that)",
+            g.beyond_share(0, p.wall_ns),
+            g.beyond_share(1, p.wall_ns),
+            g.beyond_share(2, p.wall_ns)
+        )?;
+        match p.windows.spread() {
+            Some((low, median, _)) => writeln!(
+                f,
+                "  speed outside gaps, per window: lowest {low:.1} %, median {median:.1} % of the fastest ({} windows)",
+                p.windows.rates.len()
+            )?,
+            None => writeln!(f, "  speed outside gaps: too few windows")?,
+        }
+        write!(f, "  gaps by length:\n{}", g.histogram())
+    }
+}
+
+/// Probes each of `cores` in turn for `seconds` on a thread pinned there (see [`probe`]).
+/// Fails on a core this process may not run on, before probing any.
+pub fn check(
+    cores: &[usize],
+    seconds: f64,
+    threshold_ns: u64,
+    window_ns: u64,
+) -> std::io::Result<Vec<CoreReport>> {
+    use std::io::{Error, ErrorKind};
+    let allowed = allowed_cores();
+    if let Some(c) = cores.iter().find(|c| !allowed.contains(c)) {
+        return Err(Error::new(
+            ErrorKind::InvalidInput,
+            format!("core {c} is not one this process may run on (it may use {allowed:?})"),
+        ));
+    }
+    if seconds.is_nan() || seconds <= 0.0 {
+        return Err(Error::new(
+            ErrorKind::InvalidInput,
+            "seconds must be positive",
+        ));
+    }
+    let mut out = Vec::new();
+    for &core in cores {
+        let steal0 = steal_ms(core);
+        let probe = std::thread::spawn(move || {
+            core_affinity::set_for_current(core_affinity::CoreId { id: core })
+                .then(|| probe(seconds, threshold_ns, window_ns))
+        })
+        .join()
+        .map_err(|_| Error::other("the probe thread panicked"))?
+        .ok_or_else(|| Error::other(format!("cannot pin a thread to core {core}")))?;
+        out.push(CoreReport {
+            core,
+            probe,
+            steal_ms: steal0.zip(steal_ms(core)).map(|(a, b)| b.saturating_sub(a)),
+        });
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -319,6 +423,20 @@ mod tests {
         // every Linux /proc/stat has the steal column (0 on bare metal)
         assert!(steal_ms(0).is_some());
         assert!(steal_ms(1 << 20).is_none());
+    }
+
+    #[test]
+    fn a_check_reports_each_core_and_refuses_one_it_may_not_use() {
+        let cores = allowed_cores();
+        let first = cores[0];
+        let r = check(&[first], 0.1, 50_000, 20_000_000).unwrap();
+        assert_eq!(r.len(), 1);
+        assert_eq!(r[0].core, first);
+        let text = r[0].to_string();
+        assert!(text.starts_with(&format!("core {first}: ")), "{text}");
+        assert!(text.contains("into a gap"), "{text}");
+        assert!(check(&[1 << 20], 0.1, 50_000, 20_000_000).is_err());
+        assert!(check(&[first], 0.0, 50_000, 20_000_000).is_err());
     }
 
     #[test]
