@@ -5,7 +5,7 @@
 use std::io;
 
 /// The cores the calling thread may run on.
-fn allowed() -> io::Result<Vec<usize>> {
+pub(crate) fn allowed() -> io::Result<Vec<usize>> {
     // SAFETY: an all-zero `cpu_set_t` is a valid empty set.
     let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
     // SAFETY: `set` is a writable `cpu_set_t` of the size passed; pid 0 is the calling thread.

@@ -257,11 +257,9 @@ pub fn probe(seconds: f64, threshold_ns: u64, window_ns: u64) -> Probe {
     }
 }
 
-/// The cores this process may run on.
+/// The cores the calling thread may run on (empty if the kernel will not say).
 pub fn allowed_cores() -> Vec<usize> {
-    core_affinity::get_core_ids()
-        .map(|ids| ids.into_iter().map(|c| c.id).collect())
-        .unwrap_or_default()
+    crate::affinity::allowed().unwrap_or_default()
 }
 
 /// What [`check`] found on one core.

@@ -278,10 +278,8 @@ static CORES: OnceLock<Vec<usize>> = OnceLock::new();
 
 fn allowed_cores() -> &'static [usize] {
     CORES.get_or_init(|| {
-        core_affinity::get_core_ids()
-            .map(|ids| ids.into_iter().map(|c| c.id).collect::<Vec<_>>())
-            .filter(|ids| !ids.is_empty())
-            .unwrap_or_else(|| vec![0])
+        let cores = mixplane_dataplane::hostcheck::allowed_cores();
+        if cores.is_empty() { vec![0] } else { cores }
     })
 }
 
