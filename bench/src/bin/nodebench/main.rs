@@ -60,6 +60,20 @@ struct Args {
     /// the reference microbenchmark do.
     #[arg(long, default_value_t = 0)]
     unwrap_frames: usize,
+    /// Instead of the node phases: time the unwrap under the node's conditions one at a time
+    /// (batch size, fresh frames, a receive arena, the replay filter), interleaved over this
+    /// many rounds on the workers' core, against the microbenchmark's, and exit (0: skip).
+    #[arg(long, default_value_t = 0)]
+    unwrap_conditions: usize,
+    /// Instead of the node phases: per transport, this many rounds of a forwarding slice
+    /// between two unwrap slices on the worker's core (`--slice-ms` each), and the share per
+    /// round and over all of them (0: skip). Needs `--packets` for all rounds (each packet is
+    /// sent once) and one worker.
+    #[arg(long, default_value_t = 0)]
+    interleave: usize,
+    /// Length of each slice of `--interleave`, ms.
+    #[arg(long, default_value_t = 200)]
+    slice_ms: u64,
     /// The node's receive batch (`[node] batch`): most datagrams per receive.
     #[arg(long, default_value_t = 64)]
     batch: usize,
@@ -86,6 +100,14 @@ struct Args {
     /// run, the scheduler then moves them onto the workers' cores instead.
     #[arg(long)]
     pin_harness: bool,
+    /// With `--pin-harness`: steer the loopback device's receive processing to the harness's
+    /// core (RPS, `/sys/class/net/lo/queues/rx-0/rps_cpus`; needs root; the old mask is put
+    /// back at exit). Over loopback the receiving end's TCP and UDP work, waking the peer's
+    /// thread included, otherwise runs inside the sending thread's system call, so a
+    /// worker's send to the sink also pays the sink's receive; with the peer on another
+    /// machine, as in a real network, it pays only its own side.
+    #[arg(long)]
+    steer_loopback: bool,
     /// TCP and Noise phases: the sender builds its whole stream (framing and Noise encryption)
     /// after the handshake and before the phase, and the TCP sink stores what arrives and
     /// decrypts and counts it after the phase. The harness then does only socket reads and
@@ -120,7 +142,10 @@ struct Args {
     tick_us: u64,
 }
 
+mod conditions;
+mod interleave;
 mod overload;
+mod steer;
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug, clap::ValueEnum)]
 enum Transport {
@@ -317,20 +342,15 @@ fn sink_thread(mut io: Box<dyn UdpIo>, count: Arc<AtomicU64>, stop: Arc<AtomicBo
     }
 }
 
-/// The throughput phase over one transport: a fresh node driven flat out (closed loop) with
-/// `frames`, forwarding to the sink (over UDP, or over TCP to a TCP sink at the same address);
-/// prints the rate next to the unwrap rate and returns the node (still running), its
-/// forwarding rate per worker and the same on the workers' CPU time as a share of the unwrap
-/// rate on CPU time (what the node would forward with its cores to itself).
-fn throughput(
+/// A fresh node for a phase over `transport` (its workers on the last cores), the TCP sink
+/// at `sink_addr` when the phase forwards over TCP, and the sender connected to the node.
+fn open_phase(
     args: &Args,
     transport: Transport,
     secret: &[u8; 32],
     sink_addr: SocketAddr,
     frames: &[Vec<u8>],
-    unwrap_both: Unwrap,
-) -> anyhow::Result<(Node, f64, f64)> {
-    let unwrap = unwrap_both.rate;
+) -> anyhow::Result<(Node, Option<Sink>, Sender)> {
     // Throughput: the node's workers on the last cores (the sender and sinks on core 0 with
     // `--pin-harness`).
     let cores = worker_cores(args.workers);
@@ -372,11 +392,32 @@ fn throughput(
         (true, false) => Some(Sink::Live(TcpSink::start(sink_addr, noise)?)),
         (true, true) => Some(Sink::Stored(StoringSink::start(sink_addr, noise)?)),
     };
-    let mut tx = if tcp && args.prebuilt_stream {
+    let tx = if tcp && args.prebuilt_stream {
         Sender::Prebuilt(Box::new(Prebuilt::open(noise, to, frames)?))
     } else {
         Sender::open(transport, to)?
     };
+    Ok((node, tcp_sink, tx))
+}
+
+/// The throughput phase over one transport: a fresh node driven flat out (closed loop) with
+/// `frames`, forwarding to the sink (over UDP, or over TCP to a TCP sink at the same address);
+/// prints the rate next to the unwrap rate and returns the node (still running), its
+/// forwarding rate per worker and the same on the workers' CPU time as a share of the unwrap
+/// rate on CPU time (what the node would forward with its cores to itself).
+fn throughput(
+    args: &Args,
+    transport: Transport,
+    secret: &[u8; 32],
+    sink_addr: SocketAddr,
+    frames: &[Vec<u8>],
+    unwrap_both: Unwrap,
+) -> anyhow::Result<(Node, f64, f64)> {
+    let unwrap = unwrap_both.rate;
+    let cores = worker_cores(args.workers);
+    let noise = transport == Transport::Noise;
+    let (node, tcp_sink, mut tx) = open_phase(args, transport, secret, sink_addr, frames)?;
+    let to = node.local_addr();
     // Closed loop: keep at most IN_FLIGHT packets between the sender and the node, so the
     // node always has work queued but its socket never overflows.
     const IN_FLIGHT: u64 = 4096;
@@ -496,8 +537,24 @@ fn throughput(
         batches,
         sum(&node, |c| c.batch_size.sum()) as f64 / batches.max(1) as f64,
     );
+    println!("batch sizes (packets: batches): {}", batch_size_list(&node));
 
     Ok((node, per_worker, cpu_share))
+}
+
+/// The workers' batch sizes so far, exact up to 15 (the histogram's resolution), as
+/// `size: batches` pairs.
+fn batch_size_list(node: &Node) -> String {
+    let counts = batch_sizes(node);
+    let mut parts: Vec<String> = (1..16)
+        .filter(|&i| counts[i] > 0)
+        .map(|i| format!("{i}: {}", counts[i]))
+        .collect();
+    let more: u64 = counts[16..].iter().sum();
+    if more > 0 {
+        parts.push(format!("16 or more: {more}"));
+    }
+    parts.join(", ")
 }
 
 fn tcp_peer(noise: bool) -> PeerInfo {
@@ -860,6 +917,17 @@ fn main() -> anyhow::Result<()> {
     // the sender (this thread) and the sinks on the first core, the workers on the last ones
     PIN_HARNESS.store(args.pin_harness, Relaxed);
     let cores = allowed_cores();
+    anyhow::ensure!(
+        !args.steer_loopback || args.pin_harness,
+        "--steer-loopback needs --pin-harness (it steers to the harness's core)"
+    );
+    let _steered = if args.steer_loopback {
+        let s = steer::Steered::to_core(cores[0])?;
+        println!("{s}");
+        Some(s)
+    } else {
+        None
+    };
     pin_to_first_core();
     println!("{}", mixplane_crypto_simd::cpu::report());
     println!("paths in force: {}", mixplane_crypto_simd::paths());
@@ -889,6 +957,58 @@ fn main() -> anyhow::Result<()> {
     );
     println!("building {} regular v258 packets...", args.packets);
     let frames = build_frames(&secret, sink_addr, args.packets, |_| 0, 1)?;
+    if args.unwrap_conditions > 0 {
+        let core = worker_cores(1)[0];
+        let expected = args.packets as u64 * 2;
+        let (f, s) = (&frames, &secret);
+        return std::thread::scope(|scope| {
+            scope
+                .spawn(move || {
+                    core_affinity::set_for_current(core_affinity::CoreId { id: core });
+                    println!("unwrap conditions on core {core}");
+                    conditions::run(
+                        s,
+                        f,
+                        expected,
+                        args.unwrap_conditions,
+                        Duration::from_millis(100),
+                    )
+                })
+                .join()
+                .expect("the conditions thread")
+        });
+    }
+    if args.interleave > 0 {
+        let mut results = Vec::new();
+        for &transport in &args.transport {
+            // a fresh node (and replay filter) per transport: the same packets serve each
+            let shares = interleave::run(
+                &args,
+                transport,
+                &secret,
+                sink_addr,
+                &frames,
+                args.interleave,
+                Duration::from_millis(args.slice_ms),
+            )?;
+            results.push((transport, shares));
+        }
+        for (transport, mut s) in results {
+            println!(
+                "{transport:?}, interleaved: forwarding per worker / the unwrap rate around it: {}; on CPU time: {}; target >= {}%",
+                interleave::summary(&mut s.wall),
+                interleave::summary(&mut s.cpu),
+                match transport {
+                    Transport::Noise => 80,
+                    Transport::Tcp => 85,
+                    Transport::Udp => 85,
+                }
+            );
+        }
+        stop.store(true, Relaxed);
+        let _ = sink.join();
+        return Ok(());
+    }
     let unwrap_both = unwrap_rate(&secret, &frames, BATCH);
     let unwrap = unwrap_both.rate;
     println!(
