@@ -15,7 +15,7 @@ use mixplane_dataplane::io::Outgoing;
 use mixplane_dataplane::node::Node;
 use mixplane_dataplane::sphinx::{NoReplay, NodeKeys, Processor, ProcessorConfig, SphinxKey};
 
-use super::{Args, BATCH, Transport, open_phase, own_cpu_ns, sched_ns, sum, worker_cores};
+use super::{Args, BATCH, Sender, Transport, open_phase, own_cpu_ns, sched_ns, sum, worker_cores};
 
 /// Packets between the sender and the node at most: enough to keep the worker busy, few
 /// enough that a slice drains within milliseconds.
@@ -106,6 +106,24 @@ fn handled(node: &Node) -> u64 {
 
 fn forwarded(node: &Node) -> u64 {
     sum(node, |c| c.tx_datagrams.load(Relaxed))
+}
+
+/// The sender stops: waits until the node has taken in all `sent` packets and forwarded what
+/// it will (at most two seconds).
+fn drain(node: &Node, tx: &mut Sender, sent: u64) {
+    tx.flush();
+    let end = Instant::now() + Duration::from_secs(2);
+    let mut last = (u64::MAX, Instant::now());
+    while Instant::now() < end {
+        tx.progress();
+        std::thread::sleep(Duration::from_micros(500));
+        let f = forwarded(node);
+        if f != last.0 {
+            last = (f, Instant::now());
+        } else if handled(node) >= sent && last.1.elapsed() >= Duration::from_millis(3) {
+            break;
+        }
+    }
 }
 
 /// What one transport's rounds gave: per round the forwarding share of the bracketing
@@ -202,6 +220,7 @@ pub(super) fn run(
                 "{transport:?}: out of packets in round {} (raise --packets)",
                 round + 1
             );
+            drain(&node, &mut tx, sent);
             break;
         };
         let (t1, fwd1, cpu1) = (Instant::now(), forwarded(&node), sched_ns("mixplane-w").0);
@@ -214,20 +233,7 @@ pub(super) fn run(
             wall: t1.duration_since(t0).as_secs_f64(),
             cpu: (cpu1 - cpu0) as f64 / 1e9,
         };
-        // drain: the sender stops; wait until the node has forwarded all it was sent
-        tx.flush();
-        let end = Instant::now() + Duration::from_secs(2);
-        let mut last = (u64::MAX, Instant::now());
-        while Instant::now() < end {
-            tx.progress();
-            std::thread::sleep(Duration::from_micros(500));
-            let f = forwarded(&node);
-            if f != last.0 {
-                last = (f, Instant::now());
-            } else if handled(&node) >= sent && last.1.elapsed() >= Duration::from_millis(3) {
-                break;
-            }
-        }
+        drain(&node, &mut tx, sent);
         let after = unwrapper.slice(len)?;
         // against the mean of the two unwraps around it (their time per packet averaged)
         let unwrap_rate = 2.0 / (1.0 / before.rate() + 1.0 / after.rate());
@@ -327,5 +333,30 @@ mod tests {
             assert_eq!(s.forwarded, s.sent, "{transport:?}");
             assert_eq!(s.delivered, Some(s.sent), "{transport:?}");
         }
+    }
+
+    #[test]
+    fn a_round_that_runs_out_of_packets_still_delivers_what_it_sent() {
+        let args = Args::parse_from(["mixplane-nodebench"]);
+        let secret = [5u8; 32];
+        let sink_addr = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .unwrap();
+        // fewer than the in-flight window: all are sent before the first window opens
+        let frames = build_frames(&secret, sink_addr, 8 * BATCH, |_| 0, 2).unwrap();
+        let s = run(
+            &args,
+            Transport::Tcp,
+            &secret,
+            sink_addr,
+            &frames,
+            2,
+            Duration::from_millis(30),
+        )
+        .unwrap();
+        assert!(s.wall.is_empty(), "{:?}", s.wall);
+        assert_eq!(s.sent, frames.len() as u64);
+        assert_eq!(s.forwarded, s.sent);
+        assert_eq!(s.delivered, Some(s.sent));
     }
 }
