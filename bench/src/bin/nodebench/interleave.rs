@@ -154,10 +154,6 @@ pub(super) fn run(
         args.workers == 1,
         "--interleave measures one worker (--workers 1)"
     );
-    anyhow::ensure!(
-        !args.prebuilt_stream,
-        "--interleave sends as it goes (no --prebuilt-stream)"
-    );
     let core = worker_cores(1)[0];
     let unwrapper = Unwrapper::start(core, *secret, frames[..BATCH].to_vec());
     let (node, tcp_sink, mut tx) = open_phase(args, transport, secret, sink_addr, frames)?;

@@ -108,6 +108,12 @@ struct Args {
     /// machine, as in a real network, it pays only its own side.
     #[arg(long)]
     steer_loopback: bool,
+    /// With `--prebuilt-stream`: the storing TCP sink asks the kernel to wake it only once
+    /// this many KiB wait on its socket (`SO_RCVLOWAT`; or after 20 ms), so a node's writes
+    /// no longer wake a sleeping peer thread each time, which over loopback runs inside the
+    /// worker's send (0: wake on every arrival, as before).
+    #[arg(long, default_value_t = 0)]
+    sink_lowat_kb: usize,
     /// TCP and Noise phases: the sender builds its whole stream (framing and Noise encryption)
     /// after the handshake and before the phase, and the TCP sink stores what arrives and
     /// decrypts and counts it after the phase. The harness then does only socket reads and
@@ -390,7 +396,11 @@ fn open_phase(
     let tcp_sink = match (tcp, args.prebuilt_stream) {
         (false, _) => None,
         (true, false) => Some(Sink::Live(TcpSink::start(sink_addr, noise)?)),
-        (true, true) => Some(Sink::Stored(StoringSink::start(sink_addr, noise)?)),
+        (true, true) => Some(Sink::Stored(StoringSink::start(
+            sink_addr,
+            noise,
+            args.sink_lowat_kb << 10,
+        )?)),
     };
     let tx = if tcp && args.prebuilt_stream {
         Sender::Prebuilt(Box::new(Prebuilt::open(noise, to, frames)?))
@@ -726,7 +736,9 @@ struct StoringSink {
 }
 
 impl StoringSink {
-    fn start(addr: SocketAddr, noise: bool) -> anyhow::Result<StoringSink> {
+    /// A sink at `addr` (Noise responder if `noise`); `lowat` > 0: woken only once that many
+    /// bytes wait (after the handshake), or at the 20 ms read timeout.
+    fn start(addr: SocketAddr, noise: bool, lowat: usize) -> anyhow::Result<StoringSink> {
         use std::io::{ErrorKind, Read, Write};
         let listener = std::net::TcpListener::bind(addr)?;
         listener.set_nonblocking(true)?;
@@ -751,9 +763,17 @@ impl StoringSink {
             let mut link = noise
                 .then(|| NoiseLink::responder(&NOISE_SECRET))
                 .transpose()?;
-            let (mut buf, mut raw) = (vec![0u8; 1 << 16], Vec::with_capacity(64 << 20));
+            let (mut buf, mut raw) = (
+                vec![0u8; (1 << 16).max(2 * lowat)],
+                Vec::with_capacity(64 << 20),
+            );
             let (mut out, mut plain) = (Vec::new(), Vec::new());
+            let mut lowat_set = lowat == 0;
             while !s.load(Relaxed) {
+                if !lowat_set && link.as_ref().is_none_or(|l| l.is_established()) {
+                    set_rcvlowat(&stream, lowat)?;
+                    lowat_set = true;
+                }
                 let n = match stream.read(&mut buf) {
                     Ok(0) => break,
                     Ok(n) => n,
@@ -802,6 +822,28 @@ impl StoringSink {
             n += 1;
         }
         Ok(n)
+    }
+}
+
+/// `SO_RCVLOWAT`: a read (and a wake-up) waits for this many bytes.
+fn set_rcvlowat(stream: &std::net::TcpStream, bytes: usize) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let v = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
+    // SAFETY: a valid socket descriptor, a pointer to a c_int that outlives the call, and
+    // its size.
+    let r = unsafe {
+        libc::setsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVLOWAT,
+            (&v as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
     }
 }
 
@@ -1198,13 +1240,14 @@ mod tests {
 
     #[test]
     fn a_prebuilt_stream_is_forwarded_and_the_storing_sink_counts_every_frame() {
-        for noise in [false, true] {
+        // a low-water mark larger than the whole stream: the tail comes in at the read timeout
+        for (noise, lowat) in [(false, 0), (true, 0), (false, 1 << 20), (true, 1 << 20)] {
             let secret = [5u8; 32];
             let sink_addr = std::net::TcpListener::bind("127.0.0.1:0")
                 .and_then(|l| l.local_addr())
                 .unwrap();
             let frames = build_frames(&secret, sink_addr, 200, |_| 0, 1).unwrap();
-            let sink = StoringSink::start(sink_addr, noise).unwrap();
+            let sink = StoringSink::start(sink_addr, noise, lowat).unwrap();
             let mut peers = PeerBook::new(PeerTransport::Udp);
             peers.insert(sink_addr, tcp_peer(noise));
             let node = Node::start(
@@ -1233,7 +1276,7 @@ mod tests {
                 std::thread::sleep(Duration::from_millis(5));
             }
             std::thread::sleep(Duration::from_millis(100));
-            assert_eq!(sink.stop().unwrap(), 200, "noise: {noise}");
+            assert_eq!(sink.stop().unwrap(), 200, "noise: {noise}, lowat {lowat}");
             node.shutdown().unwrap();
         }
     }
