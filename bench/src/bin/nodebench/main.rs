@@ -6,7 +6,10 @@
 //! distribution) and the worker's `process_batch` time per packet. With `--overload 2,10` a
 //! fourth offers multiples of the node's capacity and reports what overload does: drops by
 //! reason, memory, held packets against their bound, and how late admitted packets leave.
-//! Prints the CPU's features,
+//! `--interleave N` replaces the phases with N rounds per transport of forwarding slices
+//! between unwrap slices on the worker's core (`interleave.rs`), and `--unwrap-conditions N`
+//! with the unwrap under the node's conditions one at a time (`conditions.rs`): on a VM whose
+//! speed drifts, the like-for-like comparisons. Prints the CPU's features,
 //! the `MIXPLANE_CPU` cap in force and the paths chosen first.
 //!
 //! ```sh
