@@ -11,6 +11,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use mixplane_dataplane::counters::{NodeDrop, WorkerPhase};
+use mixplane_dataplane::hostcheck::steal_ms;
 use mixplane_dataplane::io::Outgoing;
 use mixplane_dataplane::node::Node;
 use mixplane_dataplane::sphinx::{NoReplay, NodeKeys, Processor, ProcessorConfig, SphinxKey};
@@ -108,6 +109,16 @@ fn forwarded(node: &Node) -> u64 {
     sum(node, |c| c.tx_datagrams.load(Relaxed))
 }
 
+/// Where a forwarding window opened: the time, the node's forwarded count, the workers' CPU
+/// time, their phase counters and the host's steal on the worker's core.
+struct Window {
+    at: Instant,
+    forwarded: u64,
+    cpu_ns: u64,
+    phase_ns: [u64; 4],
+    steal_ms: Option<u64>,
+}
+
 /// The sender stops: waits until the node has taken in all `sent` packets and forwarded what
 /// it will (at most two seconds).
 fn drain(node: &Node, tx: &mut Sender, sent: u64) {
@@ -166,6 +177,8 @@ pub(super) fn run(
     ];
     let mut phase_ns = [0u64; 4];
     let mut window_packets = 0u64;
+    // host steal on the worker's core over the forwarding windows: ms, and windows with any
+    let mut steal = (0u64, 0u32);
     let mut shares = Shares {
         wall: Vec::new(),
         cpu: Vec::new(),
@@ -186,14 +199,24 @@ pub(super) fn run(
         }
         // forwarding: warm up, then count over a window of `len`
         let t_start = Instant::now();
-        let mut window: Option<(Instant, u64, u64, [u64; 4])> = None;
+        let mut window: Option<Window> = None;
         loop {
             let now = Instant::now();
             if window.is_none() && now.duration_since(t_start) >= WARM_UP {
                 let ph = phases.map(|p| sum(&node, |c| c.phase_ns(p)));
-                window = Some((now, forwarded(&node), sched_ns("mixplane-w").0, ph));
+                let stolen = steal_ms(core);
+                window = Some(Window {
+                    at: now,
+                    forwarded: forwarded(&node),
+                    cpu_ns: sched_ns("mixplane-w").0,
+                    phase_ns: ph,
+                    steal_ms: stolen,
+                });
             }
-            if window.is_some_and(|w| now.duration_since(w.0) >= len) {
+            if window
+                .as_ref()
+                .is_some_and(|w| now.duration_since(w.at) >= len)
+            {
                 break;
             }
             if next + BATCH > frames.len() {
@@ -211,7 +234,14 @@ pub(super) fn run(
             next += BATCH;
             sent += BATCH as u64;
         }
-        let Some((t0, fwd0, cpu0, ph0)) = window else {
+        let Some(Window {
+            at: t0,
+            forwarded: fwd0,
+            cpu_ns: cpu0,
+            phase_ns: ph0,
+            steal_ms: steal0,
+        }) = window
+        else {
             println!(
                 "{transport:?}: out of packets in round {} (raise --packets)",
                 round + 1
@@ -220,6 +250,12 @@ pub(super) fn run(
             break;
         };
         let (t1, fwd1, cpu1) = (Instant::now(), forwarded(&node), sched_ns("mixplane-w").0);
+        // what the hypervisor took from the worker's core in the window (10 ms ticks)
+        let stolen = steal0.zip(steal_ms(core)).map(|(a, b)| b.saturating_sub(a));
+        if let Some(ms) = stolen {
+            steal.0 += ms;
+            steal.1 += u32::from(ms > 0);
+        }
         for (acc, (p, p0)) in phase_ns.iter_mut().zip(phases.iter().zip(ph0)) {
             *acc += sum(&node, |c| c.phase_ns(*p)) - p0;
         }
@@ -236,7 +272,7 @@ pub(super) fn run(
         let unwrap_cpu = 2.0 / (1.0 / before.cpu_rate() + 1.0 / after.cpu_rate());
         let (w, c) = (fwd.rate() / unwrap_rate, fwd.cpu_rate() / unwrap_cpu);
         println!(
-            "{transport:?} round {}: forwarding {:.0}/s ({:.2} µs/packet; {:.2} of CPU), unwrap {:.2} before and {:.2} after: {:.1}% of the unwrap rate, {:.1}% on CPU time",
+            "{transport:?} round {}: forwarding {:.0}/s ({:.2} µs/packet; {:.2} of CPU), unwrap {:.2} before and {:.2} after: {:.1}% of the unwrap rate, {:.1}% on CPU time; host steal {}",
             round + 1,
             fwd.rate(),
             1e6 / fwd.rate(),
@@ -244,7 +280,8 @@ pub(super) fn run(
             1e6 / before.rate(),
             1e6 / after.rate(),
             100.0 * w,
-            100.0 * c
+            100.0 * c,
+            stolen.map_or("unknown".to_string(), |ms| format!("{ms} ms"))
         );
         shares.wall.push(w);
         shares.cpu.push(c);
@@ -258,6 +295,12 @@ pub(super) fn run(
         per(phase_ns[1]),
         per(phase_ns[2]),
         per(phase_ns[3])
+    );
+    println!(
+        "{transport:?}: host steal on core {core} in the forwarding windows: {} ms in all, in {} of {} windows (/proc/stat, 10 ms ticks)",
+        steal.0,
+        steal.1,
+        shares.wall.len()
     );
     println!(
         "batch sizes (packets: batches): {}",
