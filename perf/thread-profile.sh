@@ -10,12 +10,15 @@
 #       --interleave 8 --transport tcp
 #   THREAD=mixplane-w1 TOP=30 perf/thread-profile.sh -- target/release/mixplane run --config node.toml
 #
-# Output: the tables on stdout; the recording in perf/out/thread.data.
+# Output: the tables on stdout; the recording in perf/out/thread.data. With several node
+# phases in one run (e.g. `--transport udp,tcp,noise`), the first worker is the first
+# phase's: profile one transport at a time.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+# the recording goes to the repository's perf/out; the command runs where it was called from
+out=$(cd "$(dirname "$0")" && pwd)/out
 [ "${1:-}" = "--" ] && shift
 if [ $# -eq 0 ]; then
-    sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'
     exit 2
 fi
 command -v perf >/dev/null 2>&1 || {
@@ -24,8 +27,8 @@ command -v perf >/dev/null 2>&1 || {
 }
 thread=${THREAD:-mixplane-w}
 top=${TOP:-25}
-mkdir -p perf/out
-data=perf/out/thread.data
+mkdir -p "$out"
+data=$out/thread.data
 perf record -e cpu-clock -F "${FREQ:-4000}" -g -o "$data" -- "$@"
 # from here on, pipelines end in `head`: an early close must not stop the script
 set +o pipefail
@@ -47,7 +50,7 @@ echo
 echo "by kind:"
 awk '{
     if ($0 ~ /x25519|blake2b|sha256|chacha20|lioness|kdf::batch|aes::|wipe|zeroize|black_box|check_batched/) k = "crypto (and its scrubbing)";
-    else if ($0 ~ /kernel/) k = "kernel";
+    else if ($0 ~ /\[kernel/) k = "kernel";
     else if ($0 ~ /ReplayFilter/) k = "replay filter";
     else if ($0 ~ /memmove|memcpy|memset/) k = "libc copies";
     else k = "other user code";
@@ -59,11 +62,13 @@ sort "$leaves" | uniq -c | sort -rn | head -n "$top" |
     awk -v t="$total" '{ c = $1; $1 = ""; printf "  %6.2f %% %s\n", 100 * c / t, $0 }'
 echo
 echo "where the five busiest kernel functions were called from (eight frames):"
-for f in $(grep kernel "$leaves" | awk '{ print $1 }' | sort | uniq -c | sort -rn | head -5 | awk '{ print $2 }'); do
+grep -F '[kernel' "$leaves" | awk '{ print $1 }' | sort | uniq -c | sort -rn | head -5 |
+    awk '{ print $2 }' | while read -r f; do
     perf script -i "$data" --tid "$tid" -F ip,sym 2>/dev/null |
         awk -v f="$f" 'BEGIN { n = 0 }
             /^$/ { if (hit) print chain; chain = ""; n = 0; hit = 0; next }
-            { n++; if (n == 1 && $2 == f) hit = 1; if (n <= 8) chain = chain (n > 1 ? " < " : "") $2 }' |
+            { n++; if (n == 1 && $2 == f) hit = 1; if (n <= 8) chain = chain (n > 1 ? " < " : "") $2 }
+            END { if (hit) print chain }' |
         sort | uniq -c | sort -rn | head -2 |
         awk -v t="$total" '{ c = $1; $1 = ""; printf "  %6.2f %% %s\n", 100 * c / t, $0 }'
 done

@@ -16,7 +16,7 @@ use mixplane_dataplane::io::Outgoing;
 use mixplane_dataplane::node::Node;
 use mixplane_dataplane::sphinx::{NoReplay, NodeKeys, Processor, ProcessorConfig, SphinxKey};
 
-use super::{Args, BATCH, Sender, Transport, open_phase, own_cpu_ns, sched_ns, sum, worker_cores};
+use super::{Args, BATCH, Sender, Transport, open_phase, sched_ns, sum, worker_cores};
 
 /// Packets between the sender and the node at most: enough to keep the worker busy, few
 /// enough that a slice drains within milliseconds.
@@ -24,12 +24,14 @@ const IN_FLIGHT: u64 = 1024;
 /// Sending before a forwarding slice's window opens (the worker's queue fills).
 const WARM_UP: Duration = Duration::from_millis(20);
 
-/// Packets, wall-clock seconds and CPU seconds of one slice.
+/// Packets, wall-clock seconds and CPU seconds of one slice, and the host's steal on the
+/// core meanwhile.
 #[derive(Clone, Copy, Default)]
 struct Slice {
     packets: u64,
     wall: f64,
     cpu: f64,
+    steal_ms: Option<u64>,
 }
 
 impl Slice {
@@ -39,6 +41,29 @@ impl Slice {
     fn cpu_rate(&self) -> f64 {
         self.packets as f64 / self.cpu.max(f64::MIN_POSITIVE)
     }
+    /// Two slices pooled: all their packets over all their time.
+    fn pooled(&self, other: &Slice) -> Slice {
+        Slice {
+            packets: self.packets + other.packets,
+            wall: self.wall + other.wall,
+            cpu: self.cpu + other.cpu,
+            steal_ms: None,
+        }
+    }
+}
+
+/// This thread's CPU time, ns (`CLOCK_THREAD_CPUTIME_ID`; 0 if the clock fails).
+fn thread_cpu_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: a valid clock id and a pointer to a timespec that outlives the call.
+    let r = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    if r != 0 {
+        return 0;
+    }
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 /// The unwrap microbenchmark on its own thread, pinned to `core`, run for a slice on request.
@@ -61,19 +86,24 @@ impl Unwrapper {
             let mut work = template.clone();
             let mut out = Vec::new();
             while let Ok(len) = asked.recv() {
-                let (t, c0) = (Instant::now(), own_cpu_ns());
-                let mut packets = 0u64;
+                let (t, steal0) = (Instant::now(), steal_ms(core));
+                let (mut packets, mut wall, mut cpu) = (0u64, Duration::ZERO, 0u64);
                 while t.elapsed() < len {
+                    // the copy back from the template is not the unwrap's: not timed
                     for (w, f) in work.iter_mut().zip(&template) {
                         w.copy_from_slice(f);
                     }
+                    let (t0, c0) = (Instant::now(), thread_cpu_ns());
                     proc.process_batch(&mut work, &NoReplay, &mut out);
+                    cpu += thread_cpu_ns().saturating_sub(c0);
+                    wall += t0.elapsed();
                     packets += work.len() as u64;
                 }
                 let s = Slice {
                     packets,
-                    wall: t.elapsed().as_secs_f64(),
-                    cpu: (own_cpu_ns() - c0) as f64 / 1e9,
+                    wall: wall.as_secs_f64(),
+                    cpu: cpu as f64 / 1e9,
+                    steal_ms: steal0.zip(steal_ms(core)).map(|(a, b)| b.saturating_sub(a)),
                 };
                 if answered.send(s).is_err() {
                     break;
@@ -105,8 +135,22 @@ fn handled(node: &Node) -> u64 {
     })
 }
 
+/// Frames the workers have handed to their transports (for TCP: queued on a connection).
 fn forwarded(node: &Node) -> u64 {
     sum(node, |c| c.tx_datagrams.load(Relaxed))
+}
+
+/// Frames that have left the node: for UDP what the send calls took, for TCP what was
+/// written to the connections (a frame queued behind a full socket is not counted yet).
+fn sent_out(node: &Node, transport: Transport) -> u64 {
+    match transport {
+        Transport::Udp => forwarded(node),
+        Transport::Tcp | Transport::Noise => node
+            .tcp_counters()
+            .iter()
+            .map(|c| c.frames_out.load(Relaxed))
+            .sum(),
+    }
 }
 
 /// Where a forwarding window opened: the time, the node's forwarded count, the workers' CPU
@@ -119,9 +163,9 @@ struct Window {
     steal_ms: Option<u64>,
 }
 
-/// The sender stops: waits until the node has taken in all `sent` packets and forwarded what
-/// it will (at most two seconds).
-fn drain(node: &Node, tx: &mut Sender, sent: u64) {
+/// The sender stops: waits until the node has taken in all `sent` packets, forwarded what
+/// it will and written all of it out (at most two seconds; false if it had not by then).
+fn drain(node: &Node, tx: &mut Sender, sent: u64, transport: Transport) -> bool {
     tx.flush();
     let end = Instant::now() + Duration::from_secs(2);
     let mut last = (u64::MAX, Instant::now());
@@ -131,10 +175,14 @@ fn drain(node: &Node, tx: &mut Sender, sent: u64) {
         let f = forwarded(node);
         if f != last.0 {
             last = (f, Instant::now());
-        } else if handled(node) >= sent && last.1.elapsed() >= Duration::from_millis(3) {
-            break;
+        } else if handled(node) >= sent
+            && sent_out(node, transport) >= f
+            && last.1.elapsed() >= Duration::from_millis(3)
+        {
+            return true;
         }
     }
+    false
 }
 
 /// What one transport's rounds gave: per round the forwarding share of the bracketing
@@ -179,6 +227,9 @@ pub(super) fn run(
     let mut window_packets = 0u64;
     // host steal on the worker's core over the forwarding windows: ms, and windows with any
     let mut steal = (0u64, 0u32);
+    // the same over the unwrap slices around each window (each slice counted once per round
+    // it brackets)
+    let mut unwrap_steal = (0u64, 0u32);
     let mut shares = Shares {
         wall: Vec::new(),
         cpu: Vec::new(),
@@ -207,7 +258,7 @@ pub(super) fn run(
                 let stolen = steal_ms(core);
                 window = Some(Window {
                     at: now,
-                    forwarded: forwarded(&node),
+                    forwarded: sent_out(&node, transport),
                     cpu_ns: sched_ns("mixplane-w").0,
                     phase_ns: ph,
                     steal_ms: stolen,
@@ -246,10 +297,14 @@ pub(super) fn run(
                 "{transport:?}: out of packets in round {} (raise --packets)",
                 round + 1
             );
-            drain(&node, &mut tx, sent);
+            drain(&node, &mut tx, sent, transport);
             break;
         };
-        let (t1, fwd1, cpu1) = (Instant::now(), forwarded(&node), sched_ns("mixplane-w").0);
+        let (t1, fwd1, cpu1) = (
+            Instant::now(),
+            sent_out(&node, transport),
+            sched_ns("mixplane-w").0,
+        );
         // what the hypervisor took from the worker's core in the window (10 ms ticks)
         let stolen = steal0.zip(steal_ms(core)).map(|(a, b)| b.saturating_sub(a));
         if let Some(ms) = stolen {
@@ -264,12 +319,24 @@ pub(super) fn run(
             packets: fwd1 - fwd0,
             wall: t1.duration_since(t0).as_secs_f64(),
             cpu: (cpu1 - cpu0) as f64 / 1e9,
+            steal_ms: stolen,
         };
-        drain(&node, &mut tx, sent);
+        if !drain(&node, &mut tx, sent, transport) {
+            println!(
+                "{transport:?} round {}: the node had not finished within 2 s of the window",
+                round + 1
+            );
+        }
         let after = unwrapper.slice(len)?;
         // against the mean of the two unwraps around it (their time per packet averaged)
-        let unwrap_rate = 2.0 / (1.0 / before.rate() + 1.0 / after.rate());
-        let unwrap_cpu = 2.0 / (1.0 / before.cpu_rate() + 1.0 / after.cpu_rate());
+        let around = before.pooled(&after);
+        let (unwrap_rate, unwrap_cpu) = (around.rate(), around.cpu_rate());
+        for u in [&before, &after] {
+            if let Some(ms) = u.steal_ms {
+                unwrap_steal.0 += ms;
+                unwrap_steal.1 += u32::from(ms > 0);
+            }
+        }
         let (w, c) = (fwd.rate() / unwrap_rate, fwd.cpu_rate() / unwrap_cpu);
         println!(
             "{transport:?} round {}: forwarding {:.0}/s ({:.2} µs/packet; {:.2} of CPU), unwrap {:.2} before and {:.2} after: {:.1}% of the unwrap rate, {:.1}% on CPU time; host steal {}",
@@ -303,11 +370,17 @@ pub(super) fn run(
         shares.wall.len()
     );
     println!(
+        "{transport:?}: host steal on core {core} in the unwrap slices around them: {} ms in all, in {} of {} (a slice between two windows counts twice)",
+        unwrap_steal.0,
+        unwrap_steal.1,
+        2 * shares.wall.len()
+    );
+    println!(
         "batch sizes (packets: batches): {}",
         super::batch_size_list(&node)
     );
     shares.sent = sent;
-    shares.forwarded = forwarded(&node);
+    shares.forwarded = sent_out(&node, transport);
     node.shutdown()?;
     if let Some(s) = tcp_sink {
         let got = s.stop()?;

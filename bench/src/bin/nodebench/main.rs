@@ -114,7 +114,9 @@ struct Args {
     /// With `--prebuilt-stream`: the storing TCP sink asks the kernel to wake it only once
     /// this many KiB wait on its socket (`SO_RCVLOWAT`; or after 20 ms), so a node's writes
     /// no longer wake a sleeping peer thread each time, which over loopback runs inside the
-    /// worker's send (0: wake on every arrival, as before).
+    /// worker's send (0: wake on every arrival, as before). Linux also raises the socket's
+    /// receive buffer to hold the mark and clamps the advertised window to it, so the sender
+    /// sees a window of at least this much.
     #[arg(long, default_value_t = 0)]
     sink_lowat_kb: usize,
     /// TCP and Noise phases: the sender builds its whole stream (framing and Noise encryption)

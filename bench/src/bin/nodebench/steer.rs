@@ -12,7 +12,9 @@ use std::path::Path;
 
 const RPS_CPUS: &str = "/sys/class/net/lo/queues/rx-0/rps_cpus";
 
-/// The steering in force; the mask found before is written back on drop.
+/// The steering in force; the mask found before is written back on drop (on a return or a
+/// panic; a run killed by a signal leaves the steering in place: the message printed at the
+/// start names the mask to write back).
 pub(super) struct Steered {
     old: String,
     core: usize,
