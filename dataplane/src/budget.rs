@@ -25,21 +25,7 @@ pub(crate) fn lanes() -> usize {
     *LANES.get_or_init(|| Backend::best().lanes().max(1))
 }
 
-/// CPU time this thread has used, ns (`CLOCK_THREAD_CPUTIME_ID`; 0 if the clock fails).
-pub(crate) fn thread_cpu_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid, writable timespec for the call's duration.
-    let r = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    if r != 0 {
-        return 0;
-    }
-    (ts.tv_sec as u64)
-        .saturating_mul(1_000_000_000)
-        .saturating_add(ts.tv_nsec as u64)
-}
+pub(crate) use crate::hostcheck::thread_cpu_ns;
 
 /// The receive cap of one worker.
 #[derive(Debug, Clone)]

@@ -100,9 +100,9 @@ impl Generator {
                         next_at += self.gap(&mut rng);
                     }
                 } else {
-                    let t0 = thread_cpu_ns();
+                    let t0 = crate::hostcheck::thread_cpu_ns();
                     self.fill(&mut queue, &mut next_at, &mut seq, &mut tallies, &mut rng);
-                    let spent = thread_cpu_ns().saturating_sub(t0);
+                    let spent = crate::hostcheck::thread_cpu_ns().saturating_sub(t0);
                     tallies.build_ns += spent;
                     credit -= spent as f64;
                 }
@@ -231,21 +231,6 @@ impl Generator {
         report.running_seconds = self.epoch.elapsed().as_secs_f64();
         self.shared.publish(report);
     }
-}
-
-/// CPU time this thread has used, ns (what the build budget is charged): unlike wall time it
-/// does not count the time the thread waited for a core.
-fn thread_cpu_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid, writable timespec; CLOCK_THREAD_CPUTIME_ID is always available
-    // on Linux, and on failure `ts` stays zero (the budget then charges nothing).
-    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    (ts.tv_sec as u64)
-        .saturating_mul(1_000_000_000)
-        .saturating_add(ts.tv_nsec as u64)
 }
 
 /// An exponential sample with mean `mean_ns`, capped at Sphinx's default delay cap.

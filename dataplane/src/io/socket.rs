@@ -13,14 +13,14 @@ pub fn bind_udp(addr: SocketAddr) -> io::Result<UdpSocket> {
     s.set_reuse_port(true)?;
     let sock: UdpSocket = s.into();
     // SO_*BUFFORCE needs CAP_NET_ADMIN; without it the kernel caps at net.core.[rw]mem_max.
-    if set_int(&sock, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, SOCKET_BUFFER).is_err() {
-        let _ = set_int(&sock, libc::SOL_SOCKET, libc::SO_RCVBUF, SOCKET_BUFFER);
+    if set_int_option(&sock, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, SOCKET_BUFFER).is_err() {
+        let _ = set_int_option(&sock, libc::SOL_SOCKET, libc::SO_RCVBUF, SOCKET_BUFFER);
     }
-    if set_int(&sock, libc::SOL_SOCKET, libc::SO_SNDBUFFORCE, SOCKET_BUFFER).is_err() {
-        let _ = set_int(&sock, libc::SOL_SOCKET, libc::SO_SNDBUF, SOCKET_BUFFER);
+    if set_int_option(&sock, libc::SOL_SOCKET, libc::SO_SNDBUFFORCE, SOCKET_BUFFER).is_err() {
+        let _ = set_int_option(&sock, libc::SOL_SOCKET, libc::SO_SNDBUF, SOCKET_BUFFER);
     }
     // the kernel reports its receive-queue drops in every message's control data
-    let _ = set_int(&sock, libc::SOL_SOCKET, libc::SO_RXQ_OVFL, 1);
+    let _ = set_int_option(&sock, libc::SOL_SOCKET, libc::SO_RXQ_OVFL, 1);
     let s2: Socket = sock.into();
     s2.bind(&addr.into())?;
     let sock: UdpSocket = s2.into();
@@ -31,8 +31,9 @@ pub fn bind_udp(addr: SocketAddr) -> io::Result<UdpSocket> {
 /// Socket buffer size asked for (the kernel doubles it for bookkeeping).
 pub(crate) const SOCKET_BUFFER: libc::c_int = 16 << 20;
 
-fn set_int(
-    sock: &UdpSocket,
+/// Sets an integer socket option (`setsockopt` with a `c_int` value) on any socket.
+pub fn set_int_option(
+    sock: &impl AsRawFd,
     level: libc::c_int,
     name: libc::c_int,
     v: libc::c_int,
@@ -57,23 +58,7 @@ fn set_int(
 
 /// Turns UDP GRO on or off.
 pub fn set_gro(sock: &UdpSocket, on: bool) -> io::Result<()> {
-    let v: libc::c_int = on.into();
-    // SAFETY: setsockopt reads `size_of::<c_int>()` bytes from a valid pointer to `v`; the fd is
-    // open for the lifetime of `sock`.
-    let r = unsafe {
-        libc::setsockopt(
-            sock.as_raw_fd(),
-            libc::SOL_UDP,
-            libc::UDP_GRO,
-            (&v as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if r == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
+    set_int_option(sock, libc::SOL_UDP, libc::UDP_GRO, on.into())
 }
 
 /// Converts a socket address into a `sockaddr_storage` and its length.
@@ -237,7 +222,7 @@ mod drop_tests {
     fn kernel_drops_are_read_without_receiving() {
         let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
         // a small receive buffer (the kernel doubles it and enforces a minimum)
-        set_int(&rx, libc::SOL_SOCKET, libc::SO_RCVBUF, 4096).unwrap();
+        set_int_option(&rx, libc::SOL_SOCKET, libc::SO_RCVBUF, 4096).unwrap();
         let to = rx.local_addr().unwrap();
         let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
         let before = kernel_drops(&rx).expect("SO_MEMINFO works on Linux");

@@ -11,7 +11,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use mixplane_dataplane::counters::{NodeDrop, WorkerPhase};
-use mixplane_dataplane::hostcheck::steal_ms;
+use mixplane_dataplane::hostcheck::{steal_ms, thread_cpu_ns};
 use mixplane_dataplane::io::Outgoing;
 use mixplane_dataplane::node::Node;
 use mixplane_dataplane::sphinx::{NoReplay, NodeKeys, Processor, ProcessorConfig, SphinxKey};
@@ -50,20 +50,6 @@ impl Slice {
             steal_ms: None,
         }
     }
-}
-
-/// This thread's CPU time, ns (`CLOCK_THREAD_CPUTIME_ID`; 0 if the clock fails).
-fn thread_cpu_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: a valid clock id and a pointer to a timespec that outlives the call.
-    let r = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    if r != 0 {
-        return 0;
-    }
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 /// The unwrap microbenchmark on its own thread, pinned to `core`, run for a slice on request.

@@ -832,24 +832,8 @@ impl StoringSink {
 
 /// `SO_RCVLOWAT`: a read (and a wake-up) waits for this many bytes.
 fn set_rcvlowat(stream: &std::net::TcpStream, bytes: usize) -> std::io::Result<()> {
-    use std::os::fd::AsRawFd;
     let v = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
-    // SAFETY: a valid socket descriptor, a pointer to a c_int that outlives the call, and
-    // its size.
-    let r = unsafe {
-        libc::setsockopt(
-            stream.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVLOWAT,
-            (&v as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if r == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
+    mixplane_dataplane::io::socket::set_int_option(stream, libc::SOL_SOCKET, libc::SO_RCVLOWAT, v)
 }
 
 /// A TCP next hop that counts the frames it receives.
